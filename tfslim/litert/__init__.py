@@ -1,0 +1,18 @@
+"""The converter stage: Keras -> TFLite for a target, inspection, TFLite Micro checks."""
+
+from tfslim.litert.converter import ConversionResult, convert
+from tfslim.litert.export_c import export_c
+from tfslim.litert.inspection import inspect
+from tfslim.litert.micro import MICRO_OPS
+from tfslim.litert.targets import Target, get_target, list_targets
+
+__all__ = [
+    "MICRO_OPS",
+    "ConversionResult",
+    "Target",
+    "convert",
+    "export_c",
+    "get_target",
+    "inspect",
+    "list_targets",
+]

@@ -1,0 +1,253 @@
+"""Reads a .tflite flatbuffer without running it: ops, tensors, parameters, MACs.
+
+Pure Python over the LiteRT schema, so a corrupted file can raise but never crash the
+process. Works on any .tflite file, not only ones tfslim made.
+"""
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tfslim.errors import InvalidModelError
+
+_FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
+# Ops whose second input is a weight tensor and third (optional) a bias.
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _enum_names(enum_cls) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def read_model_bytes(model, *, argument: str = "model") -> tuple[bytes, str]:
+    """Returns (flatbuffer bytes, display name) for bytes, a path, or a ConversionResult."""
+    if hasattr(model, "flatbuffer") and isinstance(model.flatbuffer, bytes):
+        return model.flatbuffer, "<converted model>"
+    if isinstance(model, bytes | bytearray | memoryview):
+        return bytes(model), "<bytes>"
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Invalid value for argument `{argument}`. Expected an existing .tflite file. "
+                f"Received: {argument}={str(model)!r} (no such file)"
+            )
+        return path.read_bytes(), str(path)
+    raise TypeError(
+        f"Invalid type for argument `{argument}`. Expected .tflite bytes, a path to a .tflite "
+        f"file, or a tfslim ConversionResult. Received: {argument} of type "
+        f"{type(model).__name__}"
+    )
+
+
+def parse(data: bytes, name: str = "<bytes>"):
+    """Parses and sanity-checks a flatbuffer; raises InvalidModelError naming `name`."""
+    if len(data) < 8:
+        raise InvalidModelError(
+            f"{name}: not a TFLite model ({len(data)} bytes; a .tflite file is a flatbuffer "
+            "with the identifier 'TFL3')"
+        )
+    if data[4:8] != b"TFL3":
+        raise InvalidModelError(
+            f"{name}: not a TFLite model (file identifier {data[4:8]!r}, expected b'TFL3')"
+        )
+    schema = _schema()
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        _check_consistent(model)
+    except InvalidModelError:
+        raise
+    except Exception as e:  # The flatbuffer reader raises assorted errors on bad offsets.
+        raise InvalidModelError(f"{name}: corrupted or truncated TFLite model ({e})") from None
+    return model
+
+
+def _check_consistent(model) -> None:
+    if not model.subgraphs:
+        raise InvalidModelError("the model has no subgraph")
+    n_buffers = len(model.buffers or [])
+    n_codes = len(model.operatorCodes or [])
+    for sg in model.subgraphs:
+        n_tensors = len(sg.tensors or [])
+        for t in sg.tensors or []:
+            if t.buffer >= n_buffers:
+                raise InvalidModelError(f"tensor buffer index {t.buffer} out of range")
+        for op in sg.operators or []:
+            if op.opcodeIndex >= n_codes:
+                raise InvalidModelError(f"opcode index {op.opcodeIndex} out of range")
+            for i in list(op.inputs if op.inputs is not None else []) + list(
+                op.outputs if op.outputs is not None else []
+            ):
+                if i >= n_tensors:
+                    raise InvalidModelError(f"tensor index {i} out of range")
+
+
+def op_name(model, opcode_index: int) -> str:
+    schema = _schema()
+    code = model.operatorCodes[opcode_index]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    names = _enum_names(schema.BuiltinOperator)
+    if names.get(builtin) == "CUSTOM":
+        custom = code.customCode.decode() if code.customCode else "?"
+        return f"CUSTOM:{custom}"
+    return names.get(builtin, f"BUILTIN_{builtin}")
+
+
+def type_name(tensor_type: int) -> str:
+    return _enum_names(_schema().TensorType).get(tensor_type, str(tensor_type))
+
+
+def _np_dtype(tensor_type: int):
+    return {
+        "FLOAT32": np.float32,
+        "FLOAT16": np.float16,
+        "FLOAT64": np.float64,
+        "INT8": np.int8,
+        "UINT8": np.uint8,
+        "INT16": np.int16,
+        "INT32": np.int32,
+        "INT64": np.int64,
+        "BOOL": np.bool_,
+    }.get(type_name(tensor_type))
+
+
+def _buffer_values(model, data: bytes, tensor):
+    buf = model.buffers[tensor.buffer]
+    raw = None
+    if buf.data is not None and len(buf.data):
+        raw = np.asarray(buf.data, dtype=np.uint8).tobytes()
+    elif buf.offset and buf.offset > 1:  # Buffers stored after the flatbuffer (> 2 GB models).
+        raw = data[buf.offset : buf.offset + buf.size]
+    if raw is None:
+        return None
+    dtype = _np_dtype(tensor.type)
+    if dtype is None or len(raw) % np.dtype(dtype).itemsize:
+        return np.frombuffer(raw, dtype=np.uint8)
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _tensor_name(tensor) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+
+
+def _io_details(sg, indices) -> list[dict]:
+    out = []
+    for i in indices if indices is not None else []:
+        t = sg.tensors[i]
+        q = t.quantization
+        scale = zero_point = None
+        if q is not None and q.scale is not None and len(q.scale):
+            scale = float(q.scale[0])
+            zero_point = int(q.zeroPoint[0]) if q.zeroPoint is not None else 0
+        out.append(
+            {
+                "name": _tensor_name(t),
+                "shape": [int(d) for d in (t.shape if t.shape is not None else [])],
+                "dtype": type_name(t.type).lower(),
+                "scale": scale,
+                "zero_point": zero_point,
+            }
+        )
+    return out
+
+
+def _macs(op: str, sg, op_t) -> int:
+    def shape(i):
+        return [int(d) for d in sg.tensors[i].shape] if i >= 0 else []
+
+    ins, outs = list(op_t.inputs), list(op_t.outputs)
+    out_shape = shape(outs[0]) if outs else []
+    n_out = int(np.prod(out_shape)) if out_shape else 0
+    if op == "CONV_2D":  # weights [out_c, kh, kw, in_c]
+        w = shape(ins[1])
+        return n_out * w[1] * w[2] * w[3]
+    if op == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, out_c]
+        w = shape(ins[1])
+        return n_out * w[1] * w[2]
+    if op == "FULLY_CONNECTED":  # weights [units, in]
+        w = shape(ins[1])
+        return n_out * w[1]
+    if op == "TRANSPOSE_CONV":  # inputs: output_shape, weights [out_c, kh, kw, in_c], input
+        w, x = shape(ins[1]), shape(ins[2])
+        return int(np.prod(x)) * w[0] * w[1] * w[2]
+    if op == "BATCH_MATMUL":
+        a = shape(ins[0])
+        return n_out * (a[-1] if a else 0)
+    return 0
+
+
+def analyze(data: bytes, name: str = "<bytes>") -> dict:
+    """Static facts about a .tflite model (everything `inspect` reports but `micro`)."""
+    model = parse(data, name)
+    sg_main = model.subgraphs[0]
+    ops: dict[str, int] = {}
+    op_list = []  # (op name, output tensor name, touches float, hybrid)
+    macs = 0
+    const_tensors = {}  # buffer index -> tensor, for parameter counting
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            if t.buffer > 0 and _buffer_values(model, data, t) is not None:
+                const_tensors.setdefault(t.buffer, t)
+        for op_t in sg.operators or []:
+            op = op_name(model, op_t.opcodeIndex)
+            ops[op] = ops.get(op, 0) + 1
+            ins = [i for i in (op_t.inputs if op_t.inputs is not None else []) if i >= 0]
+            outs = list(op_t.outputs if op_t.outputs is not None else [])
+            types = [type_name(sg.tensors[i].type) for i in ins + outs]
+            is_const = [
+                sg.tensors[i].buffer > 0 and model.buffers[sg.tensors[i].buffer].data is not None
+                for i in ins
+            ]
+            flags = is_const + [False] * len(outs)
+            act_types = [t for t, c in zip(types, flags, strict=True) if not c]
+            float_act = any(t in _FLOAT_TYPES for t in act_types)
+            hybrid = float_act and any(
+                c and type_name(sg.tensors[i].type) in ("INT8", "UINT8", "INT4")
+                for i, c in zip(ins, is_const, strict=True)
+            )
+            out_name = _tensor_name(sg.tensors[outs[0]]) if outs else ""
+            op_list.append(
+                {
+                    "op": op,
+                    "output": out_name,
+                    "float": any(t in _FLOAT_TYPES for t in types),
+                    "hybrid": hybrid,
+                }
+            )
+            # An unusual operand layout leaves that op out of the MAC count.
+            with contextlib.suppress(IndexError, TypeError):
+                macs += _macs(op, sg, op_t)
+    params = nonzero = 0
+    sparse_tensors = 0
+    for t in const_tensors.values():
+        values = _buffer_values(model, data, t)
+        if type_name(t.type) in ("INT32", "INT64") and len(values) <= 8:
+            continue  # Shape and axis operands, not parameters.
+        dense_size = int(np.prod(t.shape)) if t.shape is not None and len(t.shape) else len(values)
+        if t.sparsity is not None:
+            sparse_tensors += 1
+        params += dense_size
+        nonzero += int(np.count_nonzero(values))
+    return {
+        "size_bytes": len(data),
+        "ops": dict(sorted(ops.items())),
+        "op_list": op_list,
+        "fully_integer": not any(o["float"] for o in op_list),
+        "float_ops": sorted({o["op"] for o in op_list if o["float"]}),
+        "hybrid_ops": sorted({o["op"] for o in op_list if o["hybrid"]}),
+        "params": params,
+        "nonzero_params": nonzero,
+        "sparse_tensors": sparse_tensors,
+        "macs": int(macs),
+        "inputs": _io_details(sg_main, sg_main.inputs),
+        "outputs": _io_details(sg_main, sg_main.outputs),
+        "subgraphs": len(model.subgraphs),
+    }

@@ -1,0 +1,50 @@
+"""Atomic file output: a reader never sees a half-written model or report."""
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def check_output_path(path, *, overwrite: bool = False, argument: str = "output_path") -> Path:
+    """Validates an output path before any expensive work is done."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"Invalid type for argument `{argument}`. Expected a file path. Received: "
+            f"{argument} of type {type(path).__name__}"
+        )
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"Invalid value for argument `{argument}`. Expected a file path, not a directory. "
+            f"Received: {argument}={str(path)!r}"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Invalid value for argument `{argument}`. Expected a path in an existing "
+            f"directory. Received: {argument}={str(path)!r} (directory "
+            f"{str(path.parent)!r} does not exist)"
+        )
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"Invalid value for argument `{argument}`. The file exists; pass overwrite=True "
+            f"(--overwrite) to replace it. Received: {argument}={str(path)!r}"
+        )
+    return path
+
+
+def atomic_write(path, data: bytes | str, *, overwrite: bool = False) -> str:
+    """Writes `data` to a temporary file beside `path`, then renames it into place."""
+    path = check_output_path(path, overwrite=overwrite)
+    if isinstance(data, str):
+        data = data.encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)

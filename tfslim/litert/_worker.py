@@ -1,0 +1,240 @@
+"""Runs interpreters in a child process, so a bad model can never crash the caller.
+
+Parent side: `run(task, model_bytes, **options)`. Child side: `python -m
+tfslim.litert._worker REQUEST.json` runs one task and writes `result.json` next to the
+request. TFLite Micro prints its allocation report on the C-level stderr, which the
+parent captures and parses here.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfslim.errors import InvalidModelError
+
+_TIMEOUT_S = 600
+_ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+
+
+def run(task: str, model_bytes: bytes, *, name: str = "<model>", data=None, **options) -> dict:
+    """Runs `task` ("micro", "bench" or "predict") on a model in a child process.
+
+    Raises:
+        InvalidModelError: when the interpreter refuses the model or the child dies.
+    """
+    with tempfile.TemporaryDirectory(prefix="tfslim-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "model.tflite").write_bytes(model_bytes)
+        if data is not None:
+            np.save(tmp / "x.npy", np.asarray(data), allow_pickle=False)
+        request = {"task": task, "options": options, "has_data": data is not None}
+        (tmp / "request.json").write_text(json.dumps(request))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(
+            [sys.executable, "-m", "tfslim.litert._worker", str(tmp / "request.json")],
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT_S,
+            env=env,
+        )
+        result_path = tmp / "result.json"
+        if proc.returncode != 0 or not result_path.exists():
+            detail = _last_error_line(proc.stderr) or f"exit code {proc.returncode}"
+            raise InvalidModelError(f"{name}: the {_RUNTIME[task]} could not run it ({detail})")
+        result = json.loads(result_path.read_text())
+        if "error" in result:
+            raise InvalidModelError(f"{name}: the {_RUNTIME[task]} refused it ({result['error']})")
+        if task == "micro":
+            totals = _ARENA_TOTAL.findall(proc.stderr)
+            result["arena_reported_bytes"] = int(totals[-1]) if totals else None
+        if task == "predict":
+            result["outputs"] = [np.load(tmp / f"y{i}.npy") for i in range(result["n_outputs"])]
+        return result
+
+
+_RUNTIME = {
+    "micro": "TFLite Micro interpreter",
+    "bench": "LiteRT interpreter",
+    "predict": "LiteRT interpreter",
+}
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln or "failed" in ln.lower():
+            return ln[:300]
+    return lines[-1][:300] if lines else ""
+
+
+# ---------------------------------------------------------------------------- child side
+
+
+def _litert_interpreter(model_path: str, *, threads: int = 1, xnnpack: bool = True):
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # Fallback runtime for platforms without ai-edge-litert wheels.
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(
+        model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
+    )
+    interp.allocate_tensors()
+    return interp
+
+
+def _quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+    return x.astype(dtype)
+
+
+def _dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def _micro(model_path: str, options: dict) -> dict:
+    from tflite_micro.python.tflite_micro import runtime
+
+    model = Path(model_path).read_bytes()
+
+    def works(arena: int) -> bool:
+        try:
+            interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
+            for i in range(_count_inputs(interp)):
+                d = interp.get_input_details(i)
+                interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
+            interp.invoke()
+            return True
+        except RuntimeError:
+            return False
+
+    hi = max(4096, len(model) * 4)
+    limit = options.get("max_arena", 64 * 1024 * 1024)
+    while not works(hi):
+        hi *= 2
+        if hi > limit:
+            return {"error": f"no tensor arena up to {limit} bytes was enough"}
+    lo = 0  # Known to fail (or trivially small); bisect at 16-byte alignment steps.
+    while hi - lo > 16:
+        mid = (lo + hi) // 2 // 16 * 16
+        if mid <= lo:
+            break
+        if works(mid):
+            hi = mid
+        else:
+            lo = mid
+    interp = runtime.Interpreter.from_bytes(model, arena_size=hi)
+    for i in range(_count_inputs(interp)):
+        d = interp.get_input_details(i)
+        interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
+    interp.invoke()
+    sys.stderr.flush()
+    interp.print_allocations()  # Parsed by the parent: TFLM's own allocation report.
+    return {"arena_bytes": hi}
+
+
+def _count_inputs(interp) -> int:
+    n = 0
+    while True:
+        try:
+            interp.get_input_details(n)
+        except (IndexError, RuntimeError, ValueError):
+            return n
+        n += 1
+        if n > 64:
+            return n
+
+
+def _bench(model_path: str, options: dict) -> dict:
+    import resource
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    interp = _litert_interpreter(model_path, threads=options["threads"], xnnpack=options["xnnpack"])
+    init_ms = (time.perf_counter() - t0) * 1000
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        if np.issubdtype(d["dtype"], np.integer):
+            info = np.iinfo(d["dtype"])
+            x = rng.integers(info.min, info.max, size=d["shape"], endpoint=True)
+        else:
+            x = rng.random(d["shape"])
+        interp.set_tensor(d["index"], x.astype(d["dtype"]))
+    for _ in range(options["warmup"]):
+        interp.invoke()
+    times = []
+    deadline = time.perf_counter() + options["max_seconds"]
+    for _ in range(options["runs"]):
+        t = time.perf_counter_ns()
+        interp.invoke()
+        times.append((time.perf_counter_ns() - t) / 1e6)
+        if time.perf_counter() > deadline:
+            break
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = np.asarray(times)
+    return {
+        "init_ms": round(init_ms, 3),
+        "runs": int(times.size),
+        "latency_ms": {
+            "median": round(float(np.median(times)), 4),
+            "p90": round(float(np.percentile(times, 90)), 4),
+            "min": round(float(times.min()), 4),
+            "mean": round(float(times.mean()), 4),
+        },
+        "peak_rss_bytes": int(rss_after),
+        "peak_memory_delta_bytes": int(max(0, rss_after - rss_before)),
+    }
+
+
+def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
+    interp = _litert_interpreter(model_path, threads=1, xnnpack=True)
+    (in_d,) = interp.get_input_details()[:1]
+    out_ds = interp.get_output_details()
+    expected = tuple(in_d["shape"][1:])
+    if tuple(x.shape[1:]) != expected:
+        return {"error": f"data shape {tuple(x.shape)} does not match input (N, *{expected})"}
+    if x.shape[0] != in_d["shape"][0]:
+        interp.resize_tensor_input(in_d["index"], [x.shape[0], *expected])
+        interp.allocate_tensors()
+        in_d = interp.get_input_details()[0]
+        out_ds = interp.get_output_details()
+    interp.set_tensor(in_d["index"], _quantize_input(x, in_d))
+    interp.invoke()
+    for i, d in enumerate(out_ds):
+        np.save(out_dir / f"y{i}.npy", _dequantize_output(interp.get_tensor(d["index"]), d))
+    return {"n_outputs": len(out_ds)}
+
+
+def _main(request_path: str) -> None:
+    request_path = Path(request_path)
+    tmp = request_path.parent
+    request = json.loads(request_path.read_text())
+    model_path = str(tmp / "model.tflite")
+    try:
+        if request["task"] == "micro":
+            result = _micro(model_path, request["options"])
+        elif request["task"] == "bench":
+            result = _bench(model_path, request["options"])
+        else:
+            result = _predict(model_path, np.load(tmp / "x.npy"), tmp)
+    except (RuntimeError, ValueError) as e:
+        result = {"error": str(e).strip().splitlines()[-1][:300] if str(e).strip() else repr(e)}
+    (tmp / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])

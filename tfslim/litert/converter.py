@@ -1,0 +1,418 @@
+"""`tfslim.convert`: Keras (3 or tf_keras) model -> TFLite flatbuffer for a target."""
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tfslim.errors import InvalidModelError, UnsupportedOpError
+from tfslim.litert import _flatbuffer, _io, micro
+from tfslim.litert.targets import Target, check_quantization, get_target
+
+__all__ = ["ConversionResult", "convert"]
+
+_IO_DTYPES = ("int8", "float32")
+
+
+class ConversionResult:
+    """A converted model: the flatbuffer and how it was made.
+
+    Attributes:
+        flatbuffer: bytes. The .tflite model.
+        size_bytes: int. Its size.
+        target: Target. The target it was converted for.
+        quantization: str. The quantization mode used.
+        io_dtype: str. Input/output dtype of the model.
+        sparse: bool. Whether sparse weight encoding was requested.
+        path: str or None. Where it was saved, if it was.
+    """
+
+    def __init__(self, flatbuffer, *, target, quantization, io_dtype, sparse, path=None):
+        self.flatbuffer = flatbuffer
+        self.target = target
+        self.quantization = quantization
+        self.io_dtype = io_dtype
+        self.sparse = sparse
+        self.path = path
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.flatbuffer)
+
+    def save(self, path: "str | os.PathLike", *, overwrite: bool = False) -> str:
+        """Writes the .tflite file atomically (temporary file, then rename).
+
+        Args:
+            path: str or path-like. Destination; its directory must exist.
+            overwrite: bool. Replace an existing file. Defaults to `False`.
+
+        Returns:
+            The path written.
+        """
+        self.path = _io.atomic_write(path, self.flatbuffer, overwrite=overwrite)
+        return self.path
+
+    def inspect(self, **kwargs) -> dict:
+        """Shortcut for `tfslim.inspect(result, target=result.target, ...)`."""
+        from tfslim.litert.inspection import inspect
+
+        kwargs.setdefault("target", self.target)
+        return inspect(self.flatbuffer, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConversionResult target={self.target.name} quantization={self.quantization} "
+            f"io={self.io_dtype} size_bytes={self.size_bytes}>"
+        )
+
+
+def convert(
+    model,
+    *,
+    target: "str | Target" = "mobile",
+    quantization: str | None = None,
+    calibration_data=None,
+    calibration_steps: int = 200,
+    io_dtype: str | None = None,
+    sparse: bool | None = None,
+    input_shape: tuple | None = None,
+    output_path: "str | os.PathLike | None" = None,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """Converts a Keras model to a TFLite flatbuffer suited to a target.
+
+    Args:
+        model: A Keras 3 model (Sequential, Functional or subclassed), a `tf_keras`
+            model, a path to a `.keras` file, or a SavedModel directory.
+        target: str or Target. Where the model runs: `"mobile"`, `"mcu"` or a board name
+            (see `tfslim.list_targets()`). Microcontroller targets default to full int8
+            with int8 I/O and refuse ops TFLite Micro cannot run. Defaults to `"mobile"`.
+        quantization: str or None. `"none"` (float32), `"float16"`, `"dynamic"` (int8
+            weights, float activations), `"int8"` (full integer) or `"int16x8"`
+            (int16 activations, int8 weights). None takes the target's default.
+        calibration_data: Representative inputs for full-integer modes: a NumPy array
+            of samples (N, ...), an `(x, y)` tuple, a `tf.data.Dataset` of batches, or
+            an iterable / generator function yielding batches. Not needed for models
+            trained with `tfslim.quantize_model` (their ranges are learned).
+            Defaults to `None`.
+        calibration_steps: int. Maximum number of calibration samples. Defaults to `200`.
+        io_dtype: str or None. `"int8"` or `"float32"` inputs/outputs for full-integer
+            models. None takes the target's default. Defaults to `None`.
+        sparse: bool or None. Encode zero-heavy (pruned) weights sparsely. None takes
+            the target's default (on for mobile, off for microcontrollers, whose
+            runtime reads dense tensors only). Defaults to `None`.
+        input_shape: tuple or None. Input shape without the batch dimension, needed
+            only for a subclassed model that has never been called. Defaults to `None`.
+        output_path: str, path-like or None. Also write the .tflite file here
+            (atomically). Defaults to `None`.
+        overwrite: bool. Allow `output_path` to replace an existing file.
+            Defaults to `False`.
+
+    Returns:
+        A `ConversionResult`.
+
+    Raises:
+        ValueError: for an invalid option, missing or malformed calibration data.
+        TypeError: when `model` is not a model.
+        UnsupportedOpError: when the converted model uses an op the target cannot run.
+
+    Example:
+
+    >>> import keras, numpy as np, tfslim
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> result = tfslim.convert(model, target="mcu", calibration_data=np.ones((8, 4)))
+    >>> result.quantization, result.io_dtype
+    ('int8', 'int8')
+    """
+    target = get_target(target)
+    quantization = check_quantization(quantization or target.quantization)
+    io_dtype = _check_choice("io_dtype", io_dtype or target.io_dtype, _IO_DTYPES)
+    if quantization not in ("int8", "int16x8"):
+        io_dtype = "float32"
+    sparse = target.sparse_weights if sparse is None else bool(sparse)
+    if target.is_micro:
+        if quantization in ("dynamic", "float16"):
+            raise ValueError(
+                f"Invalid value for argument `quantization` with target={target.name!r}. "
+                "TFLite Micro has no hybrid or float16 kernels; expected 'int8', 'int16x8' or "
+                f"'none'. Received: quantization={quantization!r}"
+            )
+        if sparse:
+            raise ValueError(
+                f"Invalid value for argument `sparse` with target={target.name!r}. TFLite "
+                "Micro reads dense tensors only; expected False. Received: sparse=True"
+            )
+    if not isinstance(calibration_steps, int) or calibration_steps < 1:
+        raise ValueError(
+            "Invalid value for argument `calibration_steps`. Expected a positive int. "
+            f"Received: calibration_steps={calibration_steps!r}"
+        )
+    if output_path is not None:
+        _io.check_output_path(output_path, overwrite=overwrite)
+
+    keras_model, saved_model_dir = _load(model)
+    qat = keras_model is not None and _is_qat_model(keras_model)
+    needs_calibration = quantization in ("int8", "int16x8") and not qat
+    if needs_calibration and calibration_data is None:
+        raise ValueError(
+            f"Full-integer quantization (quantization={quantization!r}) needs "
+            "`calibration_data` to measure activation ranges, or a model trained with "
+            "tfslim.quantize_model. Received: calibration_data=None"
+        )
+    shapes = dtypes = None
+    if keras_model is not None:
+        shapes, dtypes = _input_shapes(keras_model, input_shape, calibration_data)
+    samples = None
+    if needs_calibration:  # Validate before the (slow) export.
+        samples = _calibration_samples(calibration_data, shapes, calibration_steps)
+    with tempfile.TemporaryDirectory(prefix="tfslim-export-") as export_dir:
+        converter = _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir)
+        _configure(converter, quantization, io_dtype, sparse, qat)
+        if samples is not None:
+            converter.representative_dataset = lambda: ([s] for s in samples)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                flatbuffer = converter.convert()
+        except Exception as e:  # ConverterError and friends: surface the reason.
+            message = str(e).strip().splitlines()
+            raise UnsupportedOpError(
+                f"TFLite conversion failed for quantization={quantization!r}, "
+                f"target={target.name!r}: {message[-1] if message else type(e).__name__}"
+            ) from e
+    if target.is_micro:
+        _check_micro_ops(flatbuffer, target)
+    result = ConversionResult(
+        flatbuffer, target=target, quantization=quantization, io_dtype=io_dtype, sparse=sparse
+    )
+    if output_path is not None:
+        result.save(output_path, overwrite=overwrite)
+    return result
+
+
+def _check_choice(argument, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected one of {list(choices)}. "
+            f"Received: {argument}={value!r}"
+        )
+    return value
+
+
+def _is_tf_keras(obj) -> bool:
+    return any(c.__module__.startswith("tf_keras") for c in type(obj).__mro__)
+
+
+def _is_qat_model(model) -> bool:
+    if _is_tf_keras(model):  # tfmot's QAT wrappers.
+        return any("Quantize" in type(layer).__name__ for layer in model.submodules)
+    try:
+        from tfslim.quantization import is_quantized_model
+    except ImportError:
+        return False
+    return bool(is_quantized_model(model))
+
+
+def _load(model):
+    """Resolves a path to a model; returns (keras model or None, saved model dir or None)."""
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if path.is_dir():
+            if not (path / "saved_model.pb").exists():
+                raise ValueError(
+                    "Invalid value for argument `model`. Expected a .keras file or a "
+                    f"SavedModel directory (with saved_model.pb). Received: model={str(path)!r}"
+                )
+            return None, str(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                "Invalid value for argument `model`. Expected an existing .keras file or "
+                f"SavedModel directory. Received: model={str(path)!r} (no such file)"
+            )
+        if path.suffix != ".keras":
+            raise ValueError(
+                "Invalid value for argument `model`. Expected a .keras file or a SavedModel "
+                f"directory. Received: model={str(path)!r}"
+            )
+        import keras
+
+        _register_tfslim_layers()
+        try:
+            return keras.saving.load_model(path, compile=False), None
+        except Exception as e:
+            raise InvalidModelError(f"{path}: not a loadable .keras model ({e})") from None
+    import keras
+
+    if isinstance(model, keras.Model) or _is_tf_keras(model) and hasattr(model, "predict"):
+        return model, None
+    raise TypeError(
+        "Invalid type for argument `model`. Expected a Keras model, a tf_keras model, a "
+        f".keras path or a SavedModel directory. Received: model of type {type(model).__name__}"
+    )
+
+
+def _register_tfslim_layers():
+    """Imports tfslim's sub-packages so their layers are registered for loading."""
+    import importlib
+
+    for name in ("tfslim.quantization", "tfslim.pruning"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def _input_shapes(model, input_shape, calibration_data):
+    inputs = getattr(model, "inputs", None)
+    with contextlib.suppress(Exception):
+        if inputs:
+            return [tuple(t.shape[1:]) for t in inputs], [t.dtype for t in inputs]
+    if input_shape is not None:
+        return [tuple(input_shape)], ["float32"]
+    if isinstance(calibration_data, np.ndarray):
+        return [tuple(calibration_data.shape[1:])], ["float32"]
+    raise ValueError(
+        f"Cannot tell the input shape of {type(model).__name__} (a subclassed model that has "
+        "no `inputs`). Pass `input_shape` (without the batch dimension). Received: "
+        "input_shape=None"
+    )
+
+
+def _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir):
+    import tensorflow as tf
+
+    if saved_model_dir is not None:
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    # A fixed batch of one gives static shapes: no SHAPE/PACK ops, and TFLite Micro
+    # needs static shapes anyway. LiteRT can still resize the batch at run time.
+    specs = [
+        tf.TensorSpec((1, *s), dtype=getattr(d, "name", d) or "float32", name=f"input_{i}")
+        for i, (s, d) in enumerate(zip(shapes, dtypes, strict=True))
+    ]
+
+    def serve(*args):
+        x = args[0] if len(args) == 1 else list(args)
+        return keras_model(x, training=False)
+
+    # Exporting a SavedModel with a fixed signature, then converting it, is the
+    # converter's supported path. Keras 3 variables are tracked by its ExportArchive.
+    if _is_tf_keras(keras_model):
+        module = tf.Module()
+        module.model = keras_model
+        module.serve = tf.function(serve, input_signature=specs)
+        tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
+    else:
+        import keras
+
+        archive = keras.export.ExportArchive()
+        archive.track(keras_model)
+        archive.add_endpoint("serve", serve, input_signature=specs)
+        with contextlib.redirect_stdout(io.StringIO()):
+            archive.write_out(export_dir, verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(export_dir)
+
+
+def _configure(converter, quantization, io_dtype, sparse, qat):
+    import tensorflow as tf
+
+    optimizations = []
+    if quantization != "none" or qat:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    elif quantization == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        if io_dtype == "int8":  # Integer I/O for 16x8 models is int16.
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
+
+
+def _calibration_samples(data, shapes, steps):
+    """Turns calibration data into a list of float32 batches of one sample each."""
+    import tensorflow as tf
+
+    if isinstance(data, tuple) and len(data) == 2 and not callable(data[0]):
+        data = data[0]  # (x, y)
+    if isinstance(data, tf.data.Dataset):
+        batches = data.take(steps).as_numpy_iterator()
+    elif isinstance(data, np.ndarray | list) and not callable(data):
+        batches = [np.asarray(data)]
+    elif callable(data):
+        batches = data()
+    elif hasattr(data, "__iter__"):
+        batches = data
+    else:
+        raise TypeError(
+            "Invalid type for argument `calibration_data`. Expected a NumPy array, an (x, y) "
+            "tuple, a tf.data.Dataset, or a generator of batches. Received: calibration_data "
+            f"of type {type(data).__name__}"
+        )
+    expected = shapes[0] if shapes else None
+    samples = []
+    for batch in batches:
+        if isinstance(batch, tuple | list) and len(batch) == 2:
+            batch = batch[0]
+        batch = np.asarray(batch)
+        if batch.dtype.kind not in "fiub":
+            raise ValueError(
+                "Invalid value for argument `calibration_data`. Expected numeric samples. "
+                f"Received: dtype={batch.dtype}"
+            )
+        if (
+            expected is not None
+            and tuple(batch.shape[-len(expected) :]) != expected
+            or (expected is not None and batch.ndim not in (len(expected), len(expected) + 1))
+        ):
+            raise ValueError(
+                "Invalid value for argument `calibration_data`. Expected samples of shape "
+                f"{expected} (batches of shape (N, *{expected})). Received: shape "
+                f"{tuple(batch.shape)}"
+            )
+        if expected is not None and batch.ndim == len(expected):
+            batch = batch[None]
+        for sample in batch:
+            samples.append(sample[None].astype(np.float32))
+            if len(samples) >= steps:
+                return samples
+    if not samples:
+        raise ValueError(
+            "Invalid value for argument `calibration_data`. Expected at least one sample. "
+            "Received: an empty dataset"
+        )
+    return samples
+
+
+def _check_micro_ops(flatbuffer: bytes, target: Target) -> None:
+    facts = _flatbuffer.analyze(flatbuffer)
+    problems = micro.unsupported_ops(facts)
+    edge_ops = ("QUANTIZE", "DEQUANTIZE")  # float <-> int at the model's edges is fine.
+    problems += [
+        {**o, "reason": "float kernel"}
+        for o in facts["op_list"]
+        if o["float"] and o["op"] not in edge_ops and not o["hybrid"] and o["op"] in micro.MICRO_OPS
+    ]
+    if problems:
+        first = problems[0]
+        listed = "; ".join(f"{p['op']} producing '{p['output']}' ({p['reason']})" for p in problems)
+        raise UnsupportedOpError(
+            f"The model cannot run on target {target.name!r} (TFLite Micro, full integer): "
+            f"{len(problems)} op(s) refused: {listed}. The first comes from layer "
+            f"'{_layer_of(first['output'])}'. Use only layers with int8 TFLite Micro kernels, "
+            "or quantize with quantization='int8'."
+        )
+
+
+def _layer_of(tensor_name: str) -> str:
+    """Best-effort Keras layer name from a TFLite tensor name like 'model/conv2d/Relu'."""
+    parts = [p for p in tensor_name.split(";")[0].split("/") if p]
+    return parts[1] if len(parts) > 2 else parts[0] if parts else tensor_name
