@@ -202,20 +202,26 @@ def _bench(model_path: str, options: dict) -> dict:
 
 def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
     interp = _litert_interpreter(model_path, threads=1, xnnpack=True)
-    (in_d,) = interp.get_input_details()[:1]
+    in_d = interp.get_input_details()[0]
     out_ds = interp.get_output_details()
-    expected = tuple(in_d["shape"][1:])
+    expected = tuple(int(d) for d in in_d["shape"][1:])
     if tuple(x.shape[1:]) != expected:
-        return {"error": f"data shape {tuple(x.shape)} does not match input (N, *{expected})"}
-    if x.shape[0] != in_d["shape"][0]:
-        interp.resize_tensor_input(in_d["index"], [x.shape[0], *expected])
-        interp.allocate_tensors()
-        in_d = interp.get_input_details()[0]
-        out_ds = interp.get_output_details()
-    interp.set_tensor(in_d["index"], _quantize_input(x, in_d))
-    interp.invoke()
-    for i, d in enumerate(out_ds):
-        np.save(out_dir / f"y{i}.npy", _dequantize_output(interp.get_tensor(d["index"]), d))
+        return {"error": f"data shape {tuple(x.shape)} does not match the input (N, *{expected})"}
+    batch = int(in_d["shape"][0])
+    # Models converted with a fixed batch (static shapes, as microcontrollers need) run
+    # one batch at a time; reshaping them could break constant Reshape operands.
+    outputs = [[] for _ in out_ds]
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        interp.set_tensor(in_d["index"], _quantize_input(chunk, in_d))
+        interp.invoke()
+        for i, d in enumerate(out_ds):
+            outputs[i].append(_dequantize_output(interp.get_tensor(d["index"]), d)[:n])
+    for i, chunks in enumerate(outputs):
+        np.save(out_dir / f"y{i}.npy", np.concatenate(chunks))
     return {"n_outputs": len(out_ds)}
 
 

@@ -1,0 +1,154 @@
+"""`tfslim.benchmark`: LiteRT latency, memory and converted-model accuracy.
+
+Every figure is measured by running the LiteRT interpreter in a child process; the
+only estimate, microcontroller latency from MACs, is labelled as such.
+"""
+
+import numpy as np
+
+from tfslim.litert import _flatbuffer, _worker
+from tfslim.litert.targets import Target, get_target
+
+__all__ = ["benchmark", "evaluate", "predict"]
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """Runs a .tflite model on a batch of float inputs; returns float outputs.
+
+    Integer inputs are quantized and integer outputs dequantized with the model's own
+    scale and zero point, so results compare directly with the Keras model.
+
+    Args:
+        model: bytes, str, path-like or ConversionResult. The .tflite model.
+        x: np.ndarray. Inputs of shape (N, ...) matching the model input.
+
+    Returns:
+        The first output, shape (N, ...), float32.
+    """
+    data, name = _flatbuffer.read_model_bytes(model)
+    _flatbuffer.parse(data, name)
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise ValueError(
+            f"Invalid value for argument `x`. Expected numeric inputs. Received: dtype={x.dtype}"
+        )
+    return _worker.run("predict", data, name=name, data=x.astype(np.float32))["outputs"][0]
+
+
+def _check_data(data):
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+        if len(x) != len(y):
+            raise ValueError(
+                "Invalid value for argument `data`. Expected (x, y) with as many labels as "
+                f"samples. Received: {len(x)} samples and {len(y)} labels"
+            )
+        return x, y
+    raise ValueError(
+        "Invalid value for argument `data`. Expected a tuple (x, y) of NumPy arrays. "
+        f"Received: data of type {type(data).__name__}"
+    )
+
+
+def _score(outputs: np.ndarray, y: np.ndarray) -> tuple[str, float]:
+    if y.dtype.kind in "iu" and outputs.ndim == 2 and outputs.shape[1] > 1:
+        return "accuracy", float(np.mean(outputs.argmax(axis=1) == y.reshape(-1)))
+    return "mse", float(np.mean((outputs.reshape(y.shape) - y) ** 2))
+
+
+def evaluate(model, data, *, keras_model=None) -> dict:
+    """Scores a converted model on labelled data, optionally beside its Keras model.
+
+    Args:
+        model: bytes, str, path-like or ConversionResult. The .tflite model.
+        data: tuple. `(x, y)`; integer labels give accuracy, float targets give MSE.
+        keras_model: Keras model or None. Adds its metric, the delta and, for
+            classifiers, the fraction of samples with the same predicted class.
+            Defaults to `None`.
+
+    Returns:
+        Dict with `metric`, `tflite`, `n` and, with a Keras model, `keras`, `delta`,
+        `agreement`.
+    """
+    x, y = _check_data(data)
+    outputs = predict(model, x)
+    metric, value = _score(outputs, y)
+    result = {"metric": metric, "tflite": round(value, 6), "n": int(len(x))}
+    if keras_model is not None:
+        k_out = np.asarray(keras_model.predict(x, verbose=0, batch_size=256))
+        _, k_value = _score(k_out, y)
+        result["keras"] = round(k_value, 6)
+        result["delta"] = round(value - k_value, 6)
+        if metric == "accuracy":
+            agree = np.mean(k_out.argmax(axis=1) == outputs.argmax(axis=1))
+            result["agreement"] = round(float(agree), 6)
+    return result
+
+
+def benchmark(
+    model,
+    *,
+    data=None,
+    keras_model=None,
+    target: "str | Target | None" = None,
+    threads: int = 1,
+    runs: int = 100,
+    warmup: int = 10,
+    xnnpack: "bool | None" = None,
+    max_seconds: float = 20.0,
+) -> dict:
+    """Measures a .tflite model with the LiteRT interpreter.
+
+    Args:
+        model: bytes, str, path-like or ConversionResult. The .tflite model.
+        data: tuple or None. `(x, y)` to measure the converted model's accuracy.
+            Defaults to `None`.
+        keras_model: Keras model or None. With `data`, reports the Keras model's
+            metric beside the converted one. Defaults to `None`.
+        target: str, Target or None. A microcontroller target adds the MAC-based
+            latency estimate (labelled `estimate`). Defaults to `None`.
+        threads: int. Interpreter threads. Defaults to `1`.
+        runs: int. Timed invocations. Defaults to `100`.
+        warmup: int. Untimed invocations first. Defaults to `10`.
+        xnnpack: bool or None. Only with (True) or without (False) the XNNPACK
+            delegate; None measures both. Defaults to `None`.
+        max_seconds: float. Stop timing a configuration after this long.
+            Defaults to `20.0`.
+
+    Returns:
+        Dict with `size_bytes`, `threads`, `latency` (`xnnpack` and/or `builtin`:
+        init_ms, latency_ms median/p90/min/mean, runs, peak memory), `accuracy` with
+        data, and `mcu_latency_estimate` for a microcontroller target.
+
+    Raises:
+        InvalidModelError: for a corrupted, truncated or non-TFLite model.
+    """
+    for argument, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Invalid value for argument `{argument}`. Expected an int >= {low}. "
+                f"Received: {argument}={value!r}"
+            )
+    data_bytes, name = _flatbuffer.read_model_bytes(model)
+    facts = _flatbuffer.analyze(data_bytes, name)
+    target = get_target(target) if target is not None else None
+    configs = [True, False] if xnnpack is None else [bool(xnnpack)]
+    result = {"size_bytes": len(data_bytes), "threads": threads, "macs": facts["macs"]}
+    result["latency"] = {
+        ("xnnpack" if on else "builtin"): _worker.run(
+            "bench",
+            data_bytes,
+            name=name,
+            threads=threads,
+            xnnpack=on,
+            runs=runs,
+            warmup=warmup,
+            max_seconds=max_seconds,
+        )
+        for on in configs
+    }
+    if data is not None:
+        result["accuracy"] = evaluate(data_bytes, data, keras_model=keras_model)
+    if target is not None and target.is_micro:
+        result["mcu_latency_estimate"] = {target.name: target.estimate_latency_ms(facts["macs"])}
+    return result

@@ -1,0 +1,278 @@
+"""The `tfslim` command: a thin layer over the public API.
+
+Tables for people by default, `--json` for machines. A user mistake is one line on
+stderr and exit code 2, never a traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+def _load_npz(path: str, argument: str):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{argument}: no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ValueError(f"{argument}: {path} is not a readable .npz/.npy file ({e})") from None
+    x = arrays.get("x", next(iter(arrays.values()), None))
+    y = arrays.get("y")
+    if x is None:
+        raise ValueError(f"{argument}: {path} holds no arrays")
+    return x, y
+
+
+def _cmd_targets(args) -> None:
+    from tfslim.litert.targets import list_targets
+
+    targets = list_targets()
+    if args.json:
+        _print_json([t.to_dict() for t in targets])
+        return
+    rows = [
+        [
+            t.name,
+            t.kind,
+            t.quantization,
+            _fmt_bytes(t.flash_bytes),
+            _fmt_bytes(t.ram_bytes),
+            f"{t.clock_hz / 1e6:.0f} MHz" if t.clock_hz else "-",
+            t.description,
+        ]
+        for t in targets
+    ]
+    print(_table(rows, ["target", "kind", "default", "flash", "ram", "clock", "device"]))
+    print("\nSources:")
+    for t in targets:
+        print(f"  {t.name}: {t.source}")
+
+
+def _cmd_inspect(args) -> None:
+    from tfslim.litert.inspection import inspect
+
+    report = inspect(args.file, target=args.target or None, micro_check=not args.no_micro)
+    if args.json:
+        _print_json(report)
+        return
+    m = report.get("micro") or {}
+    print(
+        f"{args.file}: {_fmt_bytes(report['size_bytes'])} "
+        f"(gzip {_fmt_bytes(report['gzip_bytes'])}), {report['params']} params "
+        f"({report['nonzero_params']} non-zero), {report['macs']} MACs, "
+        f"fully integer: {report['fully_integer']}"
+    )
+    for kind in ("inputs", "outputs"):
+        for t in report[kind]:
+            print(
+                f"  {kind[:-1]} {t['name']}: {t['dtype']}{t['shape']} "
+                f"scale={t['scale']} zero_point={t['zero_point']}"
+            )
+    print("  ops: " + ", ".join(f"{k}x{v}" for k, v in report["ops"].items()))
+    if m:
+        status = "supported" if m["supported"] else f"unsupported {m['unsupported_ops']}"
+        print(
+            f"  TFLite Micro: {status}, arena {_fmt_bytes(m['arena_bytes'])} "
+            f"(TFLM report {_fmt_bytes(m['arena_reported_bytes'])})"
+        )
+    if report.get("targets"):
+        rows = []
+        for name, v in report["targets"].items():
+            est = v["latency_estimate"]
+            rows.append(
+                [
+                    name,
+                    "yes" if v["fits"] else "NO",
+                    f"{_fmt_bytes(v['flash_bytes'])} / {_fmt_bytes(v['flash_budget'])}",
+                    f"{_fmt_bytes(v['ram_bytes'])} / {_fmt_bytes(v['ram_budget'])}",
+                    f"~{est['value_ms']} ms (estimate)" if est else "-",
+                    "; ".join(v["reasons"]),
+                ]
+            )
+        print()
+        print(_table(rows, ["target", "fits", "flash", "ram", "latency", "why not"]))
+
+
+def _cmd_bench(args) -> None:
+    from tfslim.benchmark.benchmark import benchmark
+
+    data = None
+    if args.data:
+        x, y = _load_npz(args.data, "--data")
+        if y is None:
+            raise ValueError(f"--data: {args.data} needs arrays 'x' and 'y' for accuracy")
+        data = (x, y)
+    result = benchmark(
+        args.file, data=data, target=args.target, threads=args.threads, runs=args.runs
+    )
+    if args.json:
+        _print_json(result)
+        return
+    rows = [
+        [
+            k,
+            v["runs"],
+            v["latency_ms"]["median"],
+            v["latency_ms"]["p90"],
+            v["latency_ms"]["min"],
+            round(v["init_ms"], 2),
+            _fmt_bytes(v["peak_memory_delta_bytes"]),
+        ]
+        for k, v in result["latency"].items()
+    ]
+    print(
+        f"{args.file}: {_fmt_bytes(result['size_bytes'])}, {result['macs']} MACs, "
+        f"threads={result['threads']}"
+    )
+    print(_table(rows, ["runtime", "runs", "median ms", "p90 ms", "min ms", "init ms", "memory"]))
+    if "accuracy" in result:
+        a = result["accuracy"]
+        print(f"{a['metric']} of the converted model on {a['n']} samples: {a['tflite']:.4f}")
+    for name, est in (result.get("mcu_latency_estimate") or {}).items():
+        print(f"{name}: ~{est['value_ms']} ms ESTIMATE ({est['formula']})")
+
+
+def _cmd_convert(args) -> None:
+    from tfslim.litert.converter import convert
+
+    calibration = _load_npz(args.calibration, "--calibration")[0] if args.calibration else None
+    result = convert(
+        args.model,
+        target=args.target,
+        quantization=args.quantization,
+        calibration_data=calibration,
+        io_dtype=args.io_dtype,
+        sparse=args.sparse,
+        output_path=args.output,
+        overwrite=args.overwrite,
+    )
+    summary = {
+        "output": result.path,
+        "target": result.target.name,
+        "quantization": result.quantization,
+        "io_dtype": result.io_dtype,
+        "size_bytes": result.size_bytes,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"wrote {result.path}: {_fmt_bytes(result.size_bytes)} "
+            f"({result.quantization}, {result.io_dtype} I/O, target {result.target.name})"
+        )
+
+
+def _cmd_export_c(args) -> None:
+    from tfslim.litert.export_c import export_c
+
+    source, header = export_c(
+        args.file, args.output, variable_name=args.name, overwrite=args.overwrite
+    )
+    if args.json:
+        _print_json({"source": source, "header": header})
+    else:
+        print(f"wrote {source} and {header}")
+
+
+def _cmd_demo(args) -> None:
+    from tfslim.demo import run_demo
+
+    run_demo(out_dir=args.out, epochs=args.epochs, quick=args.quick, as_json=args.json)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tfslim import __version__
+
+    p = argparse.ArgumentParser(
+        prog="tfslim",
+        description="Make Keras models smaller and "
+        "faster, and measure them on phones and microcontrollers.",
+    )
+    p.add_argument("--version", action="version", version=f"tfslim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_text):
+        s = sub.add_parser(name, help=help_text, description=help_text)
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.set_defaults(func=func)
+        return s
+
+    s = add("convert", _cmd_convert, "convert a .keras model or SavedModel to .tflite")
+    s.add_argument("model", help=".keras file or SavedModel directory")
+    s.add_argument("-o", "--output", required=True, help="output .tflite path")
+    s.add_argument("--target", default="mobile", help="mobile, mcu or a board (tfslim targets)")
+    s.add_argument("--quantization", choices=["none", "float16", "dynamic", "int8", "int16x8"])
+    s.add_argument("--calibration", help=".npz/.npy with representative inputs (array 'x')")
+    s.add_argument("--io-dtype", choices=["int8", "float32"])
+    s.add_argument("--sparse", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--overwrite", action="store_true")
+
+    s = add("inspect", _cmd_inspect, "ops, sizes, MACs, TFLite Micro arena and board fit")
+    s.add_argument("file", help=".tflite file")
+    s.add_argument("--target", action="append", help="target to check (repeatable)")
+    s.add_argument("--no-micro", action="store_true", help="skip the TFLite Micro run")
+
+    s = add("bench", _cmd_bench, "LiteRT latency, memory and accuracy of a .tflite model")
+    s.add_argument("file", help=".tflite file")
+    s.add_argument("--data", help=".npz with arrays 'x' and 'y' for accuracy")
+    s.add_argument("--target", help="microcontroller target for a latency estimate")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--runs", type=int, default=100)
+
+    s = add("export-c", _cmd_export_c, "write a .tflite model as a 16-byte aligned C array")
+    s.add_argument("file", help=".tflite file")
+    s.add_argument("-o", "--output", required=True, help="model_data.cc (header beside it)")
+    s.add_argument("--name", help="C variable name (default: file stem)")
+    s.add_argument("--overwrite", action="store_true")
+
+    add("targets", _cmd_targets, "list deployment targets with budgets and sources")
+
+    s = add("demo", _cmd_demo, "train, shrink, convert and measure a digits CNN end to end")
+    s.add_argument("--out", default="tflite_models", help="output directory")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--quick", action="store_true", help="fewer epochs (for tests)")
+    return p
+
+
+def main(argv=None) -> int:
+    # Quiet TensorFlow's C++ logging for the command only; the library never does this.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = _parser().parse_args(argv)
+    from tfslim.errors import TfslimError
+
+    try:
+        args.func(args)
+    except (TfslimError, ValueError, TypeError, OSError) as e:
+        print(f"tfslim {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tfslim {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
