@@ -1,0 +1,249 @@
+"""`QuantizeWrapper`: a weighted layer (plus a folded batch norm and a fused activation)
+computed exactly as TFLite's int8 kernel will compute it.
+"""
+
+import keras
+import tensorflow as tf
+
+from tfslim.quantization import activations as acts
+from tfslim.quantization.quantizers import ActivationQuantizer, fake_quant_weights
+
+# Layer class -> per-channel axis of the kernel (None: per-tensor).
+WEIGHTED_LAYERS = {
+    "Dense": None,
+    "Conv1D": -1,
+    "Conv2D": -1,
+    "DepthwiseConv2D": -1,
+    "SeparableConv2D": -1,
+    # TFLite stores transposed-conv kernels as (out, kh, kw, in); the converter cannot move a
+    # per-channel axis through that transpose, so (like tfmot) these are per tensor.
+    "Conv2DTranspose": None,
+}
+
+
+def _depthwise_quant(kernel):
+    """Per-channel quantization of a (kh, kw, in, mult) kernel over its in*mult channels."""
+    shape = tf.shape(kernel)
+    flat = tf.reshape(kernel, [shape[0], shape[1], 1, -1])
+    return tf.reshape(fake_quant_weights(flat, axis=-1), shape)
+
+
+@keras.saving.register_keras_serializable(package="tfslim")
+class QuantizeWrapper(keras.layers.Layer):
+    """Quantization-aware version of a Dense or convolution layer.
+
+    The wrapped layer's kernel is fake-quantized like TFLite's int8 kernels (per channel for
+    convolutions, per tensor for Dense). A following `BatchNormalization` is folded into the
+    kernel and bias: during training the batch statistics normalise the output (synchronised
+    across replicas) while the folded, quantized kernel uses the moving statistics; once the
+    batch norm is frozen the layer computes exactly the deployed
+    `conv(x, quant(kernel * scale)) + folded_bias`. ReLU/ReLU6 are fused before the output
+    quantizer; sigmoid/tanh/softmax/hard swish get a quantized input and their own output range.
+
+    Args:
+        layer: keras.layers.Layer. A Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D
+            or Conv2DTranspose layer with a linear activation, channels-last.
+        batch_norm: keras.layers.BatchNormalization or `None`. A batch norm applied to the
+            layer's output, to fold. Defaults to `None`.
+        activation: str. Activation applied after the (folded) layer. Defaults to `"linear"`.
+        ema_decay: float. Decay of the activation range moving averages. Defaults to `0.99`.
+        **kwargs: Base layer keyword arguments (`name`, ...).
+    """
+
+    def __init__(
+        self,
+        layer,
+        *,
+        batch_norm=None,
+        activation: str = "linear",
+        ema_decay: float = 0.99,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(layer, dict):
+            layer = keras.saving.deserialize_keras_object(layer)
+        if isinstance(batch_norm, dict):
+            batch_norm = keras.saving.deserialize_keras_object(batch_norm)
+        cls = type(layer).__name__
+        if cls not in WEIGHTED_LAYERS:
+            raise ValueError(
+                f"Invalid value for argument `layer`. Expected one of {sorted(WEIGHTED_LAYERS)}. "
+                f"Received: layer={layer.name!r} of class {cls}"
+            )
+        if acts.activation_name(layer.activation) != "linear":
+            raise ValueError(
+                "Invalid value for argument `layer`. Expected a layer with a linear activation "
+                f"(pass the activation as `activation`). Received: layer={layer.name!r} with "
+                f"activation={acts.activation_name(layer.activation)}"
+            )
+        if activation not in acts.SUPPORTED:
+            raise ValueError(
+                f"Invalid value for argument `activation`. Expected one of {acts.SUPPORTED}. "
+                f"Received: activation={activation}"
+            )
+        self.layer = layer
+        self.batch_norm = batch_norm
+        self.activation = activation
+        self.ema_decay = float(ema_decay)
+        self.kind = cls
+        fixed = acts.fixed_range(activation)
+        self.output_quantizer = ActivationQuantizer(
+            ema_decay=ema_decay, fixed_range=fixed, name="output_quantizer"
+        )
+        self.pre_activation_quantizer = None
+        if activation in acts.STANDALONE:
+            self.pre_activation_quantizer = ActivationQuantizer(
+                ema_decay=ema_decay, name="pre_activation_quantizer"
+            )
+        self.depthwise_quantizer = None
+        if cls == "SeparableConv2D":
+            self.depthwise_quantizer = ActivationQuantizer(
+                ema_decay=ema_decay, name="depthwise_quantizer"
+            )
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        output_shape = self.layer.compute_output_shape(input_shape)
+        if self.batch_norm is not None:
+            if not self.batch_norm.built:
+                self.batch_norm.build(output_shape)
+            self.bn_frozen = self.add_weight(
+                name="bn_frozen",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
+        self.output_quantizer.build(output_shape)
+        if self.pre_activation_quantizer is not None:
+            self.pre_activation_quantizer.build(output_shape)
+        if self.depthwise_quantizer is not None:
+            self.depthwise_quantizer.build(None)
+
+    # Kernel handling per layer kind -----------------------------------------------------
+
+    def _bn_scale(self):
+        bn = self.batch_norm
+        inv = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
+        return inv * bn.gamma if bn.scale else inv
+
+    def _scaled_quant_kernel(self, scale):
+        """Returns the kernel(s) with the per-output-channel `scale` applied, fake-quantized."""
+        layer = self.layer
+        kernel = tf.convert_to_tensor(
+            layer.pointwise_kernel if self.kind == "SeparableConv2D" else layer.kernel
+        )
+        if self.kind == "DepthwiseConv2D":
+            if scale is not None:
+                kernel = kernel * tf.reshape(scale, tf.shape(kernel)[2:])
+            return _depthwise_quant(kernel)
+        if scale is not None:
+            kernel = kernel * (scale[:, None] if self.kind == "Conv2DTranspose" else scale)
+        return fake_quant_weights(kernel, axis=WEIGHTED_LAYERS[self.kind])
+
+    def _linear(self, x, kernel, training):
+        """The layer's op without bias."""
+        layer = self.layer
+        if self.kind == "Dense":
+            return keras.ops.matmul(x, kernel)
+        common = dict(strides=layer.strides, padding=layer.padding, data_format="channels_last")
+        if self.kind in ("Conv1D", "Conv2D"):
+            return keras.ops.conv(x, kernel, dilation_rate=layer.dilation_rate, **common)
+        if self.kind == "DepthwiseConv2D":
+            return keras.ops.depthwise_conv(x, kernel, dilation_rate=layer.dilation_rate, **common)
+        if self.kind == "Conv2DTranspose":
+            return keras.ops.conv_transpose(
+                x,
+                kernel,
+                output_padding=layer.output_padding,
+                dilation_rate=layer.dilation_rate,
+                **common,
+            )
+        # SeparableConv2D: depthwise, quantized intermediate tensor, then pointwise 1x1 conv.
+        depthwise = _depthwise_quant(tf.convert_to_tensor(layer.depthwise_kernel))
+        y = keras.ops.depthwise_conv(x, depthwise, dilation_rate=layer.dilation_rate, **common)
+        y = self.depthwise_quantizer(y, training=training)
+        return keras.ops.conv(y, kernel, strides=1, padding="valid", data_format="channels_last")
+
+    def _bias(self):
+        if self.layer.use_bias:
+            return tf.convert_to_tensor(self.layer.bias)
+        return None
+
+    # Forward pass -------------------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        x = tf.cast(inputs, "float32")
+        bias = self._bias()
+        if self.batch_norm is None:
+            y = self._linear(x, self._scaled_quant_kernel(None), training)
+            if bias is not None:
+                y = y + bias
+        else:
+            y = self._folded_call(x, bias, training)
+        return self._activate(y, training)
+
+    def _folded_call(self, x, bias, training):
+        bn = self.batch_norm
+        scale = self._bn_scale()
+        y = self._linear(x, self._scaled_quant_kernel(scale), training)
+        beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
+        mean = tf.convert_to_tensor(bn.moving_mean)
+        folded_bias = beta - mean * scale
+        if bias is not None:
+            folded_bias = folded_bias + bias * scale
+        if not (training and bn.trainable):
+            return y + folded_bias
+        # Training: undo the folded scale to recover the (quantized-kernel) layer output, then
+        # normalise with batch statistics so the batch norm keeps learning. Once frozen this
+        # branch reduces to the inference expression above.
+        safe_scale = tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale) * 1e-12, scale)
+        raw = y / safe_scale
+        if bias is not None:
+            raw = raw + bias
+        axes = list(range(len(raw.shape) - 1))
+        batch_mean, batch_var = keras.ops.moments(raw, axes, synchronized=True)
+        batch_inv = tf.math.rsqrt(batch_var + bn.epsilon)
+        if bn.scale:
+            batch_inv = batch_inv * bn.gamma
+        trained = (raw - batch_mean) * batch_inv + beta
+        frozen = self.bn_frozen > 0.5
+        momentum = bn.momentum
+        bn.moving_mean.assign(
+            tf.where(frozen, mean, mean * momentum + batch_mean * (1.0 - momentum))
+        )
+        moving_var = tf.convert_to_tensor(bn.moving_variance)
+        bn.moving_variance.assign(
+            tf.where(frozen, moving_var, moving_var * momentum + batch_var * (1.0 - momentum))
+        )
+        return tf.where(frozen, y + folded_bias, trained)
+
+    def _activate(self, y, training):
+        if self.pre_activation_quantizer is not None:
+            y = self.pre_activation_quantizer(y, training=training)
+        y = acts.apply_activation(self.activation, y)
+        return self.output_quantizer(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "layer": keras.saving.serialize_keras_object(self.layer),
+                "batch_norm": (
+                    None
+                    if self.batch_norm is None
+                    else keras.saving.serialize_keras_object(self.batch_norm)
+                ),
+                "activation": self.activation,
+                "ema_decay": self.ema_decay,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**dict(config))

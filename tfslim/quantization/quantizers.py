@@ -1,0 +1,148 @@
+"""Fake quantizers that reproduce TFLite's int8 arithmetic during training.
+
+Weights are quantized symmetrically in the narrow range [-127, 127] (zero point 0), per
+output channel for convolutions and per tensor for dense layers. Activations are quantized
+asymmetrically in [-128, 127] with a range observed as an exponential moving average of the
+batch minimum and maximum. Both lower to `tf.quantization.fake_quant_*` ops, which the TFLite
+converter folds into int8 kernels.
+"""
+
+import keras
+import tensorflow as tf
+
+# Fixed output ranges that TFLite's int8 kernels impose (scale, zero point) expressed as the
+# float (min, max) the fake-quant op needs: softmax/sigmoid scale 1/256 zero point -128,
+# tanh scale 1/128 zero point 0.
+FIXED_OUTPUT_RANGES = {
+    "softmax": (0.0, 255.0 / 256.0),
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+
+_EPSILON = 1e-8
+
+
+def fake_quant_weights(weights, *, axis=None):
+    """Fake-quantizes `weights` symmetrically to int8 in [-127, 127].
+
+    The range is computed from the current weights on every call, so the deployed range
+    always matches the trained weights (after the converter freezes them it folds to a
+    constant).
+
+    Args:
+        weights: Tensor. The float weights.
+        axis: int. Channel axis for per-channel quantization, or `None` for per-tensor.
+            Defaults to `None`.
+
+    Returns:
+        The weights rounded to the int8 grid, as float.
+    """
+    weights = tf.convert_to_tensor(weights)
+    if axis is None:
+        bound = tf.maximum(tf.reduce_max(tf.abs(weights)), _EPSILON)
+        return tf.quantization.fake_quant_with_min_max_vars(
+            weights, -bound, bound, num_bits=8, narrow_range=True
+        )
+    rank = weights.shape.rank
+    axis = axis % rank
+    if axis != rank - 1:
+        perm = [i for i in range(rank) if i != axis] + [axis]
+        inverse = [perm.index(i) for i in range(rank)]
+        return tf.transpose(fake_quant_weights(tf.transpose(weights, perm), axis=-1), inverse)
+    bound = tf.maximum(tf.reduce_max(tf.abs(weights), axis=list(range(rank - 1))), _EPSILON)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        weights, -bound, bound, num_bits=8, narrow_range=True
+    )
+
+
+def _cross_replica(value, reduce_op):
+    """Reduces `value` over replicas when running inside a distribution strategy."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return value
+    return tf.distribute.get_replica_context().all_reduce(reduce_op, value)
+
+
+@keras.saving.register_keras_serializable(package="tfslim")
+class ActivationQuantizer(keras.layers.Layer):
+    """Fake-quantizes a tensor to asymmetric per-tensor int8 with an observed range.
+
+    While training, the range follows an exponential moving average of the batch minimum and
+    maximum (initialised from the first batch, reduced over replicas under a distribution
+    strategy, always containing zero). Once frozen (see `FreezeQuantization`), the range
+    stays fixed and training continues against the deployed quantization grid.
+
+    Args:
+        ema_decay: float. Decay of the moving average of the range. Defaults to `0.99`.
+        fixed_range: tuple of two floats or `None`. A range imposed by the TFLite kernel that
+            produces this tensor (softmax, sigmoid, tanh); no observer is used. Defaults to
+            `None`.
+        **kwargs: Base layer keyword arguments (`name`, ...).
+
+    Example:
+
+    >>> import numpy as np
+    >>> q = ActivationQuantizer()
+    >>> _ = q(np.array([[0.0, 1.0, 2.0]], "float32"), training=True)
+    >>> [round(float(v), 3) for v in q.get_range()]
+    [0.0, 2.0]
+    """
+
+    def __init__(self, *, ema_decay: float = 0.99, fixed_range=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(
+                "Invalid value for argument `ema_decay`. Expected a float in [0, 1). "
+                f"Received: ema_decay={ema_decay}"
+            )
+        self.ema_decay = float(ema_decay)
+        self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        low, high = self.fixed_range or (-6.0, 6.0)
+        # The observer state is written from every replica with identical (all-reduced)
+        # values, so taking the first replica's write keeps mirrored copies in sync.
+        common = dict(shape=(), trainable=False, aggregation="only_first_replica")
+        self.range_min = self.add_weight(
+            name="range_min", initializer=keras.initializers.Constant(low), **common
+        )
+        self.range_max = self.add_weight(
+            name="range_max", initializer=keras.initializers.Constant(high), **common
+        )
+        self.observed = self.add_weight(name="observed", initializer="zeros", **common)
+        self.frozen = self.add_weight(name="frozen", initializer="zeros", **common)
+
+    def call(self, inputs, training=None):
+        x = tf.cast(inputs, "float32")
+        if training and self.fixed_range is None:
+            batch_min = _cross_replica(tf.minimum(tf.reduce_min(x), 0.0), "MIN")
+            batch_max = _cross_replica(tf.maximum(tf.reduce_max(x), 0.0), "MAX")
+            decay = self.ema_decay
+            observed = self.observed > 0.5
+            ema_min = decay * self.range_min + (1.0 - decay) * batch_min
+            ema_max = decay * self.range_max + (1.0 - decay) * batch_max
+            frozen = self.frozen > 0.5
+            new_min = tf.where(frozen, self.range_min, tf.where(observed, ema_min, batch_min))
+            new_max = tf.where(frozen, self.range_max, tf.where(observed, ema_max, batch_max))
+            self.range_min.assign(new_min)
+            self.range_max.assign(new_max)
+            self.observed.assign(1.0)
+            low, high = new_min, new_max
+        else:
+            low, high = tf.convert_to_tensor(self.range_min), tf.convert_to_tensor(self.range_max)
+        outputs = tf.quantization.fake_quant_with_min_max_vars(
+            x, low, high, num_bits=8, narrow_range=False
+        )
+        return tf.cast(outputs, inputs.dtype)
+
+    def get_range(self) -> tuple[float, float]:
+        """Returns the current (min, max) float range of the quantized tensor."""
+        return float(self.range_min.numpy()), float(self.range_max.numpy())
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"ema_decay": self.ema_decay, "fixed_range": self.fixed_range})
+        return config
