@@ -1,0 +1,135 @@
+"""Callbacks for the usual QAT schedule: freeze range observers and batch-norm statistics.
+
+Freezing flips a non-trainable flag variable that the compiled training step reads, so the
+step is not retraced and the flag is saved with the model (training resumes frozen).
+"""
+
+import keras
+
+from tfslim.quantization.quantize_wrapper import QuantizeWrapper
+from tfslim.quantization.quantizers import ActivationQuantizer
+
+
+def _layers(model):
+    return list(model._flatten_layers(include_self=False))
+
+
+def set_quantizers_frozen(model, frozen: bool = True) -> None:
+    """Freezes (or unfreezes) every activation range observer of a QAT `model`."""
+    for layer in _layers(model):
+        if isinstance(layer, ActivationQuantizer) and layer.built:
+            layer.frozen.assign(1.0 if frozen else 0.0)
+
+
+def set_batch_norm_frozen(model, frozen: bool = True) -> None:
+    """Freezes (or unfreezes) the folded batch-norm statistics of a QAT `model`.
+
+    Frozen, a folded layer trains with its moving statistics, i.e. exactly the arithmetic of
+    the deployed int8 kernel.
+    """
+    for layer in _layers(model):
+        if isinstance(layer, QuantizeWrapper) and layer.batch_norm is not None and layer.built:
+            layer.bn_frozen.assign(1.0 if frozen else 0.0)
+
+
+def activation_ranges(model) -> dict[str, tuple[float, float]]:
+    """Returns `{quantizer path: (min, max)}` for every activation quantizer of `model`."""
+    ranges = {}
+    for layer in _layers(model):
+        if isinstance(layer, ActivationQuantizer) and layer.built:
+            ranges[layer.range_min.path.rsplit("/", 1)[0]] = layer.get_range()
+    return ranges
+
+
+class FreezeQuantization(keras.callbacks.Callback):
+    """Freezes activation ranges and batch-norm statistics of a QAT model during `fit`.
+
+    Freezing ranges a few epochs before the end lets the weights adapt to the final int8
+    grid; freezing batch-norm statistics makes training use the folded kernels that deploy.
+    Epochs count from 0 (`freeze_ranges_epoch=2` freezes at the start of the third epoch);
+    steps count optimizer iterations, so they continue across `fit` calls.
+
+    Args:
+        freeze_ranges_epoch: int or `None`. Epoch at whose start ranges freeze. Defaults to
+            `None`.
+        freeze_batch_norm_epoch: int or `None`. Epoch at whose start batch-norm statistics
+            freeze. Defaults to `None`.
+        freeze_ranges_step: int or `None`. Training step at which ranges freeze. Defaults
+            to `None`.
+        freeze_batch_norm_step: int or `None`. Training step at which batch-norm statistics
+            freeze. Defaults to `None`.
+        log_ranges: bool. Add each activation range to the epoch logs as
+            `"<quantizer>/min"` and `"<quantizer>/max"`. Defaults to `False`.
+
+    Example:
+
+    >>> callback = FreezeQuantization(freeze_batch_norm_epoch=2, freeze_ranges_epoch=3)
+    >>> callback.freeze_ranges_epoch
+    3
+    """
+
+    def __init__(
+        self,
+        *,
+        freeze_ranges_epoch: int | None = None,
+        freeze_batch_norm_epoch: int | None = None,
+        freeze_ranges_step: int | None = None,
+        freeze_batch_norm_step: int | None = None,
+        log_ranges: bool = False,
+    ):
+        super().__init__()
+        for name, value in (
+            ("freeze_ranges_epoch", freeze_ranges_epoch),
+            ("freeze_batch_norm_epoch", freeze_batch_norm_epoch),
+            ("freeze_ranges_step", freeze_ranges_step),
+            ("freeze_batch_norm_step", freeze_batch_norm_step),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(
+                    f"Invalid value for argument `{name}`. Expected a non-negative int or "
+                    f"None. Received: {name}={value!r}"
+                )
+        self.freeze_ranges_epoch = freeze_ranges_epoch
+        self.freeze_batch_norm_epoch = freeze_batch_norm_epoch
+        self.freeze_ranges_step = freeze_ranges_step
+        self.freeze_batch_norm_step = freeze_batch_norm_step
+        self.log_ranges = log_ranges
+
+    def on_train_begin(self, logs=None):
+        # Read the step once and count in Python, so batches need no device sync.
+        self._step = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.freeze_ranges_epoch is not None and epoch >= self.freeze_ranges_epoch:
+            set_quantizers_frozen(self.model)
+        if self.freeze_batch_norm_epoch is not None and epoch >= self.freeze_batch_norm_epoch:
+            set_batch_norm_frozen(self.model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.freeze_ranges_step is None and self.freeze_batch_norm_step is None:
+            return
+        step = self._step
+        if self.freeze_ranges_step is not None and step >= self.freeze_ranges_step:
+            set_quantizers_frozen(self.model)
+            self.freeze_ranges_step = None
+        if self.freeze_batch_norm_step is not None and step >= self.freeze_batch_norm_step:
+            set_batch_norm_frozen(self.model)
+            self.freeze_batch_norm_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.log_ranges and logs is not None:
+            for name, (low, high) in activation_ranges(self.model).items():
+                logs[f"{name}/min"] = low
+                logs[f"{name}/max"] = high
+
+    def get_config(self):
+        return {
+            "freeze_ranges_epoch": self.freeze_ranges_epoch,
+            "freeze_batch_norm_epoch": self.freeze_batch_norm_epoch,
+            "freeze_ranges_step": self.freeze_ranges_step,
+            "freeze_batch_norm_step": self.freeze_batch_norm_step,
+            "log_ranges": self.log_ranges,
+        }
