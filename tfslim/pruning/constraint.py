@@ -1,0 +1,128 @@
+"""The in-graph mask: a weight constraint that Keras 3 optimizers apply inside the train step.
+
+Every Keras 3 optimizer ends `apply()` with `variable.assign(variable.constraint(variable))`
+for each updated trainable variable (keras/src/optimizers/base_optimizer.py), inside the
+compiled train step and, under `tf.distribute`, on every replica. `PruningConstraint` is set as
+the variable's `constraint`: on each optimizer update it reads its own step counter, asks the
+schedule whether this is a mask-update step (a `tf.cond`, so the sort only runs on update
+steps), and returns `weight * mask`. So pruned weights are exactly zero after every update of
+any model, Sequential, Functional or subclassed, with no Python per batch.
+
+Masks only ever lose ones during a pruning run: a weight that was pruned stays pruned, even if
+the schedule restarts (e.g. training resumed from a weights-only checkpoint).
+The constraint lives on the variable, not in the layer's config, so it is never serialized;
+whoever attaches it (the `PruneLowMagnitude` wrapper or the `Pruning` callback) owns the mask
+and step variables and re-attaches on load or at the next `fit`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfslim.pruning.masks import Granularity
+from tfslim.pruning.schedules import PruningSchedule
+
+
+class PruningConstraint:
+    """Masks one variable after each optimizer update and updates the mask on schedule.
+
+    Args:
+        variable: the `keras.Variable` to prune.
+        mask: a `keras.Variable` of the same shape and dtype holding the 0/1 mask.
+        step: an int64 scalar `keras.Variable` counting this variable's optimizer updates.
+        schedule: the `PruningSchedule`.
+        granularity: the `Granularity` (unstructured, block or m-by-n).
+    """
+
+    def __init__(
+        self,
+        variable,
+        mask,
+        step,
+        schedule: PruningSchedule,
+        granularity: Granularity,
+    ):
+        self.variable = variable
+        self.mask = mask
+        self.step = step
+        self.schedule = schedule
+        self.granularity = granularity
+        self.wrapped_constraint = None
+        self.attached = False
+
+    def __call__(self, value):
+        if self.wrapped_constraint is not None:
+            value = self.wrapped_constraint(value)
+        should_prune, sparsity = self.schedule(self.step.value)
+        if self.granularity.fixed_sparsity is not None:
+            should_prune = tf.logical_and(should_prune, sparsity > 0)
+
+        def update():
+            old = tf.convert_to_tensor(self.mask.value)
+            new = self.granularity.compute_mask(value * old, sparsity) * old
+            self.mask.assign(new)
+            return new
+
+        def keep():
+            return tf.convert_to_tensor(self.mask.value)
+
+        mask = tf.cond(should_prune, update, keep)
+        self.step.assign_add(1)
+        return value * mask
+
+    def attach(self) -> None:
+        """Sets this as the variable's constraint, chaining any constraint already there."""
+        if self.attached:
+            return
+        current = self.variable.constraint
+        if isinstance(current, PruningConstraint):
+            raise ValueError(
+                f"Variable '{self.variable.path}' is already being pruned. Apply either the "
+                "`Pruning` callback or `prune_low_magnitude`, not both."
+            )
+        self.wrapped_constraint = current
+        self.variable.constraint = self
+        self.attached = True
+
+    def detach(self) -> None:
+        """Restores the variable's original constraint."""
+        if self.attached and self.variable.constraint is self:
+            self.variable.constraint = self.wrapped_constraint
+        self.attached = False
+
+    def init_mask_from_weights(self) -> None:
+        """Sets the mask to the variable's current non-zeros, so existing zeros stay pruned.
+
+        An all-zero variable (e.g. a zero-initialised kernel) gets an all-ones mask instead, so
+        it can still train.
+        """
+        value = np.asarray(self.variable.numpy())
+        mask = (value != 0) if np.any(value) else np.ones_like(value, dtype=bool)
+        self.mask.assign(mask.astype(self.mask.dtype))
+
+    def bake(self) -> None:
+        """Multiplies the variable by its mask in place (exact zeros)."""
+        value = np.asarray(self.variable.numpy())
+        mask = np.asarray(self.mask.numpy())
+        self.variable.assign(np.where(mask > 0, value, np.zeros_like(value)))
+
+
+def find_constraints(model) -> list[PruningConstraint]:
+    """Every `PruningConstraint` attached to a variable of `model`."""
+    found = []
+    for variable in model.variables:
+        constraint = getattr(variable, "constraint", None)
+        if isinstance(constraint, PruningConstraint):
+            found.append(constraint)
+    return found
+
+
+def sparsity_of(variables) -> float:
+    """Fraction of exact zeros over `variables` (0.0 when there are none)."""
+    total = zeros = 0
+    for variable in variables:
+        value = np.asarray(variable.numpy())
+        total += value.size
+        zeros += value.size - np.count_nonzero(value)
+    return float(zeros / total) if total else 0.0
