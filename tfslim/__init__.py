@@ -20,6 +20,8 @@ _LAZY = {
     "list_targets": "tfslim.litert.targets",
     # Benchmark.
     "benchmark": "tfslim.benchmark.benchmark",
+    "evaluate": "tfslim.benchmark.benchmark",
+    "predict": "tfslim.benchmark.benchmark",
     # Sub-packages.
     "litert": "tfslim.litert",
 }
