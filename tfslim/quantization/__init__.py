@@ -1,11 +1,23 @@
 """Quantization-aware training for Keras 3 models that deploy as fully-int8 TFLite."""
 
+from tfslim.quantization.callbacks import (
+    FreezeQuantization,
+    activation_ranges,
+    set_batch_norm_frozen,
+    set_quantizers_frozen,
+)
+from tfslim.quantization.finetune import quantize_and_finetune
 from tfslim.quantization.quantize import float_layers, is_quantized_model, quantize_model
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
 
 __all__ = [
     "ActivationQuantizer",
+    "FreezeQuantization",
+    "activation_ranges",
+    "quantize_and_finetune",
+    "set_batch_norm_frozen",
+    "set_quantizers_frozen",
     "QuantizeWrapper",
     "float_layers",
     "is_quantized_model",

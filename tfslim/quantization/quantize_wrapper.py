@@ -140,6 +140,10 @@ class QuantizeWrapper(keras.layers.Layer):
             return _depthwise_quant(kernel)
         if scale is not None:
             kernel = kernel * (scale[:, None] if self.kind == "Conv2DTranspose" else scale)
+        if self.kind == "Conv1D":
+            # TFLite runs Conv1D as a 2D convolution on a (1, k, in, out) kernel; quantizing
+            # after that reshape keeps the per-channel axis where the converter expects it.
+            kernel = kernel[None]
         return fake_quant_weights(kernel, axis=WEIGHTED_LAYERS[self.kind])
 
     def _linear(self, x, kernel, training):
@@ -148,7 +152,17 @@ class QuantizeWrapper(keras.layers.Layer):
         if self.kind == "Dense":
             return keras.ops.matmul(x, kernel)
         common = dict(strides=layer.strides, padding=layer.padding, data_format="channels_last")
-        if self.kind in ("Conv1D", "Conv2D"):
+        if self.kind == "Conv1D":
+            y = keras.ops.conv(
+                x[:, None],
+                kernel,
+                strides=(1, layer.strides[0]),
+                padding=layer.padding,
+                dilation_rate=(1, layer.dilation_rate[0]),
+                data_format="channels_last",
+            )
+            return y[:, 0]
+        if self.kind == "Conv2D":
             return keras.ops.conv(x, kernel, dilation_rate=layer.dilation_rate, **common)
         if self.kind == "DepthwiseConv2D":
             return keras.ops.depthwise_conv(x, kernel, dilation_rate=layer.dilation_rate, **common)

@@ -55,11 +55,15 @@ def fake_quant_weights(weights, *, axis=None):
     )
 
 
-def _cross_replica(value, reduce_op):
-    """Reduces `value` over replicas when running inside a distribution strategy."""
+def _cross_replica_max(value):
+    """Maximum of the scalar `value` over replicas when running under a distribution strategy.
+
+    `ReplicaContext.all_reduce` only sums or averages, so the scalars are gathered.
+    """
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
         return value
-    return tf.distribute.get_replica_context().all_reduce(reduce_op, value)
+    gathered = tf.distribute.get_replica_context().all_gather(tf.reshape(value, [1]), axis=0)
+    return tf.reduce_max(gathered)
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
@@ -115,8 +119,8 @@ class ActivationQuantizer(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = tf.cast(inputs, "float32")
         if training and self.fixed_range is None:
-            batch_min = _cross_replica(tf.minimum(tf.reduce_min(x), 0.0), "MIN")
-            batch_max = _cross_replica(tf.maximum(tf.reduce_max(x), 0.0), "MAX")
+            batch_min = -_cross_replica_max(-tf.minimum(tf.reduce_min(x), 0.0))
+            batch_max = _cross_replica_max(tf.maximum(tf.reduce_max(x), 0.0))
             decay = self.ema_decay
             observed = self.observed > 0.5
             ema_min = decay * self.range_min + (1.0 - decay) * batch_min

@@ -68,6 +68,8 @@ def role(layer) -> str | None:
     if data_format not in (None, "channels_last"):
         return None
     if cls in WEIGHTED_LAYERS:
+        if getattr(layer, "padding", None) == "causal":
+            return None
         return "weighted" if acts.activation_name(layer.activation) is not None else None
     if cls in PASSTHROUGH:
         if cls == "UpSampling2D" and layer.interpolation not in ("nearest", "bilinear"):
