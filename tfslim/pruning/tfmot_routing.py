@@ -7,6 +7,7 @@ the process environment; tfslim restores the user's environment right after the 
 from __future__ import annotations
 
 import os
+import warnings
 
 
 def is_tf_keras(obj) -> bool:
@@ -22,7 +23,10 @@ def import_tfmot_sparsity():
     """Returns `tfmot.sparsity.keras` without leaving `TF_USE_LEGACY_KERAS` set."""
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
-        import tensorflow_model_optimization as tfmot
+        with warnings.catch_warnings():
+            # tfmot 0.8 compares versions with the deprecated distutils on import.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import tensorflow_model_optimization as tfmot
     finally:
         if before is None:
             os.environ.pop("TF_USE_LEGACY_KERAS", None)
