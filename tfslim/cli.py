@@ -35,8 +35,12 @@ def _load_npz(path: str, argument: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{argument}: no such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # .npy: a single array of inputs.
+            arrays = {"x": loaded}
+        else:
+            with loaded as f:
+                arrays = {k: f[k] for k in f.files}
     except Exception as e:
         raise ValueError(f"{argument}: {path} is not a readable .npz/.npy file ({e})") from None
     x = arrays.get("x", next(iter(arrays.values()), None))

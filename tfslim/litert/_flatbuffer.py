@@ -187,6 +187,15 @@ def _macs(op: str, sg, op_t) -> int:
 def analyze(data: bytes, name: str = "<bytes>") -> dict:
     """Static facts about a .tflite model (everything `inspect` reports but `micro`)."""
     model = parse(data, name)
+    try:
+        return _analyze(model, data)
+    except Exception as e:  # Inconsistent tables in a corrupted file.
+        raise InvalidModelError(
+            f"{name}: corrupted TFLite model ({type(e).__name__}: {e})".replace("\n", " ")
+        ) from None
+
+
+def _analyze(model, data: bytes) -> dict:
     sg_main = model.subgraphs[0]
     ops: dict[str, int] = {}
     op_list = []  # (op name, output tensor name, touches float, hybrid)

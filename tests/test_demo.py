@@ -1,0 +1,29 @@
+import json
+
+import pytest
+
+from tfslim.demo import build_digits_cnn, run_demo
+
+
+def test_demo_cnn_is_big_enough_for_the_size_claims():
+    assert build_digits_cnn().count_params() >= 50_000
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_models_and_reports(tmp_path):
+    out = tmp_path / "models"
+    report = run_demo(out_dir=out, quick=True, log=lambda *_: None)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == report
+    assert "| model | target |" in (out / "report.md").read_text()
+    rows = {(r["model"], r["target"]): r for r in report["models"]}
+    assert ("float", "mobile") in rows and ("float", "mcu") in rows
+    for row in report["models"]:
+        path = out / row["file"]
+        assert path.stat().st_size == row["size_bytes"]
+        assert 0.5 < row["tflite_accuracy"] <= 1.0
+        assert row["agreement"] >= 0.9
+    mcu = rows[("float", "mcu")]
+    assert mcu["fully_integer"] and mcu["arena_bytes"] > 0
+    assert mcu["boards"]["nano33ble"] is True
+    assert not list(out.glob("*.tmp"))
