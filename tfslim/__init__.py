@@ -22,19 +22,30 @@ _LAZY = {
     "benchmark": "tfslim.benchmark.benchmark",
     "evaluate": "tfslim.benchmark.benchmark",
     "predict": "tfslim.benchmark.benchmark",
-    # Sub-packages.
-    "litert": "tfslim.litert",
+    # Quantization-aware training.
+    "quantize_model": "tfslim.quantization",
+    "is_quantized_model": "tfslim.quantization",
+    "quantize_and_finetune": "tfslim.quantization",
+    "FreezeQuantization": "tfslim.quantization",
+    # Pruning.
+    "prune_low_magnitude": "tfslim.pruning",
+    "strip_pruning": "tfslim.pruning",
+    "ConstantSparsity": "tfslim.pruning",
+    "PolynomialDecay": "tfslim.pruning",
 }
+# Sub-packages reachable as attributes (`tfslim.callbacks.Pruning`).
+_SUBMODULES = ("architectures", "callbacks", "litert", "pruning", "quantization")
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY, *_SUBMODULES]
 
 
 def __getattr__(name):
-    module_name = _LAZY.get(name)
-    if module_name is None:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"tfslim.{name}")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
         raise AttributeError(f"module 'tfslim' has no attribute '{name}'")
-    module = importlib.import_module(module_name)
-    value = module if module_name == f"tfslim.{name}" else getattr(module, name)
     globals()[name] = value
     return value
 

@@ -1,0 +1,9 @@
+"""Keras callbacks for shrinking a model during `fit`, gathered in one namespace.
+
+`tfslim.callbacks.Pruning(...)` reads like `keras.callbacks.EarlyStopping(...)`.
+"""
+
+from tfslim.pruning.callback import Pruning
+from tfslim.quantization.callbacks import FreezeQuantization
+
+__all__ = ["FreezeQuantization", "Pruning"]
