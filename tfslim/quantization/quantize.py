@@ -17,6 +17,7 @@ from tfslim.quantization import activations as acts
 from tfslim.quantization import registry
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
+from tfslim.quantization.rescaling import QuantizeRescaling
 
 
 def _is_tf_keras(model) -> bool:
@@ -176,6 +177,16 @@ class _Rewriter:
                         f"activations). Pass skip=[{layer.name!r}] to quantize_model to keep "
                         "it in float."
                     )
+                if cls == "Rescaling":
+                    out = QuantizeRescaling(
+                        scale=float(layer.scale),
+                        offset=float(layer.offset),
+                        ema_decay=self.ema_decay,
+                        name=layer.name,
+                    )(*args)
+                    for x, y in zip(node.outputs, [out], strict=True):
+                        tensors[id(x)] = y
+                    continue
                 if kind == "weighted":
                     out, last = self.weighted(node, args, sole_consumer, absorbed)
                     for x, y in zip(last.outputs, [out], strict=True):

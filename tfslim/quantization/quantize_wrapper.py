@@ -217,7 +217,10 @@ class QuantizeWrapper(keras.layers.Layer):
         if bias is not None:
             raw = raw + bias
         axes = list(range(len(raw.shape) - 1))
-        batch_mean, batch_var = keras.ops.moments(raw, axes, synchronized=True)
+        # Replicas share batch statistics (like SyncBatchNormalization), so the folded
+        # statistics stay identical on every replica.
+        synchronized = tf.distribute.has_strategy()
+        batch_mean, batch_var = keras.ops.moments(raw, axes, synchronized=synchronized)
         batch_inv = tf.math.rsqrt(batch_var + bn.epsilon)
         if bn.scale:
             batch_inv = batch_inv * bn.gamma

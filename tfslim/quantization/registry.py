@@ -75,6 +75,9 @@ def role(layer) -> str | None:
         if cls == "UpSampling2D" and layer.interpolation not in ("nearest", "bilinear"):
             return None
         return "passthrough"
+    if cls == "Rescaling":
+        scalar = all(isinstance(v, (int, float)) for v in (layer.scale, layer.offset))
+        return "requantize" if scalar else None
     if cls in REQUANTIZE:
         return "requantize"
     if cls in ACTIVATION:

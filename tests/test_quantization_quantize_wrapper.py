@@ -1,0 +1,121 @@
+"""Tests for tfslim.quantization.quantize_wrapper (QuantizeWrapper, batch-norm folding)."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from tfslim.quantization.quantize_wrapper import QuantizeWrapper  # noqa: E402
+
+L = keras.layers
+
+
+def trained_bn(shape):
+    channels = shape[-1]
+    bn = L.BatchNormalization()
+    bn.build(shape)
+    rng = np.random.default_rng(1)
+    bn.set_weights(
+        [
+            rng.uniform(0.5, 2, channels),
+            rng.normal(size=channels),
+            rng.normal(size=channels),
+            rng.uniform(0.5, 2, channels),
+        ]
+    )
+    return bn
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: L.Conv2D(4, 3, use_bias=False), (2, 6, 6, 3)),
+        (lambda: L.DepthwiseConv2D(3), (2, 6, 6, 4)),
+        (lambda: L.Dense(4), (2, 5)),
+        (lambda: L.Conv1D(4, 3), (2, 7, 3)),
+        (lambda: L.SeparableConv2D(4, 3), (2, 6, 6, 3)),
+        (lambda: L.Conv2DTranspose(4, 3, strides=2), (2, 4, 4, 3)),
+    ],
+)
+def test_folded_inference_matches_float_conv_then_bn(make, shape):
+    x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
+    layer = make()
+    out = layer(x)
+    bn = trained_bn(out.shape)
+    expected = bn(out, training=False).numpy()
+    inner = type(layer).from_config(layer.get_config())
+    inner_bn = L.BatchNormalization.from_config(bn.get_config())
+    wrapper = QuantizeWrapper(inner, batch_norm=inner_bn)
+    wrapper.build(shape)
+    inner.set_weights(layer.get_weights())
+    inner_bn.set_weights(bn.get_weights())
+    wrapper.output_quantizer.range_min.assign(float(expected.min()))
+    wrapper.output_quantizer.range_max.assign(float(expected.max()))
+    if wrapper.depthwise_quantizer is not None:
+        mid = keras.ops.depthwise_conv(x, layer.depthwise_kernel, 1, "valid").numpy()
+        wrapper.depthwise_quantizer.range_min.assign(float(min(mid.min(), 0)))
+        wrapper.depthwise_quantizer.range_max.assign(float(max(mid.max(), 0)))
+    got = wrapper(x, training=False).numpy()
+    span = expected.max() - expected.min()
+    # Only int8 rounding of weights and output separates them.
+    assert np.abs(got - expected).max() < 0.06 * span
+
+
+def test_frozen_bn_training_equals_inference():
+    x = np.random.default_rng(0).uniform(0, 1, (4, 6, 6, 3)).astype("float32")
+    wrapper = QuantizeWrapper(L.Conv2D(4, 3), batch_norm=L.BatchNormalization(), activation="relu")
+    wrapper(x, training=True)
+    wrapper.bn_frozen.assign(1.0)
+    wrapper.output_quantizer.frozen.assign(1.0)
+    moving = wrapper.batch_norm.moving_mean.numpy().copy()
+    np.testing.assert_allclose(
+        wrapper(x, training=True).numpy(), wrapper(x, training=False).numpy(), atol=1e-6
+    )
+    np.testing.assert_array_equal(wrapper.batch_norm.moving_mean.numpy(), moving)
+
+
+def test_training_updates_moving_statistics_with_batch_stats():
+    x = np.random.default_rng(0).uniform(0, 1, (8, 5)).astype("float32")
+    wrapper = QuantizeWrapper(L.Dense(3, use_bias=False), batch_norm=L.BatchNormalization())
+    out = wrapper(x, training=True).numpy()
+    # Normalised with batch statistics: the (quantized) output has about zero mean per unit.
+    assert np.abs(out.mean(0)).max() < 0.05
+    assert np.abs(wrapper.batch_norm.moving_mean.numpy()).max() > 0
+
+
+def test_activations_and_quantizers():
+    relu = QuantizeWrapper(L.Dense(3), activation="relu6")
+    assert relu.pre_activation_quantizer is None
+    sigmoid = QuantizeWrapper(L.Dense(3), activation="sigmoid")
+    assert sigmoid.output_quantizer.fixed_range == (0.0, 255 / 256)
+    assert sigmoid.pre_activation_quantizer is not None
+    y = relu(np.full((1, 4), 100.0, "float32"), training=True).numpy()
+    assert y.min() >= 0 and y.max() <= 6.0
+
+
+def test_config_and_save_round_trip(tmp_path):
+    inputs = keras.Input((6, 6, 3))
+    wrapper = QuantizeWrapper(
+        L.Conv2D(4, 3, use_bias=False, name="c"),
+        batch_norm=L.BatchNormalization(name="bn"),
+        activation="relu6",
+        name="w",
+    )
+    model = keras.Model(inputs, wrapper(inputs))
+    x = np.random.default_rng(0).uniform(0, 1, (4, 6, 6, 3)).astype("float32")
+    model(x, training=True)
+    clone = QuantizeWrapper.from_config(wrapper.get_config())
+    assert (clone.kind, clone.activation, clone.batch_norm.name) == ("Conv2D", "relu6", "bn")
+    model.save(tmp_path / "w.keras")
+    loaded = keras.saving.load_model(tmp_path / "w.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match=r"argument `layer`.*'lstm' of class LSTM"):
+        QuantizeWrapper(L.LSTM(2, name="lstm"))
+    with pytest.raises(ValueError, match=r"linear activation.*activation=relu"):
+        QuantizeWrapper(L.Dense(2, activation="relu"))
+    with pytest.raises(ValueError, match=r"argument `activation`.*activation=gelu"):
+        QuantizeWrapper(L.Dense(2), activation="gelu")
