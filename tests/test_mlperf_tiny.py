@@ -216,3 +216,35 @@ _PER_CHANNEL_DENSE = pytest.mark.xfail(
 )
 def test_reference_int8_files_are_within_10_percent(name):
     _assert_reference_file(*_convert_reference(name))
+
+
+@pytest.mark.parametrize("name", sorted(MLPERF_TINY_MODELS))
+def test_references_are_fully_qat_wrapped(name):
+    quantization = pytest.importorskip("tfslim.quantization")
+    spec = MLPERF_TINY_MODELS[name]
+    qat = quantization.quantize_model(spec.build())
+    assert quantization.is_quantized_model(qat)
+    assert quantization.float_layers(qat) == []
+    x = np.random.default_rng(0).random((2, *spec.input_shape)).astype("float32")
+    assert qat.predict(x, verbose=0).shape == (2, *qat.output_shape[1:])
+
+
+# tfslim.convert sets TFLITE_BUILTINS_INT8 for QAT models too, and the TF converter then
+# demands a representative dataset; converting with Optimize.DEFAULT alone works (measured:
+# ds_cnn 47,760 bytes, fully int8, TFLite Micro arena 24,720 bytes).
+_QAT_CONVERT_PENDING = pytest.mark.xfail(
+    reason="tfslim.convert asks QAT models for calibration data (TFLITE_BUILTINS_INT8)",
+    strict=False,
+)
+
+
+@_QAT_CONVERT_PENDING
+def test_qat_reference_converts_to_int8_for_micro():
+    quantization = pytest.importorskip("tfslim.quantization")
+    spec = MLPERF_TINY_MODELS["ds_cnn"]
+    qat = quantization.quantize_model(randomize_weights(spec.build()))
+    qat(np.random.default_rng(0).random((8, *spec.input_shape)).astype("float32"), training=True)
+    report = tfslim.inspect(tfslim.convert(qat, target="mcu").flatbuffer)
+    assert report["fully_integer"]
+    assert [i["dtype"] for i in report["inputs"]] == ["int8"]
+    assert report["micro"]["supported"], report["micro"]
