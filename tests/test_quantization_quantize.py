@@ -20,13 +20,12 @@ from tfslim.quantization import (  # noqa: E402
 L = keras.layers
 
 
-def to_tflite(model, *, allow_float=False):
-    """Converts a QAT model like the converter stage does for target="mcu"."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+def to_tflite(model):
+    """Converts a QAT model with the converter stage: no calibration data, int8 I/O, checked
+    against TFLite Micro's op set."""
+    import tfslim
+
+    return tfslim.convert(model, target="mcu").flatbuffer
 
 
 def ops_and_dtypes(flatbuffer):
@@ -95,7 +94,11 @@ LAYER_CASES = {
     "maxpool1d": (lambda x: L.MaxPooling1D()(L.Reshape((64, 3))(x)), "MAX_POOL_2D"),
     "gap1d": (lambda x: L.GlobalAveragePooling1D()(L.Reshape((64, 3))(x)), "MEAN"),
     "zero_padding": (lambda x: L.ZeroPadding2D()(x), "PAD"),
-    "upsampling": (lambda x: L.UpSampling2D()(x), None),
+    "upsampling": (lambda x: L.UpSampling2D()(x), "RESIZE_NEAREST_NEIGHBOR"),
+    "upsampling_bilinear": (
+        lambda x: L.UpSampling2D(interpolation="bilinear")(x),
+        "RESIZE_BILINEAR",
+    ),
     "rescaling": (lambda x: L.Rescaling(2.0, offset=-1.0)(x), "MUL"),
     "relu": (lambda x: L.ReLU()(x), "RELU"),
     "relu6": (lambda x: L.Activation("relu6")(x), "RELU6"),
@@ -351,3 +354,68 @@ def test_refuses_non_model_and_unbuilt_sequential():
         quantize_model("x")
     with pytest.raises(InvalidModelError, match="unbuilt Sequential"):
         quantize_model(keras.Sequential([L.Dense(2)]))
+
+
+MIRRORED_SCRIPT = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
+from tfslim.quantization import FreezeQuantization, quantize_model
+keras.utils.set_random_seed(0)
+data = load_digits()
+x = (data.images / 16.0).astype("float32")[..., None][:256]
+y = data.target[:256]
+L = keras.layers
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(8, 3, use_bias=False),
+        L.BatchNormalization(), L.ReLU(), L.Flatten(), L.Dense(10, activation="softmax")])
+    qat = quantize_model(model)
+    qat.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+qat.fit(x, y, epochs=2, batch_size=64, verbose=0,
+        callbacks=[FreezeQuantization(freeze_ranges_epoch=1)])
+mismatch, values = [], {}
+for v in qat.weights:
+    local = [np.asarray(t) for t in strategy.experimental_local_results(v.value)]
+    if any(not np.array_equal(local[0], t) for t in local[1:]):
+        mismatch.append(v.path)
+    values[v.path] = np.asarray(local[0]).ravel().tolist()
+print("RESULT" + json.dumps({"replicas": strategy.num_replicas_in_sync,
+                             "mismatch": mismatch, "values": values}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_keeps_replicas_consistent():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, done.stderr[-2000:]
+    result = json.loads(lines[-1][len("RESULT") :])
+    assert result["replicas"] == 2
+    assert result["mismatch"] == []
+    values = result["values"]
+    # The input range was reduced over both replicas' batches: digits span [0, 1].
+    assert values["input_layer_quantizer/range_max"] == [1.0]
+    assert values["input_layer_quantizer/frozen"] == [1.0]
+    assert any(v != 0.0 for v in values["conv2d/batch_normalization/moving_mean"])
+
+
+def test_tf_keras_model_goes_to_tfmot():
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
+    qat = quantize_model(model)
+    assert type(qat).__module__.startswith("tf_keras")
+    assert any("Quantize" in type(layer).__name__ for layer in qat.layers)
+    assert is_quantized_model(qat)

@@ -193,6 +193,16 @@ class _Rewriter:
                         tensors[id(x)] = y
                     continue
                 clone = _clone(layer)
+                if cls == "UpSampling2D" and None not in args[0].shape[1:3]:
+                    # Keras repeats rows and columns (TILE, which TFLite Micro lacks); a
+                    # nearest/bilinear resize gives the same values as one RESIZE_* kernel.
+                    height, width = args[0].shape[1:3]
+                    clone = keras.layers.Resizing(
+                        height * layer.size[0],
+                        width * layer.size[1],
+                        interpolation=layer.interpolation,
+                        name=layer.name,
+                    )
                 self.copies.append((clone, layer))
                 out = clone(*args, **kwargs)
                 if kind == "requantize":

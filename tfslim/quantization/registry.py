@@ -33,6 +33,7 @@ PASSTHROUGH = frozenset(
         "ZeroPadding2D",
         "UpSampling1D",
         "UpSampling2D",
+        "Resizing",
         "Identity",
     }
 )
@@ -72,7 +73,12 @@ def role(layer) -> str | None:
             return None
         return "weighted" if acts.activation_name(layer.activation) is not None else None
     if cls in PASSTHROUGH:
-        if cls == "UpSampling2D" and layer.interpolation not in ("nearest", "bilinear"):
+        if cls in ("UpSampling2D", "Resizing") and layer.interpolation not in (
+            "nearest",
+            "bilinear",
+        ):
+            return None
+        if cls == "Resizing" and (layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio):
             return None
         return "passthrough"
     if cls == "Rescaling":
