@@ -1,0 +1,72 @@
+"""benchmarks/reference_models.py: the command that regenerates tflite_models/reference/."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location(
+        "reference_models", ROOT / "benchmarks" / "reference_models.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_partial_run_writes_file_and_manifest_entry(script, tmp_path, capsys):
+    assert script.main(["--models", "ds_cnn", "--no-qat", "--output-dir", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    entry = manifest["models"]["ds_cnn"]
+    assert (tmp_path / entry["file"]).stat().st_size == entry["size_bytes"]
+    assert entry["keras_params"] == entry["reference_params"] == 24_908
+    assert entry["within_tolerance"] and entry["fully_integer"] and entry["micro_supported"]
+    assert entry["io_dtypes"] == ["int8"]
+    assert entry["arena_bytes"] > 0
+    assert entry["ops"]["DEPTHWISE_CONV_2D"] == 4
+    assert set(entry["boards"]) == set(manifest["boards"]) and "nano33ble" in entry["boards"]
+    assert entry["boards"]["nano33ble"]["fits"]
+    assert (
+        "| ds_cnn | keyword spotting | 24,908 (24,908) |" in (tmp_path / "manifest.md").read_text()
+    )
+    assert "ds_cnn" in capsys.readouterr().out
+
+
+def test_partial_run_keeps_other_entries(script, tmp_path):
+    args = ["--models", "ds_cnn", "--no-qat", "--output-dir", str(tmp_path), "--check"]
+    assert script.main(args) == 0
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["models"]["resnet8"] = dict(manifest["models"]["ds_cnn"], marker=True)
+    path.write_text(json.dumps(manifest))
+    assert script.main(args) == 0
+    models = json.loads(path.read_text())["models"]
+    assert list(models) == ["ds_cnn", "resnet8"]  # Reference order.
+    assert models["resnet8"]["marker"] and "marker" not in models["ds_cnn"]
+
+
+def test_check_fails_on_a_missed_reference_figure(script):
+    entry = {
+        "keras_params": 10,
+        "reference_params": 10,
+        "within_tolerance": True,
+        "fully_integer": True,
+        "micro_supported": True,
+    }
+    assert script._passes(entry)
+    assert not script._passes(dict(entry, within_tolerance=False))
+    assert not script._passes(dict(entry, micro_supported=False))
+    assert not script._passes(dict(entry, keras_params=11))
+
+
+def test_committed_manifest_matches_committed_files():
+    directory = ROOT / "tflite_models" / "reference"
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert set(manifest["models"]) == {"ds_cnn", "mobilenet_v1", "resnet8", "fc_autoencoder"}
+    for entry in manifest["models"].values():
+        assert (directory / entry["file"]).stat().st_size == entry["size_bytes"]
