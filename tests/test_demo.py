@@ -17,7 +17,14 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     assert on_disk == report
     assert "| model | target |" in (out / "report.md").read_text()
     rows = {(r["model"], r["target"]): r for r in report["models"]}
-    assert ("float", "mobile") in rows and ("float", "mcu") in rows
+    assert {m for m, _ in rows} >= {"float", "qat", "pruned80"}
+    assert rows[("qat", "mobile")]["quantization"] == "int8"
+    assert rows[("pruned80", "mcu")]["sparsity"] >= 0.7
+    # Sparse encoding shrinks the phone file; the board file stays dense but gzips small.
+    assert (
+        rows[("pruned80", "mobile")]["size_bytes"] < 0.8 * rows[("float", "mobile")]["size_bytes"]
+    )
+    assert rows[("pruned80", "mcu")]["gzip_bytes"] < 0.6 * rows[("float", "mcu")]["gzip_bytes"]
     for row in report["models"]:
         path = out / row["file"]
         assert path.stat().st_size == row["size_bytes"]

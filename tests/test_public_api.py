@@ -25,3 +25,12 @@ def test_unknown_attribute_raises_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         tfslim.nope  # noqa: B018
+
+
+def test_function_names_are_not_shadowed_by_subpackages():
+    import importlib
+
+    for module in ("tfslim.benchmarking", "tfslim.litert", "tfslim.litert.inspection"):
+        importlib.import_module(module)
+    for name in ("benchmark", "inspect", "convert", "evaluate", "predict", "export_c"):
+        assert callable(getattr(tfslim, name)), name

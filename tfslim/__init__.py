@@ -19,9 +19,9 @@ _LAZY = {
     "get_target": "tfslim.litert.targets",
     "list_targets": "tfslim.litert.targets",
     # Benchmark.
-    "benchmark": "tfslim.benchmark.benchmark",
-    "evaluate": "tfslim.benchmark.benchmark",
-    "predict": "tfslim.benchmark.benchmark",
+    "benchmark": "tfslim.benchmarking.benchmark",
+    "evaluate": "tfslim.benchmarking.benchmark",
+    "predict": "tfslim.benchmarking.benchmark",
     # Quantization-aware training.
     "quantize_model": "tfslim.quantization",
     "is_quantized_model": "tfslim.quantization",

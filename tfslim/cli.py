@@ -121,7 +121,7 @@ def _cmd_inspect(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from tfslim.benchmark.benchmark import benchmark
+    from tfslim.benchmarking.benchmark import benchmark
 
     data = None
     if args.data:

@@ -74,12 +74,33 @@ def _variants(data, epochs: int, log):
 
 
 def _technique_variants(float_model, data, epochs, log):
-    """QAT, pruning and distillation variants, when those packages are present."""
-    return []
+    """QAT and pruning variants of the trained float model (shrink-and-improve)."""
+    import keras
+
+    from tfslim.pruning import Pruning, strip_pruning
+    from tfslim.quantization import quantize_and_finetune
+
+    x_train, y_train, _, _ = data
+    finetune = max(2, epochs // 5)
+    t = time.perf_counter()
+    qat = quantize_and_finetune(float_model, x_train, y_train, epochs=finetune)
+    log(f"QAT fine-tuned {finetune} epochs in {time.perf_counter() - t:.1f} s")
+    yield "qat", f"float CNN + {finetune} epochs quantization-aware training", qat
+
+    t = time.perf_counter()
+    pruned = keras.models.clone_model(float_model)
+    pruned.set_weights(float_model.get_weights())
+    _compile(pruned, lr=1e-3)
+    pruned.fit(
+        x_train, y_train, epochs=2 * finetune, batch_size=32, verbose=0, callbacks=[Pruning(0.8)]
+    )
+    pruned = strip_pruning(pruned)
+    log(f"pruned to 80% sparsity in {time.perf_counter() - t:.1f} s")
+    yield "pruned80", "float CNN pruned to 80% sparsity during fine-tuning", pruned
 
 
 def _measure(name, description, model, data, target, out_dir, log):
-    from tfslim.benchmark.benchmark import benchmark
+    from tfslim.benchmarking.benchmark import benchmark
     from tfslim.litert.converter import convert
     from tfslim.litert.inspection import inspect
 

@@ -1,5 +1,5 @@
 """Latency and accuracy of converted models, measured with the LiteRT interpreter."""
 
-from tfslim.benchmark.benchmark import benchmark, evaluate, predict
+from tfslim.benchmarking.benchmark import benchmark, evaluate, predict
 
 __all__ = ["benchmark", "evaluate", "predict"]

@@ -78,16 +78,33 @@ def _last_error_line(stderr: str) -> str:
 
 
 def _litert_interpreter(model_path: str, *, threads: int = 1, xnnpack: bool = True):
+    """Returns (interpreter, note); falls back to builtin kernels if XNNPACK refuses."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # Fallback runtime for platforms without ai-edge-litert wheels.
         from tflite_runtime.interpreter import Interpreter, OpResolverType
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = Interpreter(
-        model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
-    )
-    interp.allocate_tensors()
-    return interp
+
+    def make(resolver):
+        interp = Interpreter(
+            model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
+        )
+        interp.allocate_tensors()
+        return interp
+
+    if not xnnpack:
+        return make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), None
+    try:
+        return make(OpResolverType.AUTO), None
+    except RuntimeError as e:
+        # XNNPACK cannot run some graphs (e.g. sparse int8 weights behind DENSIFY);
+        # LiteRT itself would fall back the same way on a phone.
+        note = f"XNNPACK refused the model, builtin kernels used ({_first_line(e)})"
+        return make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), note
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 def _quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -164,7 +181,9 @@ def _bench(model_path: str, options: dict) -> dict:
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
-    interp = _litert_interpreter(model_path, threads=options["threads"], xnnpack=options["xnnpack"])
+    interp, note = _litert_interpreter(
+        model_path, threads=options["threads"], xnnpack=options["xnnpack"]
+    )
     init_ms = (time.perf_counter() - t0) * 1000
     rng = np.random.default_rng(0)
     for d in interp.get_input_details():
@@ -187,6 +206,8 @@ def _bench(model_path: str, options: dict) -> dict:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     times = np.asarray(times)
     return {
+        "delegate": "builtin" if note or not options["xnnpack"] else "xnnpack",
+        "note": note,
         "init_ms": round(init_ms, 3),
         "runs": int(times.size),
         "latency_ms": {
@@ -201,7 +222,7 @@ def _bench(model_path: str, options: dict) -> dict:
 
 
 def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
-    interp = _litert_interpreter(model_path, threads=1, xnnpack=True)
+    interp, note = _litert_interpreter(model_path, threads=1, xnnpack=True)
     in_d = interp.get_input_details()[0]
     out_ds = interp.get_output_details()
     expected = tuple(int(d) for d in in_d["shape"][1:])
@@ -222,7 +243,7 @@ def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
             outputs[i].append(_dequantize_output(interp.get_tensor(d["index"]), d)[:n])
     for i, chunks in enumerate(outputs):
         np.save(out_dir / f"y{i}.npy", np.concatenate(chunks))
-    return {"n_outputs": len(out_ds)}
+    return {"n_outputs": len(out_ds), "note": note}
 
 
 def _main(request_path: str) -> None:

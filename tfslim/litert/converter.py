@@ -128,7 +128,10 @@ def convert(
     ('int8', 'int8')
     """
     target = get_target(target)
-    quantization = check_quantization(quantization or target.quantization)
+    keras_model, saved_model_dir = _load(model)
+    qat = keras_model is not None and _is_qat_model(keras_model)
+    # A QAT model carries learned int8 ranges: full integer is what it was trained for.
+    quantization = check_quantization(quantization or ("int8" if qat else target.quantization))
     io_dtype = _check_choice("io_dtype", io_dtype or target.io_dtype, _IO_DTYPES)
     if quantization not in ("int8", "int16x8"):
         io_dtype = "float32"
@@ -153,8 +156,6 @@ def convert(
     if output_path is not None:
         _io.check_output_path(output_path, overwrite=overwrite)
 
-    keras_model, saved_model_dir = _load(model)
-    qat = keras_model is not None and _is_qat_model(keras_model)
     needs_calibration = quantization in ("int8", "int16x8") and not qat
     if needs_calibration and calibration_data is None:
         raise ValueError(
@@ -324,7 +325,10 @@ def _configure(converter, quantization, io_dtype, sparse, qat):
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not qat:
+            # For a QAT model this op set would demand a representative dataset; its
+            # learned ranges already make every op integer (checked after conversion).
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_dtype == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
