@@ -205,3 +205,23 @@ def test_model_of_blocks_saves_and_loads_with_plain_keras(tmp_path):
     restored = keras.saving.load_model(path)
     x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_blocks_convert_to_int8_ops_tflite_micro_runs(digits):
+    import tfslim
+    from tfslim.architectures import randomize_weights
+
+    x_train = digits[0]
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = depthwise_separable_block(x, 16, strides=2)
+    x = inverted_residual_block(x, 16, expansion=4, se_ratio=0.25)
+    x = inverted_residual_block(x, 24, strides=2, activation="relu")
+    x = squeeze_excite_block(x, gate_activation="hard_sigmoid")
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = randomize_weights(keras.Model(inputs, keras.layers.Dense(10)(x)))
+    result = tfslim.convert(model, target="mcu", calibration_data=x_train[:32])
+    report = tfslim.inspect(result.flatbuffer)
+    assert report["fully_integer"]
+    assert report["micro"]["supported"], report["micro"]
+    assert {"DEPTHWISE_CONV_2D", "ADD", "MUL", "MEAN"} <= set(report["ops"])
