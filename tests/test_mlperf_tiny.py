@@ -229,16 +229,6 @@ def test_references_are_fully_qat_wrapped(name):
     assert qat.predict(x, verbose=0).shape == (2, *qat.output_shape[1:])
 
 
-# tfslim.convert sets TFLITE_BUILTINS_INT8 for QAT models too, and the TF converter then
-# demands a representative dataset; converting with Optimize.DEFAULT alone works (measured:
-# ds_cnn 47,760 bytes, fully int8, TFLite Micro arena 24,720 bytes).
-_QAT_CONVERT_PENDING = pytest.mark.xfail(
-    reason="tfslim.convert asks QAT models for calibration data (TFLITE_BUILTINS_INT8)",
-    strict=False,
-)
-
-
-@_QAT_CONVERT_PENDING
 def test_qat_reference_converts_to_int8_for_micro():
     quantization = pytest.importorskip("tfslim.quantization")
     spec = MLPERF_TINY_MODELS["ds_cnn"]
