@@ -177,6 +177,10 @@ def _problems(entry):
         problems.append(f"QAT path {qat['status']}: {qat.get('error')}")
     elif qat and not (qat["fully_integer"] and qat["micro_supported"]):
         problems.append("QAT int8 file is not fully integer or TFLite Micro cannot run it")
+    if qat and qat["status"] == "ok" and abs(qat["size_deviation"]) > TOLERANCE:
+        problems.append(
+            f"QAT int8 size {qat['size_bytes']} is {qat['size_deviation']:+.1%} from the reference"
+        )
     return problems
 
 
