@@ -1,0 +1,128 @@
+"""`distill`: one call from a trained teacher to a shrunk, distilled student ready to convert."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from tfslim.distillation.distiller import Distiller
+from tfslim.distillation.schedule import DistillationSchedule, Value
+
+
+def _pruning_callback(pruning):
+    from tfslim.pruning import Pruning
+
+    if pruning is None or isinstance(pruning, Pruning):
+        return pruning
+    if isinstance(pruning, bool) or not isinstance(pruning, (int, float)):
+        raise TypeError(
+            "Invalid value for argument `pruning`. Expected None, a target sparsity in [0, 1) "
+            f"or a `tfslim.callbacks.Pruning`. Received: pruning={pruning!r}"
+        )
+    return Pruning(float(pruning))
+
+
+def distill(
+    teacher: keras.Model,
+    student: keras.Model,
+    x,
+    y=None,
+    *,
+    epochs: int,
+    batch_size: int | None = 32,
+    validation_data=None,
+    temperature: Value = 3.0,
+    student_loss_weight: Value = 0.5,
+    quantize: bool = False,
+    pruning=None,
+    optimizer: str | keras.optimizers.Optimizer = "adam",
+    loss="sparse_categorical_crossentropy",
+    metrics: Sequence = ("accuracy",),
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> keras.Model:
+    """Distils `teacher` into `student` while (optionally) quantizing and pruning it.
+
+    `student` is wrapped with `tfslim.quantize_model` when `quantize=True`, pruned during `fit`
+    by `tfslim.callbacks.Pruning` when `pruning` is given, and trained by a
+    `tfslim.distillation.Distiller`. The returned student is a plain model (no teacher, no
+    pruning wrappers), compiled with `loss` and `metrics` for `evaluate`, and ready for
+    `tfslim.convert` (a QAT student converts to int8 without calibration data). The fit
+    `History` is in `student.history`.
+
+    Args:
+        teacher: keras.Model. Trained float teacher; never modified.
+        student: keras.Model. Built student with the teacher's output shape.
+        x: inputs, or a `tf.data.Dataset` of (x, y) batches.
+        y: targets, `None` for a dataset. Defaults to `None`.
+        epochs: int. Epochs of distillation.
+        batch_size: int, ignored for datasets. Defaults to `32`.
+        validation_data: as for `keras.Model.fit`. Defaults to `None`.
+        temperature: float, (start, end) pair or function of the epoch. Defaults to `3.0`.
+        student_loss_weight: float in [0, 1], (start, end) pair or function of the epoch.
+            Defaults to `0.5`.
+        quantize: bool, quantization-aware training of the student. Defaults to `False`.
+        pruning: target sparsity (float in [0, 1)) or a `tfslim.callbacks.Pruning`. Defaults
+            to `None`.
+        optimizer: optimizer or its name. Defaults to `"adam"`.
+        loss: supervised loss of the student. Defaults to
+            `"sparse_categorical_crossentropy"`.
+        metrics: metrics of the student. Defaults to `("accuracy",)`.
+        callbacks: more callbacks for `fit` (EarlyStopping, ModelCheckpoint, ...). Defaults
+            to `()`.
+        verbose: as for `fit`. Defaults to `0`.
+
+    Returns:
+        The trained student, a plain compiled `keras.Model`.
+
+    Raises:
+        TypeError: a wrong model or `pruning` type.
+        ValueError: see `Distiller`; a non-positive `epochs`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> import tfslim
+    >>> x, y = np.random.rand(64, 4).astype("float32"), np.random.randint(0, 3, 64)
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> trained = tfslim.distillation.distill(teacher, student, x, y, epochs=1)
+    >>> sorted(trained.history.history)[:2]
+    ['accuracy', 'distillation_loss']
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(
+            "Invalid value for argument `epochs`. Expected an int >= 1. "
+            f"Received: epochs={epochs!r}"
+        )
+    pruning_callback = _pruning_callback(pruning)
+    if quantize:
+        from tfslim.quantization import quantize_model
+
+        student = quantize_model(student)
+    scalar = (float, int)
+    distiller = Distiller(
+        teacher,
+        student,
+        student_loss_weight=student_loss_weight if isinstance(student_loss_weight, scalar) else 0.5,
+        temperature=temperature if isinstance(temperature, scalar) else 3.0,
+    )
+    distiller.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
+    schedule = DistillationSchedule(
+        temperature=temperature, student_loss_weight=student_loss_weight
+    )
+    fit_callbacks = [schedule, *([pruning_callback] if pruning_callback else []), *callbacks]
+    history = distiller.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        callbacks=fit_callbacks,
+        verbose=verbose,
+    )
+    trained = distiller.stripped_student()
+    trained.compile(optimizer="adam", loss=loss, metrics=list(metrics))
+    trained.history = history
+    return trained
