@@ -98,7 +98,7 @@ def to_tflite(model, calibration=None):
     return flatbuffer, "converter settings minus supported_ops=INT8 (batch 1)"
 
 
-def time_steps(models, x, y, batch_size, rounds=4):
+def time_steps(models, x, y, batch_size, rounds=6):
     """Seconds per training step of each model: epochs interleaved to share machine load,
     the fastest of `rounds` epochs (after the models' compiled steps are warm)."""
     best = {name: float("inf") for name in models}
