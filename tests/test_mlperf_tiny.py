@@ -205,7 +205,7 @@ def test_ds_cnn_int8_file_is_within_10_percent_of_the_reference():
 # zero point per output unit: the autoencoder file is +14.9% (278,344 bytes, +0.5%, with
 # per-tensor Dense weights, the QAT scheme). Its arena measurement also fails: TFLite Micro
 # segfaults, instead of raising, when a probed arena is too small for a per-channel
-# FULLY_CONNECTED (the file itself runs with an 8 KiB arena).
+# FULLY_CONNECTED (the file itself runs with a 32 KiB arena).
 _PER_CHANNEL_DENSE = pytest.mark.xfail(
     reason="converter quantizes Dense per channel (+15% size; TFLM arena probe segfaults)",
     strict=False,
