@@ -18,7 +18,7 @@ from tfslim.pruning.schedules import (
 )
 from tfslim.pruning.wrapper import PruneLowMagnitude
 
-_AUTO_SCHEDULES = ("polynomial", "constant")
+_AUTO_SCHEDULES = ("polynomial", "constant", "keep")
 
 
 class Pruning(keras.callbacks.Callback):
@@ -40,8 +40,9 @@ class Pruning(keras.callbacks.Callback):
             unless `schedule` is a `PruningSchedule`.
         schedule: "polynomial" (ramp from 0 to `target_sparsity` over the first 70% of the
             training steps, masks updated 20 times), "constant" (`target_sparsity` from step 0,
-            masks updated every 10% of the steps), or a `PruningSchedule` for explicit steps.
-            Defaults to `"polynomial"`.
+            masks updated every 10% of the steps), "keep" (prune nothing new, keep the zeros the
+            model already has: pruning-preserving fine-tuning or QAT; `target_sparsity` is not
+            needed), or a `PruningSchedule` for explicit steps. Defaults to `"polynomial"`.
         block_size: (rows, cols) pruned together on the TFLite `(out, in)` layout; `(1, 16)` gives
             the smallest sparse TFLite files. Defaults to `(1, 1)` (unstructured).
         block_pooling_type: "AVG" or "MAX". Defaults to `"AVG"`.
@@ -97,6 +98,8 @@ class Pruning(keras.callbacks.Callback):
                 f"Invalid value for argument `schedule`. Expected one of {_AUTO_SCHEDULES} or a "
                 f"`tfslim.pruning.PruningSchedule`. Received: schedule={schedule!r}"
             )
+        elif schedule == "keep":
+            target_sparsity = 0.0 if target_sparsity is None else target_sparsity
         elif target_sparsity is None:
             raise ValueError(
                 "Argument `target_sparsity` is required unless `schedule` is a PruningSchedule. "
@@ -115,6 +118,9 @@ class Pruning(keras.callbacks.Callback):
     def _resolve_schedule(self) -> PruningSchedule:
         if isinstance(self.schedule, PruningSchedule):
             return self.schedule
+        if self.schedule == "keep":
+            # One update at step 0 with sparsity 0 leaves the masks at the current zeros.
+            return ConstantSparsity(0.0, begin_step=0, end_step=0, frequency=1)
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         if not epochs or not steps:
             raise ValueError(

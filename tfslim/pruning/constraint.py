@@ -54,13 +54,23 @@ class PruningConstraint:
     def __call__(self, value):
         if self.wrapped_constraint is not None:
             value = self.wrapped_constraint(value)
-        should_prune, sparsity = self.schedule(self.step.value)
-        if self.granularity.fixed_sparsity is not None:
-            should_prune = tf.logical_and(should_prune, sparsity > 0)
+        step = self.step.value
+        # Only the update branch computes the sparsity and the mask: non-update steps cost a
+        # few scalar ops and one multiply per pruned variable.
+        should_prune = self.schedule.should_prune(step)
 
         def update():
             old = tf.convert_to_tensor(self.mask.value)
-            new = self.granularity.compute_mask(value * old, sparsity) * old
+            sparsity = self.schedule.sparsity(step)
+            if self.granularity.fixed_sparsity is not None:
+                # m-by-n ignores the amount, but a zero sparsity still means "not yet".
+                new = tf.cond(
+                    sparsity > 0,
+                    lambda: self.granularity.compute_mask(value * old, sparsity) * old,
+                    lambda: old,
+                )
+            else:
+                new = self.granularity.compute_mask(value * old, sparsity) * old
             self.mask.assign(new)
             return new
 

@@ -52,15 +52,17 @@ def _check_steps(begin_step, end_step, frequency, *, allow_open_end: bool) -> No
 class PruningSchedule:
     """Base class of sparsity schedules.
 
-    Subclasses implement `__call__(step) -> (should_prune, sparsity)`, `get_config()`,
-    `target_sparsity` (the sparsity reached at the end) and `with_target(sparsity)`.
+    Subclasses implement `sparsity(step)`, `get_config()`, `target_sparsity` (the sparsity
+    reached at the end) and `with_target(sparsity)`; `should_prune(step)` follows tfmot's
+    `begin_step` / `end_step` / `frequency` rule. Calling a schedule returns both tensors.
     """
 
     begin_step: int
     end_step: int
     frequency: int
 
-    def _should_prune(self, step):
+    def should_prune(self, step):
+        """Scalar bool tensor: whether the masks are updated at `step`."""
         step = tf.cast(step, tf.int64)
         in_range = step >= self.begin_step
         if self.end_step >= 0:
@@ -68,8 +70,13 @@ class PruningSchedule:
         on_turn = tf.equal(tf.math.floormod(step - self.begin_step, self.frequency), 0)
         return tf.logical_and(in_range, on_turn)
 
-    def __call__(self, step):
+    def sparsity(self, step):
+        """Scalar float32 tensor: the sparsity the masks are updated to at `step`."""
         raise NotImplementedError
+
+    def __call__(self, step):
+        """Returns `(should_prune, sparsity)` tensors at `step`, like tfmot's schedules."""
+        return self.should_prune(step), self.sparsity(step)
 
     def get_config(self) -> dict:
         raise NotImplementedError
@@ -134,8 +141,8 @@ class ConstantSparsity(PruningSchedule):
     def target_sparsity(self) -> float:
         return self._target
 
-    def __call__(self, step):
-        return self._should_prune(step), tf.constant(self._target, tf.float32)
+    def sparsity(self, step):
+        return tf.constant(self._target, tf.float32)
 
     def get_config(self) -> dict:
         return {
@@ -202,14 +209,14 @@ class PolynomialDecay(PruningSchedule):
     def target_sparsity(self) -> float:
         return self.final_sparsity
 
-    def __call__(self, step):
+    def sparsity(self, step):
         span = float(max(self.end_step - self.begin_step, 1))
         progress = tf.cast(tf.cast(step, tf.int64) - self.begin_step, tf.float32) / span
         progress = tf.clip_by_value(progress, 0.0, 1.0)
         sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * tf.pow(
             1.0 - progress, float(self.power)
         )
-        return self._should_prune(step), sparsity
+        return sparsity
 
     def get_config(self) -> dict:
         return {
