@@ -121,6 +121,16 @@ def test_checkpoint_resume_and_early_stopping(teacher, digits, tmp_path):
     assert int(loaded.optimizer.iterations.numpy()) > int(distiller.optimizer.iterations.numpy())
 
 
+def test_sample_weight_scales_student_loss(teacher, digits):
+    x, y = digits[0][:64], digits[1][:64]
+    distiller = _distiller(teacher)
+    distiller.compute_loss(x, y, distiller(x))
+    full = float(distiller.student_loss_tracker.result())
+    distiller.student_loss_tracker.reset_state()
+    distiller.compute_loss(x, y, distiller(x), sample_weight=np.full(64, 0.5, "float32"))
+    assert float(distiller.student_loss_tracker.result()) == pytest.approx(full / 2, rel=1e-4)
+
+
 def test_get_config_round_trip(teacher):
     distiller = Distiller(teacher, _cnn(4, "student"), student_loss_weight=0.3, temperature=2.0)
     config = distiller.get_config()

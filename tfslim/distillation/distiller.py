@@ -148,7 +148,11 @@ def _is_kl(loss_fn) -> bool:
 def _apply(loss_fn, target, pred, sample_weight):
     if sample_weight is None:
         return loss_fn(target, pred)
-    return loss_fn(target, pred, sample_weight=sample_weight)
+    if isinstance(loss_fn, keras.losses.Loss):
+        return loss_fn(target, pred, sample_weight=sample_weight)
+    # Loss names resolve to plain per-sample functions, which take no sample weights.
+    values = loss_fn(target, pred)
+    return values * ops.reshape(ops.cast(sample_weight, values.dtype), ops.shape(values))
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
