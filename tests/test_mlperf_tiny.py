@@ -201,21 +201,7 @@ def test_ds_cnn_int8_file_is_within_10_percent_of_the_reference():
     }
 
 
-# tfslim.convert currently quantizes Dense weights per channel, which adds a scale and a
-# zero point per output unit: the autoencoder file is +14.9% (278,344 bytes, +0.5%, with
-# per-tensor Dense weights, the QAT scheme). Its arena measurement also fails: TFLite Micro
-# segfaults, instead of raising, when a probed arena is too small for a per-channel
-# FULLY_CONNECTED (the file itself runs with a 32 KiB arena).
-_PER_CHANNEL_DENSE = pytest.mark.xfail(
-    reason="converter quantizes Dense per channel (+15% size; TFLM arena probe segfaults)",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["mobilenet_v1", "resnet8", pytest.param("fc_autoencoder", marks=_PER_CHANNEL_DENSE)],
-)
+@pytest.mark.parametrize("name", ["mobilenet_v1", "resnet8", "fc_autoencoder"])
 def test_reference_int8_files_are_within_10_percent(name):
     _assert_reference_file(*_convert_reference(name))
 

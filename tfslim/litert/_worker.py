@@ -51,9 +51,6 @@ def run(task: str, model_bytes: bytes, *, name: str = "<model>", data=None, **op
         result = json.loads(result_path.read_text())
         if "error" in result:
             raise InvalidModelError(f"{name}: the {_RUNTIME[task]} refused it ({result['error']})")
-        if task == "micro":
-            totals = _ARENA_TOTAL.findall(proc.stderr)
-            result["arena_reported_bytes"] = int(totals[-1]) if totals else None
         if task == "predict":
             result["outputs"] = [np.load(tmp / f"y{i}.npy") for i in range(result["n_outputs"])]
         return result
@@ -123,57 +120,74 @@ def _dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def _micro(model_path: str, options: dict) -> dict:
-    from tflite_micro.python.tflite_micro import runtime
+_PROBE = """
+import sys
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
 
-    model = Path(model_path).read_bytes()
-
-    def works(arena: int) -> bool:
+model = open(sys.argv[1], "rb").read()
+try:
+    interp = runtime.Interpreter.from_bytes(model, arena_size=int(sys.argv[2]))
+    i = 0
+    while True:
         try:
-            interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
-            for i in range(_count_inputs(interp)):
-                d = interp.get_input_details(i)
-                interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
-            interp.invoke()
-            return True
-        except RuntimeError:
-            return False
+            d = interp.get_input_details(i)
+        except Exception:
+            break
+        interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
+        i += 1
+    interp.invoke()
+except RuntimeError:
+    sys.exit(3)
+sys.stderr.flush()
+interp.print_allocations()
+"""
 
-    hi = max(4096, len(model) * 4)
+
+def _micro_probe(model_path: str, arena: int) -> tuple[bool, str]:
+    """Runs TFLM with one arena size in its own process: some too-small arenas make
+    TFLM abort ("Failed to allocate tail memory") instead of raising."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, model_path, str(arena)],
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_S,
+    )
+    return proc.returncode == 0, proc.stderr
+
+
+def _micro(model_path: str, options: dict) -> dict:
+    size = Path(model_path).stat().st_size
     limit = options.get("max_arena", 64 * 1024 * 1024)
-    while not works(hi):
-        hi *= 2
+    hi = max(16 * 1024, size * 4)
+    ok, log = _micro_probe(model_path, hi)
+    while not ok:
+        hi *= 4
         if hi > limit:
             return {"error": f"no tensor arena up to {limit} bytes was enough"}
-    lo = 0  # Known to fail (or trivially small); bisect at 16-byte alignment steps.
+        ok, log = _micro_probe(model_path, hi)
+    totals = _ARENA_TOTAL.findall(log)
+    reported = int(totals[-1]) if totals else 0
+    # The minimum lies at or just above TFLM's own report: probe a small margin first.
+    lo = max(0, reported - 16)
+    margin = 512
+    while reported and reported + margin < hi:
+        if _micro_probe(model_path, reported + margin)[0]:
+            hi = reported + margin
+            break
+        lo = reported + margin
+        margin *= 4
     while hi - lo > 16:
         mid = (lo + hi) // 2 // 16 * 16
         if mid <= lo:
             break
-        if works(mid):
+        if _micro_probe(model_path, mid)[0]:
             hi = mid
         else:
             lo = mid
-    interp = runtime.Interpreter.from_bytes(model, arena_size=hi)
-    for i in range(_count_inputs(interp)):
-        d = interp.get_input_details(i)
-        interp.set_input(np.zeros(d["shape"], dtype=d["dtype"]), i)
-    interp.invoke()
-    sys.stderr.flush()
-    interp.print_allocations()  # Parsed by the parent: TFLM's own allocation report.
-    return {"arena_bytes": hi}
-
-
-def _count_inputs(interp) -> int:
-    n = 0
-    while True:
-        try:
-            interp.get_input_details(n)
-        except (IndexError, RuntimeError, ValueError):
-            return n
-        n += 1
-        if n > 64:
-            return n
+    ok, log = _micro_probe(model_path, hi)
+    totals = _ARENA_TOTAL.findall(log)
+    return {"arena_bytes": hi, "arena_reported_bytes": int(totals[-1]) if totals else None}
 
 
 def _bench(model_path: str, options: dict) -> dict:
