@@ -160,6 +160,14 @@ def test_softmax_outputs_are_distilled_as_logits(teacher, digits):
     assert _loss_terms(forced, x, y) == pytest.approx(expected, rel=1e-3)
 
 
+def test_qat_softmax_outputs_are_detected(teacher, digits):
+    x, y = digits[0][:64], digits[1][:64]
+    student = tfslim.quantize_model(_cnn(4, "student"))
+    student(x, training=True)  # Observe activation ranges so outputs are rounded.
+    auto = _loss_terms(_distiller(teacher, student), x, y)
+    assert auto == pytest.approx(_loss_terms(_distiller(teacher, student, from_logits=False), x, y))
+
+
 def test_temperature_variable_changes_loss_without_new_distiller(teacher, digits):
     x, y = digits[0][:64], digits[1][:64]
     distiller = _distiller(teacher)
