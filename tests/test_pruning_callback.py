@@ -290,3 +290,19 @@ def test_tf_keras_model_is_refused():
     callback.set_model(model)
     with pytest.raises(TypeError, match=r"cannot prune tf_keras model.*prune_low_magnitude"):
         callback.on_train_begin()
+
+
+def test_keep_schedule_preserves_existing_zeros_only(digits):
+    x, y, _, _ = digits
+    model = _compile(_sequential())
+    kernel = model.get_layer("hidden").kernel
+    value = kernel.numpy()
+    value[::2] = 0.0
+    kernel.assign(value)
+    history = model.fit(
+        x[:128], y[:128], batch_size=32, epochs=2, verbose=0, callbacks=[Pruning(schedule="keep")]
+    )
+    after = model.get_layer("hidden").kernel.numpy()
+    np.testing.assert_array_equal(after == 0, value == 0)
+    assert history.history["sparsity/hidden"] == [0.5, 0.5]
+    assert history.history["sparsity/logits"][-1] == 0.0
