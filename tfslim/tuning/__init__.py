@@ -1,0 +1,23 @@
+"""Footprint-aware KerasTuner search: quality under the budget a device actually has.
+
+`FootprintTuner` trains, converts for a target, and records each trial's int8 quality with
+its measured file size, tensor arena, LiteRT latency and estimated MCU latency. `Budget`
+limits are hard constraints (over-budget trials are kept as infeasible), `pareto_front`
+finds the trade-offs, and `write_report` writes them as a table, JSON and a plot.
+"""
+
+from tfslim.tuning.budget import Budget
+from tfslim.tuning.builtin import build_digits_search_model, run_builtin_search
+from tfslim.tuning.pareto import pareto_front
+from tfslim.tuning.report import write_report
+from tfslim.tuning.tuner import FOOTPRINT_METRICS, FootprintTuner
+
+__all__ = [
+    "FOOTPRINT_METRICS",
+    "Budget",
+    "FootprintTuner",
+    "build_digits_search_model",
+    "pareto_front",
+    "run_builtin_search",
+    "write_report",
+]
