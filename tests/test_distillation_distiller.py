@@ -117,6 +117,14 @@ def test_checkpoint_resume_and_early_stopping(teacher, digits, tmp_path):
     )
     assert float(loaded.temperature.numpy()) == 4.0
     assert int(loaded.optimizer.iterations.numpy()) == int(distiller.optimizer.iterations.numpy())
+    weights = str(tmp_path / "distiller.weights.h5")
+    distiller.save_weights(weights)
+    fresh = _distiller(teacher)
+    fresh.load_weights(weights)
+    assert float(fresh.temperature.numpy()) == 4.0
+    np.testing.assert_allclose(
+        fresh.predict(x_test[:16], verbose=0), distiller.predict(x_test[:16], verbose=0), atol=1e-6
+    )
     loaded.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
     assert int(loaded.optimizer.iterations.numpy()) > int(distiller.optimizer.iterations.numpy())
 

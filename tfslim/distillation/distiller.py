@@ -255,6 +255,9 @@ class Distiller(keras.distillation.Distiller):
         self.student_loss_weight_variable = keras.Variable(
             student_loss_weight, dtype="float32", trainable=False, name="student_loss_weight"
         )
+        # Teacher and student are built (checked above), so is the distiller: `load_weights`
+        # (e.g. from a weights-only ModelCheckpoint) works on a fresh one.
+        self.built = True
 
     @staticmethod
     def _initial_temperature(losses, temperature) -> float:
