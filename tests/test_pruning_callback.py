@@ -306,3 +306,18 @@ def test_keep_schedule_preserves_existing_zeros_only(digits):
     np.testing.assert_array_equal(after == 0, value == 0)
     assert history.history["sparsity/hidden"] == [0.5, 0.5]
     assert history.history["sparsity/logits"][-1] == 0.0
+
+
+def test_log_keys_are_unique_for_repeated_sublayer_names():
+    inputs = keras.Input((6, 8))
+    x = keras.layers.MultiHeadAttention(2, 4, name="block1")(inputs, inputs)
+    x = keras.layers.MultiHeadAttention(2, 4, name="block2")(x, x)
+    model = keras.Model(inputs, x)
+    callback = Pruning(0.5, schedule="constant")
+    callback.set_model(model)
+    callback.set_params({"epochs": 1, "steps": 1})
+    callback.on_train_begin()
+    keys = set(callback.sparsity_logs())
+    assert {"sparsity/query", "sparsity/block2/query"} <= keys
+    assert len(keys) == 1 + 8
+    callback.on_train_end()

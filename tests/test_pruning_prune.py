@@ -254,3 +254,36 @@ def test_tf_keras_model_goes_to_tfmot():
     assert type(pruned.layers[0]).__module__.startswith("tensorflow_model_optimization")
     stripped = strip_pruning(pruned)
     assert isinstance(stripped.layers[0], tf_keras.layers.Dense)
+
+
+def _sequence_model():
+    inputs = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(50, 16, name="emb")(inputs)
+    x = keras.layers.MultiHeadAttention(2, 8, name="mha")(x, x)
+    x = keras.layers.LSTM(16, name="lstm")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+def test_embedding_attention_lstm_are_pruned_and_reload(tmp_path):
+    x = np.random.default_rng(0).integers(0, 50, (64, 12))
+    y = np.random.default_rng(1).integers(0, 2, 64)
+    pruned = prune_low_magnitude(
+        _sequence_model(), pruning_schedule=ConstantSparsity(0.5, frequency=1)
+    )
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(x, y, epochs=1, verbose=0)
+    sparsity = {
+        v.path: float((v.numpy() == 0).mean())
+        for v in pruned.trainable_variables
+        if v.name != "bias"
+    }
+    assert len(sparsity) == 8  # embeddings, q/k/v/output kernels, LSTM kernels, Dense kernel
+    assert all(s == pytest.approx(0.5, abs=0.01) for s in sparsity.values()), sparsity
+    path = tmp_path / "seq.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x[:4], verbose=0), pruned.predict(x[:4], verbose=0), rtol=1e-5
+    )
+    stripped = strip_pruning(loaded)
+    assert "MultiHeadAttention" in [type(layer).__name__ for layer in stripped.layers]

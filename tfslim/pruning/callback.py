@@ -172,11 +172,12 @@ class Pruning(keras.callbacks.Callback):
         wrappers = [layer for layer in layers if isinstance(layer, PruneLowMagnitude)]
         if wrappers:
             for wrapper in wrappers:
-                self._layer_weights[wrapper.layer.name] = [c.variable for c in wrapper.constraints]
+                self._add_log_entry(wrapper.layer, [c.variable for c in wrapper.constraints])
             return
         policy.check_names_exist(model, self.skip_layers, self.layer_sparsity)
         schedule = self._resolve_schedule()
-        step = int(model.optimizer.iterations.numpy()) if model.optimizer is not None else 0
+        optimizer = getattr(model, "optimizer", None)
+        step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
         if catch_up:
             step = max(step - 1, 0)
         with model.distribute_strategy.scope():
@@ -187,7 +188,7 @@ class Pruning(keras.callbacks.Callback):
                 for variable in variables:
                     self._attach(layer, variable, schedule, step)
                 if variables:
-                    self._layer_weights.setdefault(layer.name, []).extend(variables)
+                    self._add_log_entry(layer, variables)
         if not self._constraints:
             raise ValueError(
                 f"The Pruning callback found no prunable layer in model '{model.name}' "
@@ -200,6 +201,14 @@ class Pruning(keras.callbacks.Callback):
                 constraint.variable.assign(constraint(constraint.variable))
         # The train function may have been traced without (or with other) constraints.
         model.make_train_function(force=True)
+
+    def _add_log_entry(self, layer, variables) -> None:
+        # Layer names can repeat across nested models (e.g. every attention block has a
+        # "query" layer); the variable path, minus the weight name, is unique.
+        key = layer.name
+        if key in self._layer_weights:
+            key = variables[0].path.rsplit("/", 1)[0]
+        self._layer_weights.setdefault(key, []).extend(variables)
 
     def _attach(self, layer, variable, schedule, step) -> None:
         where = f"layer '{layer.name}' ({type(layer).__name__}), weight '{variable.name}'"

@@ -128,6 +128,9 @@ def prune_low_magnitude(
         if policy.is_skipped(layer, skip_layers) or not policy.prunable_weights(layer):
             return copy
         schedule = policy.schedule_for(layer, pruning_schedule, layer_sparsity)
+        build_config = layer.get_build_config()
+        if build_config:
+            copy.build_from_config(build_config)
         wrapper = PruneLowMagnitude(copy, pruning_schedule=schedule, **wrapper_kwargs)
         wrapped.append(wrapper)
         return wrapper

@@ -85,7 +85,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.constraints: list[PruningConstraint] = []
 
     def build(self, input_shape=None):
-        super().build(input_shape)
+        if not self.layer.built:
+            try:
+                self.layer.build(input_shape)
+            except TypeError as error:
+                raise ValueError(
+                    f"PruneLowMagnitude cannot build layer '{self.layer.name}' "
+                    f"({type(self.layer).__name__}) from one input shape {input_shape} "
+                    f"({error}). Build the layer before wrapping it, e.g. by calling it once."
+                ) from error
         targets = prunable_weights(self.layer)
         if not targets:
             raise ValueError(
@@ -119,11 +127,23 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             constraint.attach()
             self.constraints.append(constraint)
 
+    def get_build_config(self) -> dict | None:
+        config = super().get_build_config()
+        if config is not None and self.layer.built:
+            inner = self.layer.get_build_config()
+            if inner:
+                config["layer_build_config"] = inner
+        return config
+
+    def build_from_config(self, config: dict) -> None:
+        # Layers with several inputs (e.g. MultiHeadAttention) build from their own config.
+        inner = config.get("layer_build_config")
+        if inner and not self.layer.built:
+            self.layer.build_from_config(inner)
+        super().build_from_config(config)
+
     def call(self, inputs, *args, **kwargs):
         return self.layer(inputs, *args, **kwargs)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
         config = super().get_config()
