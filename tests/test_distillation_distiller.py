@@ -139,6 +139,24 @@ def test_sample_weight_scales_student_loss(teacher, digits):
     assert float(distiller.student_loss_tracker.result()) == pytest.approx(full / 2, rel=1e-4)
 
 
+def test_student_regularization_losses_are_kept(teacher, digits):
+    x, y = digits[0][:64], digits[1][:64]
+    student = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, "softmax", kernel_regularizer=keras.regularizers.L2(10.0)),
+        ]
+    )
+    distiller = _distiller(teacher, student, student_loss_weight=0.5)
+    total = float(distiller.compute_loss(x, y, distiller(x)))
+    parts = 0.5 * float(distiller.student_loss_tracker.result()) + 0.5 * float(
+        distiller.distillation_loss_tracker.result()
+    )
+    penalty = 10.0 * float(np.sum(student.layers[-1].kernel.numpy() ** 2))
+    assert total == pytest.approx(parts + penalty, rel=1e-4)
+
+
 def test_get_config_round_trip(teacher):
     distiller = Distiller(teacher, _cnn(4, "student"), student_loss_weight=0.3, temperature=2.0)
     config = distiller.get_config()
