@@ -81,6 +81,19 @@ def test_distill_qat_pruned_returns_plain_compiled_student(teacher, digits):
         np.testing.assert_array_equal(old, new)
 
 
+def test_distill_tf_data_with_feature_loss(teacher, digits):
+    import tensorflow as tf
+
+    x_train, y_train, x_test, y_test = digits
+    data = tf.data.Dataset.from_tensor_slices((x_train[:256], y_train[:256])).batch(64)
+    losses = [distillation.LogitsDistillation(), distillation.FeatureDistillation("mse")]
+    student = distill(
+        teacher, _student(), data, epochs=1, distillation_losses=losses, student_loss_weight=0.2
+    )
+    assert student.history.history["student_loss_weight"] == [pytest.approx(0.2)]
+    assert student.history.history["distillation_loss"][0] > 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import tensorflow as tf
 
 from tfslim.distillation.distiller import Distiller
 from tfslim.distillation.schedule import DistillationSchedule, Value
@@ -36,6 +37,8 @@ def distill(
     student_loss_weight: Value = 0.5,
     quantize: bool = False,
     pruning=None,
+    distillation_losses=None,
+    from_logits: bool | None = None,
     optimizer: str | keras.optimizers.Optimizer = "adam",
     loss="sparse_categorical_crossentropy",
     metrics: Sequence = ("accuracy",),
@@ -65,6 +68,9 @@ def distill(
         quantize: bool, quantization-aware training of the student. Defaults to `False`.
         pruning: target sparsity (float in [0, 1)) or a `tfslim.callbacks.Pruning`. Defaults
             to `None`.
+        distillation_losses: as for `Distiller` (e.g. add a `FeatureDistillation`). Defaults
+            to `None` (logits distillation).
+        from_logits: as for `Distiller`. Defaults to `None` (softmax outputs detected).
         optimizer: optimizer or its name. Defaults to `"adam"`.
         loss: supervised loss of the student. Defaults to
             `"sparse_categorical_crossentropy"`.
@@ -105,6 +111,8 @@ def distill(
     distiller = Distiller(
         teacher,
         student,
+        distillation_losses,
+        from_logits=from_logits,
         student_loss_weight=student_loss_weight if isinstance(student_loss_weight, scalar) else 0.5,
         temperature=temperature if isinstance(temperature, scalar) else 3.0,
     )
@@ -113,6 +121,8 @@ def distill(
         temperature=temperature, student_loss_weight=student_loss_weight
     )
     fit_callbacks = [schedule, *([pruning_callback] if pruning_callback else []), *callbacks]
+    if isinstance(x, tf.data.Dataset):
+        batch_size = None  # A dataset is already batched.
     history = distiller.fit(
         x,
         y,
