@@ -79,6 +79,7 @@ def test_distill_qat_pruned_returns_plain_compiled_student(teacher, digits):
     assert acc > 0.5
     for old, new in zip(before, teacher.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
+    assert teacher.trainable
 
 
 def test_distill_tf_data_with_feature_loss(teacher, digits):

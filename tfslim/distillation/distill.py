@@ -108,6 +108,7 @@ def distill(
 
         student = quantize_model(student)
     scalar = (float, int)
+    teacher_trainable = teacher.trainable
     distiller = Distiller(
         teacher,
         student,
@@ -132,6 +133,8 @@ def distill(
         callbacks=fit_callbacks,
         verbose=verbose,
     )
+    # The Distiller froze the teacher; give the caller's model back as it came.
+    teacher.trainable = teacher_trainable
     trained = distiller.stripped_student()
     trained.compile(optimizer="adam", loss=loss, metrics=list(metrics))
     trained.history = history
