@@ -243,3 +243,17 @@ def test_sparse_encoding_shrinks_a_pruned_model():
     report = tfslim.inspect(sparse.flatbuffer, target="mcu")
     assert report["sparse_tensors"] >= 1
     assert not report["micro"]["supported"]
+
+
+def test_mobile_encodes_sparsely_only_when_it_pays(small_cnn):
+    import keras
+
+    assert tfslim.convert(small_cnn).sparse is False  # dense model: no index overhead
+    model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(256), keras.layers.Dense(4)])
+    for layer in model.layers:
+        w = layer.kernel.numpy()
+        w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0.0
+        layer.kernel.assign(w)
+    auto = tfslim.convert(model)
+    assert auto.sparse is True
+    assert auto.size_bytes < tfslim.convert(model, sparse=False).size_bytes

@@ -32,9 +32,23 @@ _LAZY = {
     "strip_pruning": "tfslim.pruning",
     "ConstantSparsity": "tfslim.pruning",
     "PolynomialDecay": "tfslim.pruning",
+    # Distillation.
+    "Distiller": "tfslim.distillation",
+    "distill": "tfslim.distillation",
+    # Tuning.
+    "FootprintTuner": "tfslim.tuning",
+    "Budget": "tfslim.tuning",
 }
 # Sub-packages reachable as attributes (`tfslim.callbacks.Pruning`).
-_SUBMODULES = ("architectures", "callbacks", "litert", "pruning", "quantization")
+_SUBMODULES = (
+    "architectures",
+    "callbacks",
+    "distillation",
+    "litert",
+    "pruning",
+    "quantization",
+    "tuning",
+)
 
 __all__ = ["__version__", *_LAZY, *_SUBMODULES]
 

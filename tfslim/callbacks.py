@@ -3,7 +3,8 @@
 `tfslim.callbacks.Pruning(...)` reads like `keras.callbacks.EarlyStopping(...)`.
 """
 
+from tfslim.distillation.schedule import DistillationSchedule
 from tfslim.pruning.callback import Pruning
 from tfslim.quantization.callbacks import FreezeQuantization
 
-__all__ = ["FreezeQuantization", "Pruning"]
+__all__ = ["DistillationSchedule", "FreezeQuantization", "Pruning"]

@@ -207,6 +207,38 @@ def _cmd_demo(args) -> None:
     run_demo(out_dir=args.out, epochs=args.epochs, quick=args.quick, as_json=args.json)
 
 
+def _cmd_tune(args) -> None:
+    from tfslim.tuning import run_builtin_search
+
+    report = run_builtin_search(
+        target=args.target,
+        max_trials=args.max_trials,
+        out_dir=args.out,
+        epochs=args.epochs,
+        max_mcu_latency_ms=args.max_latency_ms,
+        max_flash_bytes=args.max_flash,
+        max_ram_bytes=args.max_ram,
+    )
+    if args.json:
+        _print_json(
+            {k: v for k, v in report.items() if k != "trials"} | {"trials": len(report["trials"])}
+        )
+        return
+    print(
+        f"{len(report['trials'])} trials, {report['feasible_trials']} within the "
+        f"{report['target']} budget; Pareto front of {len(report['front'])}:"
+    )
+    keys = [
+        k
+        for k in ("quality", "size_bytes", "arena_bytes", "latency_ms", "mcu_latency_ms")
+        if report["front"] and k in report["front"][0]
+    ]
+    rows = [[r["trial_id"], *(r.get(k) for k in keys)] for r in report["front"]]
+    print(_table(rows, ["trial", *keys]))
+    files = report["files"]
+    print(f"wrote {files['markdown']}, {files['json']} and {files['png']}")
+
+
 def _parser() -> argparse.ArgumentParser:
     from tfslim import __version__
 
@@ -253,6 +285,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
 
     add("targets", _cmd_targets, "list deployment targets with budgets and sources")
+
+    s = add("tune", _cmd_tune, "footprint-aware search on digits under a board's budget")
+    s.add_argument("--target", default="nano33ble")
+    s.add_argument("--max-trials", type=int, default=8)
+    s.add_argument("--epochs", type=int, default=2)
+    s.add_argument("--max-latency-ms", type=float, default=2.0, help="MCU latency estimate cap")
+    s.add_argument("--max-flash", type=int, help="flash budget in bytes (default: the board's)")
+    s.add_argument("--max-ram", type=int, help="RAM budget in bytes (default: the board's)")
+    s.add_argument("--out", default="tfslim_tune", help="output directory")
 
     s = add("demo", _cmd_demo, "train, shrink, convert and measure a digits CNN end to end")
     s.add_argument("--out", default="tflite_models", help="output directory")

@@ -15,6 +15,7 @@ from tfslim.litert.targets import Target, check_quantization, get_target
 __all__ = ["ConversionResult", "convert"]
 
 _IO_DTYPES = ("int8", "float32")
+_AUTO_SPARSE_MIN = 0.6
 
 
 class ConversionResult:
@@ -102,8 +103,10 @@ def convert(
         io_dtype: str or None. `"int8"` or `"float32"` inputs/outputs for full-integer
             models. None takes the target's default. Defaults to `None`.
         sparse: bool or None. Encode zero-heavy (pruned) weights sparsely. None takes
-            the target's default (on for mobile, off for microcontrollers, whose
-            runtime reads dense tensors only). Defaults to `None`.
+            the target's default: on for mobile when at least 60% of the kernel
+            weights are zero (below that the index overhead makes files larger), off
+            for microcontrollers, whose runtime reads dense tensors only.
+            Defaults to `None`.
         input_shape: tuple or None. Input shape without the batch dimension, needed
             only for a subclassed model that has never been called. Defaults to `None`.
         output_path: str, path-like or None. Also write the .tflite file here
@@ -135,6 +138,7 @@ def convert(
     io_dtype = _check_choice("io_dtype", io_dtype or target.io_dtype, _IO_DTYPES)
     if quantization not in ("int8", "int16x8"):
         io_dtype = "float32"
+    sparse_arg = sparse
     sparse = target.sparse_weights if sparse is None else bool(sparse)
     if target.is_micro:
         if quantization in ("dynamic", "float16"):
@@ -156,6 +160,11 @@ def convert(
     if output_path is not None:
         _io.check_output_path(output_path, overwrite=overwrite)
 
+    if sparse and sparse_arg is None and keras_model is not None:
+        # Sparse encoding stores indices too: below ~60% zeros it makes files larger
+        # (a 50%-pruned int8 CNN grew from 24.8 kB to 34.9 kB), so the automatic
+        # choice only encodes models that are sparse enough to gain.
+        sparse = _zero_fraction(keras_model) >= _AUTO_SPARSE_MIN
     needs_calibration = quantization in ("int8", "int16x8") and not qat
     if needs_calibration and calibration_data is None:
         raise ValueError(
@@ -191,6 +200,17 @@ def convert(
     if output_path is not None:
         result.save(output_path, overwrite=overwrite)
     return result
+
+
+def _zero_fraction(model) -> float:
+    """Fraction of exact zeros in the model's kernels (weights of rank >= 2)."""
+    zeros = total = 0
+    for w in model.weights:
+        if len(w.shape) >= 2:
+            values = np.asarray(w)
+            zeros += int(values.size - np.count_nonzero(values))
+            total += values.size
+    return zeros / total if total else 0.0
 
 
 def _check_choice(argument, value, choices):
