@@ -321,3 +321,44 @@ def test_log_keys_are_unique_for_repeated_sublayer_names():
     assert {"sparsity/query", "sparsity/block2/query"} <= keys
     assert len(keys) == 1 + 8
     callback.on_train_end()
+
+
+def test_checkpoints_during_fit_are_plain_and_backup_restore_resumes(digits, tmp_path):
+    x, y, _, _ = digits
+    schedule = PolynomialDecay(0.0, 0.8, 0, 25, frequency=5)  # 10 steps per epoch
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    model = _compile(_sequential())
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "ckpt.keras")
+    backup = keras.callbacks.BackupAndRestore(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(
+            x[:320],
+            y[:320],
+            batch_size=32,
+            epochs=3,
+            verbose=0,
+            callbacks=[Pruning(schedule=schedule), backup, checkpoint, Interrupt()],
+        )
+    saved = keras.saving.load_model(tmp_path / "ckpt.keras")
+    assert saved.get_layer("hidden").kernel.constraint is None
+    zeros = saved.get_layer("hidden").kernel.numpy() == 0
+    assert zeros.mean() > 0.5
+
+    resumed = _compile(_sequential())
+    history = resumed.fit(
+        x[:320],
+        y[:320],
+        batch_size=32,
+        epochs=3,
+        verbose=0,
+        callbacks=[Pruning(schedule=schedule), backup],
+    )
+    assert len(history.history["loss"]) == 1  # only the last epoch ran again
+    kernel = resumed.get_layer("hidden").kernel.numpy()
+    assert np.all(kernel[zeros] == 0)
+    assert float((kernel == 0).mean()) == pytest.approx(0.8, abs=1e-3)

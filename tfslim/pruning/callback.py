@@ -113,7 +113,7 @@ class Pruning(keras.callbacks.Callback):
         self.log_layers = bool(log_layers)
         self._constraints: list[PruningConstraint] = []
         self._layer_weights: dict[str, list] = {}
-        self._pending = False
+        self._pending = self._needs_init = False
 
     def _resolve_schedule(self) -> PruningSchedule:
         if isinstance(self.schedule, PruningSchedule):
@@ -153,7 +153,7 @@ class Pruning(keras.callbacks.Callback):
         model = self.model
         self._check_model(model)
         self._constraints, self._layer_weights = [], {}
-        self._pending = False
+        self._pending = self._needs_init = False
         if not model.variables:
             # A subclassed model is built by the first traced train step (without a
             # distribution strategy); attach after that step and retrace once.
@@ -161,10 +161,27 @@ class Pruning(keras.callbacks.Callback):
             return
         self._attach_all(catch_up=False)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._needs_init:
+            self._init_state(step_offset=0)
+
     def on_train_batch_end(self, batch, logs=None):
         if self._pending:
             self._pending = False
             self._attach_all(catch_up=True)
+
+    def _init_state(self, *, step_offset: int) -> None:
+        """Starts masks at the current zeros and step counters at the optimizer's step.
+
+        Runs just before the first train step, after every `on_train_begin` hook, so weights
+        and optimizer state restored by e.g. `BackupAndRestore` are what the masks start from.
+        """
+        self._needs_init = False
+        optimizer = getattr(self.model, "optimizer", None)
+        step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+        for constraint in self._constraints:
+            constraint.init_mask_from_weights()
+            constraint.step.assign(max(step - step_offset, 0))
 
     def _attach_all(self, *, catch_up: bool) -> None:
         model = self.model
@@ -176,17 +193,13 @@ class Pruning(keras.callbacks.Callback):
             return
         policy.check_names_exist(model, self.skip_layers, self.layer_sparsity)
         schedule = self._resolve_schedule()
-        optimizer = getattr(model, "optimizer", None)
-        step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
-        if catch_up:
-            step = max(step - 1, 0)
         with model.distribute_strategy.scope():
             for layer in [model, *layers]:
                 if policy.is_skipped(layer, self.skip_layers) or not layer.trainable:
                     continue
                 variables = policy.own_prunable_weights(layer)
                 for variable in variables:
-                    self._attach(layer, variable, schedule, step)
+                    self._attach(layer, variable, schedule)
                 if variables:
                     self._add_log_entry(layer, variables)
         if not self._constraints:
@@ -195,8 +208,10 @@ class Pruning(keras.callbacks.Callback):
                 f"({type(model).__name__}): no trainable kernel outside `skip_layers`. "
                 f"Layers: {policy.describe_layers(model)}"
             )
+        self._needs_init = True
         if catch_up:
             # Replay the step that ran before the masks existed.
+            self._init_state(step_offset=1)
             for constraint in self._constraints:
                 constraint.variable.assign(constraint(constraint.variable))
         # The train function may have been traced without (or with other) constraints.
@@ -210,7 +225,7 @@ class Pruning(keras.callbacks.Callback):
             key = variables[0].path.rsplit("/", 1)[0]
         self._layer_weights.setdefault(key, []).extend(variables)
 
-    def _attach(self, layer, variable, schedule, step) -> None:
+    def _attach(self, layer, variable, schedule) -> None:
         where = f"layer '{layer.name}' ({type(layer).__name__}), weight '{variable.name}'"
         self.granularity.check_weight(variable.shape, where)
         if isinstance(variable.constraint, PruningConstraint):
@@ -223,7 +238,7 @@ class Pruning(keras.callbacks.Callback):
             trainable=False,
             name=f"{variable.name}_mask",
         )
-        counter = keras.Variable(step, dtype="int64", trainable=False, name="pruning_step")
+        counter = keras.Variable(0, dtype="int64", trainable=False, name="pruning_step")
         constraint = PruningConstraint(
             variable,
             mask,
@@ -231,7 +246,6 @@ class Pruning(keras.callbacks.Callback):
             policy.schedule_for(layer, schedule, self.layer_sparsity),
             self.granularity,
         )
-        constraint.init_mask_from_weights()
         constraint.attach()
         self._constraints.append(constraint)
 
@@ -246,7 +260,7 @@ class Pruning(keras.callbacks.Callback):
         if self._constraints:
             self.model.make_train_function(force=True)
         self._constraints = []
-        self._pending = False
+        self._pending = self._needs_init = False
 
     def sparsity_logs(self) -> dict[str, float]:
         """{"sparsity": overall, "sparsity/<layer>": per layer} over the pruned weights."""

@@ -1,0 +1,36 @@
+import doctest
+import importlib
+
+import pytest
+
+import tfslim.pruning
+
+MODULES = [
+    "tfslim.pruning.schedules",
+    "tfslim.pruning.wrapper",
+    "tfslim.pruning.prune",
+    "tfslim.pruning.callback",
+]
+
+
+def test_every_public_name_imports():
+    for name in tfslim.pruning.__all__:
+        assert getattr(tfslim.pruning, name) is not None, name
+
+
+def test_top_level_names():
+    import tfslim
+    import tfslim.callbacks
+
+    assert tfslim.callbacks.Pruning is tfslim.pruning.Pruning
+    assert tfslim.prune_low_magnitude is tfslim.pruning.prune_low_magnitude
+    assert tfslim.strip_pruning is tfslim.pruning.strip_pruning
+    assert tfslim.PolynomialDecay is tfslim.pruning.PolynomialDecay
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
