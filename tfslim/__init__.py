@@ -34,6 +34,7 @@ _LAZY = {
     "PolynomialDecay": "tfslim.pruning",
     # Distillation.
     "Distiller": "tfslim.distillation",
+    "DistillationSchedule": "tfslim.distillation",
     "distill": "tfslim.distillation",
     # Tuning.
     "FootprintTuner": "tfslim.tuning",
