@@ -120,6 +120,8 @@ def _technique_variants(float_model, data, epochs, log):
         epochs=epochs,
         quantize=True,
         pruning=0.5,
+        temperature=8.0,
+        optimizer=keras.optimizers.Adam(2e-3),
     )
     log(f"distilled + pruned + QAT student in {time.perf_counter() - t:.1f} s")
     yield (
