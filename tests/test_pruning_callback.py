@@ -362,3 +362,29 @@ def test_checkpoints_during_fit_are_plain_and_backup_restore_resumes(digits, tmp
     kernel = resumed.get_layer("hidden").kernel.numpy()
     assert np.all(kernel[zeros] == 0)
     assert float((kernel == 0).mean()) == pytest.approx(0.8, abs=1e-3)
+
+
+def test_tensorboard_gets_sparsity_scalars(digits, tmp_path):
+    pytest.importorskip("tensorboard", reason="the TensorBoard callback needs tensorboard")
+    import tensorflow as tf
+
+    x, y, _, _ = digits
+    model = _compile(_sequential())
+    model.fit(
+        x[:64],
+        y[:64],
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            Pruning(schedule=ConstantSparsity(0.5, frequency=1)),
+            keras.callbacks.TensorBoard(tmp_path),
+        ],
+    )
+    tags = {}
+    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert tags["epoch_sparsity"] == pytest.approx(0.5, abs=2e-3)
+    assert tags["epoch_sparsity/hidden"] == pytest.approx(0.5, abs=1e-3)
