@@ -209,32 +209,59 @@ class QuantizeWrapper(keras.layers.Layer):
             folded_bias = folded_bias + bias * scale
         if not (training and bn.trainable):
             return y + folded_bias
-        # Training: undo the folded scale to recover the (quantized-kernel) layer output, then
-        # normalise with batch statistics so the batch norm keeps learning. Once frozen this
-        # branch reduces to the inference expression above.
+
+        momentum = bn.momentum
+        if tf.distribute.has_strategy():
+            # Cross-replica reductions cannot sit inside a `tf.cond`: compute both results
+            # and select (a frozen flag keeps the moving statistics unchanged).
+            frozen = self.bn_frozen
+            normalized, batch_mean, batch_var = self._batch_normalize(y, scale, bias)
+            keep = momentum + (1.0 - momentum) * frozen
+            bn.moving_mean.assign(mean * keep + batch_mean * (1.0 - keep))
+            bn.moving_variance.assign(bn.moving_variance * keep + batch_var * (1.0 - keep))
+            return tf.where(frozen > 0.5, y + folded_bias, normalized)
+
+        def train_branch():
+            normalized, batch_mean, batch_var = self._batch_normalize(y, scale, bias)
+            bn.moving_mean.assign(mean * momentum + batch_mean * (1.0 - momentum))
+            bn.moving_variance.assign(bn.moving_variance * momentum + batch_var * (1.0 - momentum))
+            return normalized
+
+        # A variable flag chooses the branch at run time: freezing needs no retrace, and a
+        # frozen step runs only the deployed arithmetic.
+        return tf.cond(self.bn_frozen > 0.5, lambda: y + folded_bias, train_branch)
+
+    def _batch_normalize(self, y, scale, bias):
+        """Batch norm with batch statistics of the unfolded output `y / scale + bias`.
+
+        Returns (normalized output, batch mean, biased batch variance). Under a distribution
+        strategy the statistics are synchronised across replicas (like
+        SyncBatchNormalization), so the folded statistics stay identical on every replica.
+        """
+        bn = self.batch_norm
         safe_scale = tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale) * 1e-12, scale)
-        raw = y / safe_scale
+        raw = y * (1.0 / safe_scale)
         if bias is not None:
             raw = raw + bias
-        axes = list(range(len(raw.shape) - 1))
-        # Replicas share batch statistics (like SyncBatchNormalization), so the folded
-        # statistics stay identical on every replica.
-        synchronized = tf.distribute.has_strategy()
-        batch_mean, batch_var = keras.ops.moments(raw, axes, synchronized=synchronized)
-        batch_inv = tf.math.rsqrt(batch_var + bn.epsilon)
-        if bn.scale:
-            batch_inv = batch_inv * bn.gamma
-        trained = (raw - batch_mean) * batch_inv + beta
-        frozen = self.bn_frozen > 0.5
-        momentum = bn.momentum
-        bn.moving_mean.assign(
-            tf.where(frozen, mean, mean * momentum + batch_mean * (1.0 - momentum))
+        channels = raw.shape[-1]
+        gamma = tf.convert_to_tensor(bn.gamma) if bn.scale else tf.ones([channels])
+        beta = tf.convert_to_tensor(bn.beta) if bn.center else tf.zeros([channels])
+        rank = len(raw.shape)
+        if tf.distribute.has_strategy() or rank not in (2, 3, 4):
+            axes = list(range(rank - 1))
+            has_strategy = tf.distribute.has_strategy()
+            batch_mean, batch_var = keras.ops.moments(raw, axes, synchronized=has_strategy)
+            factor = gamma * tf.math.rsqrt(batch_var + bn.epsilon)
+            return raw * factor + (beta - batch_mean * factor), batch_mean, batch_var
+        # One fused kernel (and one fused gradient) instead of a dozen elementwise ops.
+        shape = tf.shape(raw)
+        raw4 = tf.reshape(raw, [shape[0], 1, -1, channels]) if rank < 4 else raw
+        out, batch_mean, unbiased_var = tf.compat.v1.nn.fused_batch_norm(
+            raw4, gamma, beta, epsilon=bn.epsilon, is_training=True
         )
-        moving_var = tf.convert_to_tensor(bn.moving_variance)
-        bn.moving_variance.assign(
-            tf.where(frozen, moving_var, moving_var * momentum + batch_var * (1.0 - momentum))
-        )
-        return tf.where(frozen, y + folded_bias, trained)
+        count = tf.cast(tf.size(raw) // channels, "float32")
+        batch_var = unbiased_var * ((count - 1.0) / tf.maximum(count, 1.0))
+        return tf.reshape(out, shape), batch_mean, batch_var
 
     def _activate(self, y, training):
         if self.pre_activation_quantizer is not None:

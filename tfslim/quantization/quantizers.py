@@ -39,7 +39,9 @@ def fake_quant_weights(weights, *, axis=None):
     """
     weights = tf.convert_to_tensor(weights)
     if axis is None:
-        bound = tf.maximum(tf.reduce_max(tf.abs(weights)), _EPSILON)
+        # The range is not trained: gradients reach the weights only through the rounding
+        # (straight-through estimator), as in tfmot, and the backward pass stays small.
+        bound = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(weights)), _EPSILON))
         return tf.quantization.fake_quant_with_min_max_vars(
             weights, -bound, bound, num_bits=8, narrow_range=True
         )
@@ -49,7 +51,9 @@ def fake_quant_weights(weights, *, axis=None):
         perm = [i for i in range(rank) if i != axis] + [axis]
         inverse = [perm.index(i) for i in range(rank)]
         return tf.transpose(fake_quant_weights(tf.transpose(weights, perm), axis=-1), inverse)
-    bound = tf.maximum(tf.reduce_max(tf.abs(weights), axis=list(range(rank - 1))), _EPSILON)
+    bound = tf.stop_gradient(
+        tf.maximum(tf.reduce_max(tf.abs(weights), axis=list(range(rank - 1))), _EPSILON)
+    )
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(
         weights, -bound, bound, num_bits=8, narrow_range=True
     )
@@ -119,19 +123,20 @@ class ActivationQuantizer(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = tf.cast(inputs, "float32")
         if training and self.fixed_range is None:
-            batch_min = -_cross_replica_max(-tf.minimum(tf.reduce_min(x), 0.0))
-            batch_max = _cross_replica_max(tf.maximum(tf.reduce_max(x), 0.0))
-            decay = self.ema_decay
-            observed = self.observed > 0.5
-            ema_min = decay * self.range_min + (1.0 - decay) * batch_min
-            ema_max = decay * self.range_max + (1.0 - decay) * batch_max
-            frozen = self.frozen > 0.5
-            new_min = tf.where(frozen, self.range_min, tf.where(observed, ema_min, batch_min))
-            new_max = tf.where(frozen, self.range_max, tf.where(observed, ema_max, batch_max))
-            self.range_min.assign(new_min)
-            self.range_max.assign(new_max)
+            x_stop = tf.stop_gradient(x)
+            batch_min = tf.minimum(tf.reduce_min(x_stop), 0.0)
+            batch_max = tf.maximum(tf.reduce_max(x_stop), 0.0)
+            if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+                batch_min = -_cross_replica_max(-batch_min)
+                batch_max = _cross_replica_max(batch_max)
+            # One blend weight covers the three cases: first batch (take it), moving
+            # average (1 - decay) and frozen (keep the range).
+            weight = (1.0 - self.frozen) * (1.0 - self.ema_decay * self.observed)
+            low = self.range_min + weight * (batch_min - self.range_min)
+            high = self.range_max + weight * (batch_max - self.range_max)
+            self.range_min.assign(low)
+            self.range_max.assign(high)
             self.observed.assign(1.0)
-            low, high = new_min, new_max
         else:
             low, high = tf.convert_to_tensor(self.range_min), tf.convert_to_tensor(self.range_max)
         outputs = tf.quantization.fake_quant_with_min_max_vars(
