@@ -91,3 +91,17 @@ def test_budget_from_target():
 def test_budget_rejects_bad_limits(value):
     with pytest.raises(ValueError, match="argument `max_ram_bytes`.*Received: max_ram_bytes="):
         Budget(max_ram_bytes=value)
+
+
+def test_public_names_and_docstring_examples():
+    import doctest
+
+    import tfslim.tuning
+    from tfslim.tuning import budget, pareto, tuner
+
+    for name in tfslim.tuning.__all__:
+        assert getattr(tfslim.tuning, name) is not None
+    for module in (budget, pareto, tuner):
+        result = doctest.testmod(module, extraglobs={"keras": __import__("keras")})
+        assert result.failed == 0
+    assert doctest.testmod(pareto).attempted == 2
