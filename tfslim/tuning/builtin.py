@@ -36,6 +36,7 @@ def run_builtin_search(
     max_flash_bytes: int | None = None,
     max_ram_bytes: int | None = None,
     epochs: int = 2,
+    distillation: bool = True,
     seed: int = 0,
     overwrite: bool = True,
     verbose: int = 0,
@@ -54,6 +55,9 @@ def run_builtin_search(
         max_flash_bytes: int or None. Overrides the target's flash. Defaults to `None`.
         max_ram_bytes: int or None. Overrides the target's RAM. Defaults to `None`.
         epochs: int. Training epochs per trial. Defaults to `2`.
+        distillation: bool. Train a float teacher (`tfslim.demo.build_digits_cnn`, 3 epochs)
+            and add distillation temperature 4 to the search (temperature 0 = none).
+            Defaults to `True`.
         seed: int. Oracle and weight seed. Defaults to `0`.
         overwrite: bool. Start afresh rather than resume. Defaults to `True`.
         verbose: int. KerasTuner verbosity. Defaults to `0`.
@@ -77,6 +81,13 @@ def run_builtin_search(
     }
     keras.utils.set_random_seed(seed)
     x_train, y_train, x_test, y_test = load_digits_data(seed)
+    teacher = None
+    if distillation:
+        from tfslim.demo import build_digits_cnn
+
+        teacher = build_digits_cnn()
+        teacher.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        teacher.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0)
     tuner = FootprintTuner(
         build_digits_search_model,
         target=target,
@@ -84,6 +95,8 @@ def run_builtin_search(
         max_trials=max_trials,
         seed=seed,
         epochs=epochs,
+        teacher=teacher,
+        temperatures=(0.0, 4.0) if distillation else (0.0,),
         directory=os.fspath(out_dir),
         project_name="search",
         overwrite=overwrite,
