@@ -131,9 +131,13 @@ class ActivationQuantizer(keras.layers.Layer):
                 batch_max = _cross_replica_max(batch_max)
             # One blend weight covers the three cases: first batch (take it), moving
             # average (1 - decay) and frozen (keep the range).
-            weight = (1.0 - self.frozen) * (1.0 - self.ema_decay * self.observed)
-            low = self.range_min + weight * (batch_min - self.range_min)
-            high = self.range_max + weight * (batch_max - self.range_max)
+            weight = (1.0 - tf.convert_to_tensor(self.frozen)) * (
+                1.0 - self.ema_decay * tf.convert_to_tensor(self.observed)
+            )
+            old_min = tf.convert_to_tensor(self.range_min)
+            old_max = tf.convert_to_tensor(self.range_max)
+            low = old_min + weight * (batch_min - old_min)
+            high = old_max + weight * (batch_max - old_max)
             self.range_min.assign(low)
             self.range_max.assign(high)
             self.observed.assign(1.0)
