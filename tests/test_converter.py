@@ -4,10 +4,7 @@ import pytest
 import tfslim
 from tfslim.errors import UnsupportedOpError
 
-# int16x8 is tested on a Dense model below: TF 2.21's converter emits wrong int16x8
-# CONV_2D kernels (accuracy at chance level in every LiteRT resolver and in
-# tf.lite.Interpreter), an upstream defect outside tfslim.
-MODES = ["none", "float16", "dynamic", "int8"]
+MODES = ["none", "float16", "dynamic", "int8", "int16x8"]
 
 
 def _io(flatbuffer):
@@ -27,6 +24,28 @@ def test_each_quantization_mode_converts_and_stays_accurate(mode, small_cnn, dig
     assert ev["agreement"] >= 0.95
     if mode == "int8":
         assert set(report["ops"]) >= {"QUANTIZE", "DEQUANTIZE", "CONV_2D"}
+
+
+def test_fidelity_is_recorded_and_a_broken_conversion_warns(small_cnn, digits, monkeypatch):
+    from tfslim.errors import TfslimWarning
+
+    result = tfslim.convert(small_cnn, target="mcu", calibration_data=digits[0][:64])
+    assert result.fidelity["samples"] == 32
+    assert result.fidelity["agreement"] >= 0.9
+    assert result.fidelity["relative_error"] < 0.2
+    # A flatbuffer that computes something else (as TF 2.21's per-channel int16x8
+    # FULLY_CONNECTED did) must not pass silently.
+    from tfslim.litert import _worker
+
+    real = _worker.run_batches
+    monkeypatch.setattr(_worker, "run_batches", lambda i, x: [real(i, x)[0][:, ::-1]])
+    with pytest.warns(TfslimWarning, match="converter defect"):
+        broken = tfslim.convert(small_cnn, target="mcu", calibration_data=digits[0][:64])
+    assert broken.fidelity["agreement"] < 0.5
+    unchecked = tfslim.convert(
+        small_cnn, target="mcu", calibration_data=digits[0][:64], verify=False
+    )
+    assert unchecked.fidelity is None
 
 
 def test_int16x8_mode_on_a_dense_model(digits):

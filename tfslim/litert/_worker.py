@@ -74,7 +74,13 @@ def _last_error_line(stderr: str) -> str:
 # ---------------------------------------------------------------------------- child side
 
 
-def _litert_interpreter(model_path: str, *, threads: int = 1, xnnpack: bool = True):
+def litert_interpreter(
+    model_path: str | None = None,
+    *,
+    model_content: bytes | None = None,
+    threads: int = 1,
+    xnnpack: bool = True,
+):
     """Returns (interpreter, note); falls back to builtin kernels if XNNPACK refuses."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -83,7 +89,10 @@ def _litert_interpreter(model_path: str, *, threads: int = 1, xnnpack: bool = Tr
 
     def make(resolver):
         interp = Interpreter(
-            model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver
+            model_path=model_path,
+            model_content=model_content,
+            num_threads=threads,
+            experimental_op_resolver_type=resolver,
         )
         interp.allocate_tensors()
         return interp
@@ -195,7 +204,7 @@ def _bench(model_path: str, options: dict) -> dict:
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
-    interp, note = _litert_interpreter(
+    interp, note = litert_interpreter(
         model_path, threads=options["threads"], xnnpack=options["xnnpack"]
     )
     init_ms = (time.perf_counter() - t0) * 1000
@@ -235,16 +244,18 @@ def _bench(model_path: str, options: dict) -> dict:
     }
 
 
-def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
-    interp, note = _litert_interpreter(model_path, threads=1, xnnpack=True)
+def run_batches(interp, x: np.ndarray) -> list[np.ndarray]:
+    """Runs float inputs through an allocated interpreter; returns float outputs.
+
+    Models converted with a fixed batch (static shapes, as microcontrollers need) run one
+    batch at a time; resizing them could break constant Reshape operands.
+    """
     in_d = interp.get_input_details()[0]
     out_ds = interp.get_output_details()
     expected = tuple(int(d) for d in in_d["shape"][1:])
     if tuple(x.shape[1:]) != expected:
-        return {"error": f"data shape {tuple(x.shape)} does not match the input (N, *{expected})"}
+        raise ValueError(f"data shape {tuple(x.shape)} does not match the input (N, *{expected})")
     batch = int(in_d["shape"][0])
-    # Models converted with a fixed batch (static shapes, as microcontrollers need) run
-    # one batch at a time; reshaping them could break constant Reshape operands.
     outputs = [[] for _ in out_ds]
     for start in range(0, len(x), batch):
         chunk = x[start : start + batch]
@@ -255,9 +266,15 @@ def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
         interp.invoke()
         for i, d in enumerate(out_ds):
             outputs[i].append(_dequantize_output(interp.get_tensor(d["index"]), d)[:n])
-    for i, chunks in enumerate(outputs):
-        np.save(out_dir / f"y{i}.npy", np.concatenate(chunks))
-    return {"n_outputs": len(out_ds), "note": note}
+    return [np.concatenate(chunks) for chunks in outputs]
+
+
+def _predict(model_path: str, x: np.ndarray, out_dir: Path) -> dict:
+    interp, note = litert_interpreter(model_path, threads=1, xnnpack=True)
+    outputs = run_batches(interp, x)
+    for i, y in enumerate(outputs):
+        np.save(out_dir / f"y{i}.npy", y)
+    return {"n_outputs": len(outputs), "note": note}
 
 
 def _main(request_path: str) -> None:

@@ -4,12 +4,13 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from tfslim.errors import InvalidModelError, UnsupportedOpError
-from tfslim.litert import _flatbuffer, _io, micro
+from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
+from tfslim.litert import _flatbuffer, _io, _worker, micro
 from tfslim.litert.targets import Target, check_quantization, get_target
 
 __all__ = ["ConversionResult", "convert"]
@@ -29,6 +30,8 @@ class ConversionResult:
         io_dtype: str. Input/output dtype of the model.
         sparse: bool. Whether sparse weight encoding was requested.
         path: str or None. Where it was saved, if it was.
+        fidelity: dict or None. Converted vs Keras outputs on calibration samples
+            (`relative_error`, `agreement` for classifiers, `samples`), when verified.
     """
 
     def __init__(self, flatbuffer, *, target, quantization, io_dtype, sparse, path=None):
@@ -38,6 +41,7 @@ class ConversionResult:
         self.io_dtype = io_dtype
         self.sparse = sparse
         self.path = path
+        self.fidelity = None
 
     @property
     def size_bytes(self) -> int:
@@ -82,6 +86,7 @@ def convert(
     input_shape: tuple | None = None,
     output_path: "str | os.PathLike | None" = None,
     overwrite: bool = False,
+    verify: bool = True,
 ) -> ConversionResult:
     """Converts a Keras model to a TFLite flatbuffer suited to a target.
 
@@ -113,6 +118,10 @@ def convert(
             (atomically). Defaults to `None`.
         overwrite: bool. Allow `output_path` to replace an existing file.
             Defaults to `False`.
+        verify: bool. After a calibrated conversion, run the .tflite model on up to 32
+            calibration samples beside the Keras model and store the comparison in
+            `result.fidelity`; warn (`TfslimWarning`) when they disagree so much that
+            the converter, not quantization noise, is to blame. Defaults to `True`.
 
     Returns:
         A `ConversionResult`.
@@ -176,12 +185,12 @@ def convert(
     if keras_model is not None:
         shapes, dtypes = _input_shapes(keras_model, input_shape, calibration_data)
     samples = None
-    if needs_calibration:  # Validate before the (slow) export.
+    if calibration_data is not None:  # Validate before the (slow) export.
         samples = _calibration_samples(calibration_data, shapes, calibration_steps)
     with tempfile.TemporaryDirectory(prefix="tfslim-export-") as export_dir:
         converter = _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir)
         _configure(converter, quantization, io_dtype, sparse, qat)
-        if samples is not None:
+        if needs_calibration:
             converter.representative_dataset = lambda: ([s] for s in samples)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
@@ -197,9 +206,41 @@ def convert(
     result = ConversionResult(
         flatbuffer, target=target, quantization=quantization, io_dtype=io_dtype, sparse=sparse
     )
+    if verify and keras_model is not None and samples:
+        result.fidelity = _fidelity(flatbuffer, keras_model, samples)
     if output_path is not None:
         result.save(output_path, overwrite=overwrite)
     return result
+
+
+# Int8 quantization noise on a healthy model stays far below this; crossing it means
+# the flatbuffer computes something else. Class agreement is reported, not judged: an
+# untrained model's near-uniform outputs flip classes under ordinary rounding.
+_MAX_RELATIVE_ERROR = 0.5
+
+
+def _fidelity(flatbuffer: bytes, keras_model, samples) -> dict:
+    """Compares converted and Keras outputs on calibration samples, in process."""
+    x = np.concatenate(samples[:32])
+    reference = keras_model.predict(x, verbose=0, batch_size=len(x))
+    reference = np.asarray(reference[0] if isinstance(reference, list | tuple) else reference)
+    interp, _ = _worker.litert_interpreter(model_content=flatbuffer)
+    got = _worker.run_batches(interp, x)[0].reshape(reference.shape)
+    error = float(np.linalg.norm(got - reference) / (np.linalg.norm(reference) + 1e-12))
+    fidelity = {"samples": len(x), "relative_error": round(error, 6), "agreement": None}
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        agreement = float(np.mean(got.argmax(1) == reference.argmax(1)))
+        fidelity["agreement"] = round(agreement, 6)
+    if error > _MAX_RELATIVE_ERROR:
+        warnings.warn(
+            "The converted model disagrees with the Keras model on calibration samples "
+            f"(relative error {error:.3f}, class agreement {fidelity['agreement']}); that is "
+            "beyond quantization noise and points to a converter defect. Try another "
+            "quantization mode and check it with tfslim.evaluate.",
+            TfslimWarning,
+            stacklevel=3,
+        )
+    return fidelity
 
 
 def _zero_fraction(model) -> float:
