@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 import tfslim
-from tfslim.tuning import Budget, FootprintTuner, pareto_front, write_report
+from tfslim.tuning import (
+    Budget,
+    FootprintTuner,
+    estimate_footprint,
+    pareto_front,
+    write_report,
+)
 
 
 def _build(hp):
@@ -45,6 +51,7 @@ def searched(digits, tmp_path_factory):
         max_trials=4,
         seed=3,
         qat=(False, True),
+        sparsities=(0.0,),  # 4 candidates for 4 trials: both sides of the budget are drawn.
     )
     tuner.search(x_train, y_train, validation_data=(x_test, y_test), verbose=0)
     return tuner
@@ -99,7 +106,8 @@ def test_report_files(searched, tmp_path):
 @pytest.mark.slow
 def test_all_infeasible_does_not_stop_the_search(digits, tmp_path):
     x_train, y_train, x_test, y_test = digits
-    tuner = _tuner(tmp_path, budget=Budget(max_flash_bytes=100), max_trials=4, seed=0)
+    # RAM is not predicted before a trial, so every candidate runs and is measured over budget.
+    tuner = _tuner(tmp_path, budget=Budget(max_ram_bytes=100), max_trials=4, seed=0)
     tuner.search(x_train[:300], y_train[:300], validation_data=(x_test, y_test), verbose=0)
     records = tuner.trial_records()
     # KerasTuner stops after 3 failed trials in a row; infeasible trials are not failures.
@@ -151,6 +159,28 @@ def test_resumes_an_interrupted_search(digits, tmp_path):
     assert len(records) == 4
     assert len(done) == 2  # Only the missing trials ran again.
     assert len({r["trial_id"] for r in records}) == 4
+
+
+@pytest.mark.slow
+def test_estimated_macs_match_the_converted_model(searched):
+    import keras_tuner
+
+    for r in searched.trial_records():
+        hp = keras_tuner.HyperParameters()
+        hp.values.update(r["hyperparameters"])
+        estimate = estimate_footprint(_build(hp))
+        assert estimate["macs"] == r["macs"]
+        assert estimate["params"] == pytest.approx(r["params"], rel=0.01)
+
+
+def test_candidates_predicted_over_budget_are_skipped(tmp_path):
+    # filters=8: 5472 MACs -> 0.171 ms on nano33ble (2 cycles/MAC, 64 MHz); filters=2: 0.043 ms.
+    tuner = _tuner(tmp_path, budget=Budget(max_mcu_latency_ms=0.1), max_trials=4, seed=0)
+    assert tuner.predicted_feasible({"filters": 2})
+    assert not tuner.predicted_feasible({"filters": 8})
+    drawn = [tuner.oracle.populate_space(str(i))["values"]["filters"] for i in range(6)]
+    assert drawn == [2] * 6
+    assert tuner.oracle.skipped == 1  # 8 was drawn once, then marked as tried.
 
 
 def test_argument_errors(tmp_path):

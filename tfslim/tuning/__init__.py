@@ -8,6 +8,7 @@ finds the trade-offs, and `write_report` writes them as a table, JSON and a plot
 
 from tfslim.tuning.budget import Budget
 from tfslim.tuning.builtin import build_digits_search_model, run_builtin_search
+from tfslim.tuning.oracle import BudgetAwareRandomSearchOracle, estimate_footprint
 from tfslim.tuning.pareto import pareto_front
 from tfslim.tuning.report import write_report
 from tfslim.tuning.tuner import FOOTPRINT_METRICS, FootprintTuner
@@ -15,8 +16,10 @@ from tfslim.tuning.tuner import FOOTPRINT_METRICS, FootprintTuner
 __all__ = [
     "FOOTPRINT_METRICS",
     "Budget",
+    "BudgetAwareRandomSearchOracle",
     "FootprintTuner",
     "build_digits_search_model",
+    "estimate_footprint",
     "pareto_front",
     "run_builtin_search",
     "write_report",

@@ -130,7 +130,9 @@ class FootprintTuner(keras_tuner.Tuner):
         self.calibration_samples = calibration_samples
         self.latency_runs = latency_runs
         if oracle is None:
-            oracle = keras_tuner.oracles.RandomSearchOracle(
+            from tfslim.tuning.oracle import BudgetAwareRandomSearchOracle
+
+            oracle = BudgetAwareRandomSearchOracle(
                 objective=keras_tuner.Objective(_OBJECTIVE, "max"),
                 max_trials=max_trials,
                 seed=seed,
@@ -142,6 +144,32 @@ class FootprintTuner(keras_tuner.Tuner):
                 f"Received: objective={oracle.objective}"
             )
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+        if getattr(self.oracle, "precheck", False) is None:
+            self.oracle.precheck = self.predicted_feasible
+
+    def predicted_feasible(self, values: dict, *, margin: float = 0.05) -> bool:
+        """Whether an untrained model of these values is predicted to fit the budget.
+
+        Flash is predicted as one byte per parameter and MCU latency with the target's
+        `macs * cycles_per_mac / clock_hz`; a limit counts as broken only beyond `margin`.
+        """
+        from tfslim.tuning.oracle import estimate_footprint
+
+        hp = self.oracle.get_space()
+        hp.values.update(values)
+        estimate = estimate_footprint(self.hypermodel.build(hp))
+        predicted = {"flash_bytes": estimate["params"]}
+        latency = self.target.estimate_latency_ms(estimate["macs"])
+        if latency is not None:
+            predicted["mcu_latency_ms"] = latency["value_ms"]
+        budget = self.budget
+        for limit, figure in (
+            (budget.max_flash_bytes, "flash_bytes"),
+            (budget.max_mcu_latency_ms, "mcu_latency_ms"),
+        ):
+            if limit is not None and predicted.get(figure, 0) > limit * (1 + margin):
+                return False
+        return True
 
     # ----------------------------------------------------------------- one trial
     def run_trial(self, trial, x, y, *, validation_data, **kwargs):
