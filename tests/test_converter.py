@@ -224,6 +224,7 @@ def test_output_path_is_written_atomically_and_not_clobbered(small_cnn, tmp_path
     out = tmp_path / "m.tflite"
     result = tfslim.convert(small_cnn, output_path=out)
     assert out.read_bytes() == result.flatbuffer
+    assert out.stat().st_mode & 0o044  # readable by others, like any file the user writes
     out.write_bytes(b"keep me")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         tfslim.convert(small_cnn, output_path=out)

@@ -17,8 +17,17 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     assert on_disk == report
     assert "| model | target |" in (out / "report.md").read_text()
     rows = {(r["model"], r["target"]): r for r in report["models"]}
-    assert {m for m, _ in rows} >= {"float", "qat", "pruned80", "student", "distilled"}
+    assert {m for m, _ in rows} >= {
+        "float",
+        "qat",
+        "pruned80",
+        "pruned80_qat",
+        "student",
+        "distilled",
+    }
     assert rows[("distilled", "mcu")]["fully_integer"]
+    assert rows[("pruned80_qat", "mcu")]["fully_integer"]
+    assert rows[("pruned80_qat", "mcu")]["sparsity"] >= 0.7  # zeros survive QAT into int8
     assert rows[("distilled", "mcu")]["sparsity"] >= 0.4
     assert rows[("student", "mcu")]["params"] < 0.3 * rows[("float", "mcu")]["params"]
     assert rows[("qat", "mobile")]["quantization"] == "int8"

@@ -27,11 +27,15 @@ _LAZY = {
     "is_quantized_model": "tfslim.quantization",
     "quantize_and_finetune": "tfslim.quantization",
     "FreezeQuantization": "tfslim.quantization",
+    "activation_ranges": "tfslim.quantization",
+    "float_layers": "tfslim.quantization",
     # Pruning.
     "prune_low_magnitude": "tfslim.pruning",
     "strip_pruning": "tfslim.pruning",
     "ConstantSparsity": "tfslim.pruning",
     "PolynomialDecay": "tfslim.pruning",
+    "PruningSchedule": "tfslim.pruning",
+    "PruneLowMagnitude": "tfslim.pruning",
     # Distillation.
     "Distiller": "tfslim.distillation",
     "DistillationSchedule": "tfslim.distillation",

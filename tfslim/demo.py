@@ -98,6 +98,13 @@ def _technique_variants(float_model, data, epochs, log):
     log(f"pruned to 80% sparsity in {time.perf_counter() - t:.1f} s")
     yield "pruned80", "float CNN pruned to 80% sparsity during fine-tuning", pruned
 
+    t = time.perf_counter()
+    pruned_qat = quantize_and_finetune(
+        pruned, x_train, y_train, epochs=finetune, callbacks=[Pruning(schedule="keep")]
+    )
+    log(f"pruning-preserving QAT in {time.perf_counter() - t:.1f} s")
+    yield "pruned80_qat", "80%-pruned CNN + pruning-preserving QAT", pruned_qat
+
     # Grow-improve-shrink: the float CNN teaches a quarter-size student that is pruned
     # (50%) and quantization-aware trained in the same fit.
     from tfslim.distillation import distill
@@ -159,6 +166,7 @@ def _measure(name, description, model, data, target, out_dir, log):
         "fully_integer": report["fully_integer"],
         "sparsity": report["sparsity"],
         "macs": report["macs"],
+        "ops": report["ops"],
         "keras_accuracy": acc.get("keras"),
         "tflite_accuracy": acc["tflite"],
         "agreement": acc.get("agreement"),
@@ -199,6 +207,11 @@ def _markdown(report: dict) -> str:
             f"{r['gzip_bytes']:,} B | {r['keras_accuracy']:.4f} | {r['tflite_accuracy']:.4f} | "
             f"{r['agreement']:.4f} | {r['latency_ms_median']} | {arena} | {fits} |"
         )
+    lines += ["", "Ops:", ""]
+    lines += [
+        f"- {r['file']}: " + ", ".join(f"{k} x{v}" for k, v in r["ops"].items())
+        for r in report["models"]
+    ]
     lines += ["", "Descriptions:", ""]
     lines += [
         f"- **{r['model']}**: {r['description']}"
@@ -255,6 +268,7 @@ def run_demo(
             rows.append(_measure(name, description, model, data, target, out_dir, quiet))
     report = {
         "dataset": f"scikit-learn digits, {len(data[0])} train / {len(data[2])} test",
+        "regenerate": "tfslim demo --out <this directory>",
         "epochs": epochs,
         "seconds": round(time.perf_counter() - start, 1),
         "models": rows,

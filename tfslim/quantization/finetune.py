@@ -16,6 +16,7 @@ def quantize_and_finetune(
     batch_size: int = 32,
     loss="sparse_categorical_crossentropy",
     verbose: int = 0,
+    callbacks=None,
 ):
     """Quantizes a trained float `model` and fine-tunes it with the usual QAT schedule.
 
@@ -31,6 +32,9 @@ def quantize_and_finetune(
         batch_size: int. Defaults to `32`.
         loss: A Keras loss. Defaults to `"sparse_categorical_crossentropy"`.
         verbose: int. `fit` verbosity. Defaults to `0`.
+        callbacks: list or None. More callbacks for `fit`, e.g.
+            `tfslim.callbacks.Pruning(schedule="keep")` to keep a pruned model's zeros
+            through QAT. Defaults to `None`.
 
     Returns:
         The compiled, fine-tuned QAT model (convert it with `tfslim.convert`).
@@ -45,5 +49,12 @@ def quantize_and_finetune(
     schedule = FreezeQuantization(
         freeze_batch_norm_epoch=min(1, epochs - 1), freeze_ranges_epoch=epochs - 1
     )
-    qat.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[schedule])
+    qat.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=verbose,
+        callbacks=[schedule, *(callbacks or [])],
+    )
     return qat
