@@ -45,16 +45,9 @@ SPARSITY = 0.8
 
 
 def load_data():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from tfslim.demo import load_digits_data
 
-    data = load_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    y = data.target.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.2, random_state=0, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
+    return load_digits_data()
 
 
 def build(layers_module, model_cls, input_layer):
