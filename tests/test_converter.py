@@ -277,3 +277,12 @@ def test_mobile_encodes_sparsely_only_when_it_pays(small_cnn):
     auto = tfslim.convert(model)
     assert auto.sparse is True
     assert auto.size_bytes < tfslim.convert(model, sparse=False).size_bytes
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tfslim.litert import converter
+
+    result = doctest.testmod(converter, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0
