@@ -117,3 +117,17 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
+
+
+@pytest.mark.slow
+def test_tune_runs_a_small_search(capsys, tmp_path):
+    out = tmp_path / "tune"
+    code, stdout, err = _run(
+        capsys, "tune", "--max-trials", "2", "--epochs", "1", "--out", str(out), "--json"
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["trials"] == 2 and report["target"] == "nano33ble"
+    assert report["front"] and all(r["feasible"] for r in report["front"])
+    for name in ("pareto.md", "pareto.json", "pareto.png"):
+        assert (out / name).stat().st_size > 0

@@ -43,6 +43,7 @@ _LAZY = {
     # Tuning.
     "FootprintTuner": "tfslim.tuning",
     "Budget": "tfslim.tuning",
+    "pareto_front": "tfslim.tuning",
 }
 # Sub-packages reachable as attributes (`tfslim.callbacks.Pruning`).
 _SUBMODULES = (
