@@ -365,7 +365,6 @@ def test_checkpoints_during_fit_are_plain_and_backup_restore_resumes(digits, tmp
 
 
 def test_tensorboard_gets_sparsity_scalars(digits, tmp_path):
-    pytest.importorskip("tensorboard", reason="the TensorBoard callback needs tensorboard")
     import tensorflow as tf
 
     x, y, _, _ = digits
@@ -385,6 +384,7 @@ def test_tensorboard_gets_sparsity_scalars(digits, tmp_path):
     for path in (tmp_path / "train").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                tags[value.tag] = float(tf.make_ndarray(value.tensor))
+                if value.tag.startswith("epoch_"):  # scalars; the graph is text
+                    tags[value.tag] = float(tf.make_ndarray(value.tensor))
     assert tags["epoch_sparsity"] == pytest.approx(0.5, abs=2e-3)
     assert tags["epoch_sparsity/hidden"] == pytest.approx(0.5, abs=1e-3)

@@ -92,6 +92,18 @@ def test_front_models_fit_when_inspected(searched, digits):
 
 
 @pytest.mark.slow
+def test_min_quality_keeps_unusable_models_off_the_front(searched):
+    records = [r for r in searched.trial_records() if r["feasible"]]
+    floor = sorted(r["quality"] for r in records)[len(records) // 2]
+    front = searched.pareto_records(min_quality=floor)
+    assert front and all(r["quality"] >= floor for r in front)
+    best = max(records, key=lambda r: r["quality"])
+    assert front[0]["trial_id"] == best["trial_id"]
+    with pytest.raises(ValueError, match="argument `min_quality`"):
+        searched.pareto_records(min_quality="high")
+
+
+@pytest.mark.slow
 def test_report_files(searched, tmp_path):
     report = write_report(searched, tmp_path)
     assert os.path.getsize(tmp_path / "pareto.png") > 1000

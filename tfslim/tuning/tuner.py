@@ -282,18 +282,36 @@ class FootprintTuner(keras_tuner.Tuner):
             records.append(record)
         return sorted(records, key=lambda r: r["trial_id"])
 
-    def pareto_records(self, *, objectives=FOOTPRINT_METRICS) -> list[dict]:
-        """The feasible trials on the front of quality against every figure in `objectives`."""
+    def pareto_records(
+        self, *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
+    ) -> list[dict]:
+        """The feasible trials on the front of quality against every figure in `objectives`.
+
+        Args:
+            objectives: footprint figures to minimize. Defaults to all of them.
+            min_quality: float or None. Leave out trials below this quality first, so a
+                tiny model too poor to use cannot sit on the front just for being tiny.
+                Defaults to `None`.
+        """
+        if min_quality is not None and not _is_number(min_quality):
+            raise ValueError(
+                "Invalid value for argument `min_quality`. Expected a number or None. "
+                f"Received: min_quality={min_quality!r}"
+            )
         feasible = [r for r in self.trial_records() if r["feasible"]]
         usable = [r for r in feasible if all(r[m] is not None for m in objectives)]
+        if min_quality is not None:
+            usable = [r for r in usable if r["quality"] >= min_quality]
         front = pareto_front(usable, maximize=["quality"], minimize=list(objectives))
         return sorted((usable[i] for i in front), key=lambda r: -r["quality"])
 
-    def pareto_front(self, *, objectives=FOOTPRINT_METRICS) -> list[keras.Model]:
-        """The trained models on the Pareto front, best quality first."""
+    def pareto_front(
+        self, *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
+    ) -> list[keras.Model]:
+        """The trained models on the Pareto front, best quality first (see `pareto_records`)."""
         return [
             keras.saving.load_model(os.path.join(self.get_trial_dir(r["trial_id"]), "model.keras"))
-            for r in self.pareto_records(objectives=objectives)
+            for r in self.pareto_records(objectives=objectives, min_quality=min_quality)
         ]
 
     def tflite_path(self, trial_id: str) -> str:
