@@ -21,11 +21,11 @@ WEIGHTED_LAYERS = {
 }
 
 
-def _depthwise_quant(kernel):
+def _depthwise_quant(kernel, training):
     """Per-channel quantization of a (kh, kw, in, mult) kernel over its in*mult channels."""
     shape = tf.shape(kernel)
     flat = tf.reshape(kernel, [shape[0], shape[1], 1, -1])
-    return tf.reshape(fake_quant_weights(flat, axis=-1), shape)
+    return tf.reshape(fake_quant_weights(flat, axis=-1, training=training), shape)
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
@@ -128,8 +128,12 @@ class QuantizeWrapper(keras.layers.Layer):
         inv = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
         return inv * bn.gamma if bn.scale else inv
 
-    def _scaled_quant_kernel(self, scale):
-        """Returns the kernel(s) with the per-output-channel `scale` applied, fake-quantized."""
+    def _scaled_quant_kernel(self, scale, training):
+        """Returns the kernel(s) with the per-output-channel `scale` applied, fake-quantized.
+
+        `training` (a Python bool) selects the cheaper straight-through gradient; the values
+        are the same.
+        """
         layer = self.layer
         kernel = tf.convert_to_tensor(
             layer.pointwise_kernel if self.kind == "SeparableConv2D" else layer.kernel
@@ -137,14 +141,14 @@ class QuantizeWrapper(keras.layers.Layer):
         if self.kind == "DepthwiseConv2D":
             if scale is not None:
                 kernel = kernel * tf.reshape(scale, tf.shape(kernel)[2:])
-            return _depthwise_quant(kernel)
+            return _depthwise_quant(kernel, training)
         if scale is not None:
             kernel = kernel * (scale[:, None] if self.kind == "Conv2DTranspose" else scale)
         if self.kind == "Conv1D":
             # TFLite runs Conv1D as a 2D convolution on a (1, k, in, out) kernel; quantizing
             # after that reshape keeps the per-channel axis where the converter expects it.
             kernel = kernel[None]
-        return fake_quant_weights(kernel, axis=WEIGHTED_LAYERS[self.kind])
+        return fake_quant_weights(kernel, axis=WEIGHTED_LAYERS[self.kind], training=training)
 
     def _linear(self, x, kernel, training):
         """The layer's op without bias."""
@@ -175,7 +179,7 @@ class QuantizeWrapper(keras.layers.Layer):
                 **common,
             )
         # SeparableConv2D: depthwise, quantized intermediate tensor, then pointwise 1x1 conv.
-        depthwise = _depthwise_quant(tf.convert_to_tensor(layer.depthwise_kernel))
+        depthwise = _depthwise_quant(tf.convert_to_tensor(layer.depthwise_kernel), training is True)
         y = keras.ops.depthwise_conv(x, depthwise, dilation_rate=layer.dilation_rate, **common)
         y = self.depthwise_quantizer(y, training=training)
         return keras.ops.conv(y, kernel, strides=1, padding="valid", data_format="channels_last")
@@ -191,7 +195,7 @@ class QuantizeWrapper(keras.layers.Layer):
         x = tf.cast(inputs, "float32")
         bias = self._bias()
         if self.batch_norm is None:
-            y = self._linear(x, self._scaled_quant_kernel(None), training)
+            y = self._linear(x, self._scaled_quant_kernel(None, training is True), training)
             if bias is not None:
                 y = y + bias
         else:
@@ -201,7 +205,7 @@ class QuantizeWrapper(keras.layers.Layer):
     def _folded_call(self, x, bias, training):
         bn = self.batch_norm
         scale = self._bn_scale()
-        y = self._linear(x, self._scaled_quant_kernel(scale), training)
+        y = self._linear(x, self._scaled_quant_kernel(scale, training is True), training)
         beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
         mean = tf.convert_to_tensor(bn.moving_mean)
         folded_bias = beta - mean * scale
