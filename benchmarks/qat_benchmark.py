@@ -103,24 +103,56 @@ def to_tflite(model, calibration=None):
     return flatbuffer, "converter settings minus supported_ops=INT8 (batch 1)"
 
 
-def time_steps(models, x, y, batch_size, rounds=3, epochs=4):
-    """Seconds per training step of each model.
+def time_steps(models, x, y, batch_size, *, rounds=7, epochs=3):
+    """Milliseconds per training step of each model, interleaved.
 
-    Each round fits every model for `epochs` epochs in turn (sharing the machine's load
-    fairly); an epoch timer skips each fit's first epoch, so `fit` set-up and tracing are
-    not counted. Returns the fastest epoch per step of each model.
+    Each round fits every model for `epochs` epochs in turn, so load from other jobs on the
+    machine hits all models alike; the first epoch of each fit (set-up, tracing) is not
+    counted and the fastest remaining epoch is the round's value. Returns
+    ({name: [ms per step per round]}, {name: median}).
     """
-    best = {name: float("inf") for name in models}
+    import statistics
+
+    per_round = {name: [] for name in models}
     steps = int(np.ceil(len(x) / batch_size))
     for _ in range(rounds):
         for name, model in models.items():
-            base = model.__class__.__mro__
-            callback_base = next(c.__module__.split(".")[0] for c in base if c.__name__ == "Model")
+            package = "tf_keras" if type(model).__module__.startswith("tf_keras") else "keras"
             times = []
-            timer = _epoch_timer(callback_base, times)
+            timer = _epoch_timer(package, times)
             model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[timer])
-            best[name] = min(best[name], min(times[1:]) / steps)
-    return best
+            per_round[name].append(1000 * min(times[1:]) / steps)
+    return per_round, {name: statistics.median(v) for name, v in per_round.items()}
+
+
+def timing_models(float_model, tk_float, *, lr, steps_per_execution, jit_compile):
+    """Fresh QAT copies of both trained float models and the float models, compiled alike.
+
+    The QAT copies start with batch-norm statistics and ranges still updating, the state of
+    most QAT epochs (a frozen tfslim model runs a cheaper branch). Both frameworks get the
+    same optimizer, loss, `steps_per_execution` and `jit_compile`.
+    """
+    import keras
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    from tfslim.quantization import quantize_model
+
+    models = {
+        "tfslim QAT": quantize_model(float_model),
+        "tfmot QAT": tfmot.quantization.keras.quantize_model(tk_float),
+        "Keras 3 float": keras.models.clone_model(float_model),
+        "tf_keras float": tf_keras.models.clone_model(tk_float),
+    }
+    for model in models.values():
+        package = tf_keras if type(model).__module__.startswith("tf_keras") else keras
+        model.compile(
+            package.optimizers.Adam(lr),
+            "sparse_categorical_crossentropy",
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+        )
+    return models
 
 
 def _epoch_timer(package, times):
@@ -171,6 +203,15 @@ def main():
     parser.add_argument("--lr", type=float, default=2e-3, help="float learning rate")
     parser.add_argument("--qat-lr", type=float, default=5e-4, help="QAT learning rate")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    parser.add_argument(
+        "--steps-per-execution", type=int, default=1, help="compile setting, both frameworks"
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="XLA for both frameworks (default off: Keras 3's 'auto' is off on CPU-only hosts)",
+    )
     args = parser.parse_args()
 
     import keras
@@ -238,15 +279,20 @@ def main():
     }
 
     # Timing after evaluation: extra epochs no longer change the reported accuracies.
-    step_times = time_steps(
-        {"tfslim": qat, "tfmot": tk_qat, "keras3 float": float_model, "tf_keras float": tk_float},
+    per_round, step_ms = time_steps(
+        timing_models(
+            float_model,
+            tk_float,
+            lr=args.qat_lr,
+            steps_per_execution=args.steps_per_execution,
+            jit_compile=args.jit_compile,
+        ),
         x_train,
         y_train,
         args.batch_size,
+        rounds=args.rounds,
     )
-    rows["tfslim"]["step"], rows["tfmot"]["step"] = step_times["tfslim"], step_times["tfmot"]
-    rows["tfslim"]["float_step"] = step_times["keras3 float"]
-    rows["tfmot"]["float_step"] = step_times["tf_keras float"]
+    rows["tfslim"]["step"], rows["tfmot"]["step"] = step_ms["tfslim QAT"], step_ms["tfmot QAT"]
 
     print(
         f"\ndigits CNN ({float_model.count_params()} params), {len(x_train)} train / "
@@ -263,7 +309,7 @@ def main():
         print(
             f"{name:8}| {100 * r['float']:6.2f} | {100 * r['ptq']:8.2f} | "
             f"{100 * r['qat_keras']:9.2f} | {100 * r['qat_int8']:8.2f} | "
-            f"{100 * r['agree']:6.2f} | {r['size']:9d} | {1000 * r['step']:7.2f} | {r['integer']}"
+            f"{100 * r['agree']:6.2f} | {r['size']:9d} | {r['step']:7.2f} | {r['integer']}"
         )
     s, t = rows["tfslim"], rows["tfmot"]
     print("\nChecks (tfslim):")
@@ -279,16 +325,33 @@ def main():
     ]
     for label, ok in checks:
         print(f"  [{'x' if ok else ' '}] {label}")
-    s_over, t_over = s["step"] - s["float_step"], t["step"] - t["float_step"]
     print(
-        f"\nfloat training step (same fit loop, no QAT): Keras 3 {1000 * s['float_step']:.2f} ms, "
-        f"tf_keras {1000 * t['float_step']:.2f} ms (framework ratio "
-        f"{s['float_step'] / t['float_step']:.3f}); QAT overhead over float: tfslim "
-        f"{1000 * s_over:.2f} ms, tfmot {1000 * t_over:.2f} ms"
+        f"\nTraining step, ms (median of {args.rounds} interleaved rounds; fit, batch "
+        f"{args.batch_size}, steps_per_execution={args.steps_per_execution}, "
+        f"jit_compile={args.jit_compile}, both frameworks):"
+    )
+    for name, values in per_round.items():
+        print(f"  {name:15} {step_ms[name]:6.2f}   rounds: {' '.join(f'{v:.2f}' for v in values)}")
+    import statistics
+
+    paired = statistics.median(
+        a / b for a, b in zip(per_round["tfslim QAT"], per_round["tfmot QAT"], strict=True)
+    )
+    print(
+        f"  QAT step ratio tfslim/tfmot: {step_ms['tfslim QAT'] / step_ms['tfmot QAT']:.3f} "
+        f"(median of per-round ratios {paired:.3f}); float step ratio Keras 3/tf_keras: "
+        f"{step_ms['Keras 3 float'] / step_ms['tf_keras float']:.3f}"
+    )
+    print(
+        f"  QAT overhead over the framework's own float step: tfslim "
+        f"{step_ms['tfslim QAT'] - step_ms['Keras 3 float']:+.2f} ms "
+        f"(x{step_ms['tfslim QAT'] / step_ms['Keras 3 float']:.3f}), tfmot "
+        f"{step_ms['tfmot QAT'] - step_ms['tf_keras float']:+.2f} ms "
+        f"(x{step_ms['tfmot QAT'] / step_ms['tf_keras float']:.3f})"
     )
     print(
         f"ratios tfslim/tfmot: int8 accuracy {s['qat_int8'] / t['qat_int8']:.4f}, "
-        f"size {s['size'] / t['size']:.4f}, QAT step time {s['step'] / t['step']:.3f}"
+        f"size {s['size'] / t['size']:.4f}"
     )
 
 
