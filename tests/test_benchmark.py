@@ -8,6 +8,8 @@ from tfslim.errors import InvalidModelError
 def test_latency_with_and_without_xnnpack(mcu_tflite):
     result = tfslim.benchmark(mcu_tflite, runs=20, warmup=2, target="nano33ble")
     assert set(result["latency"]) == {"xnnpack", "builtin"}
+    assert result["latency"]["xnnpack"]["delegate"] == "xnnpack"
+    assert result["latency"]["builtin"]["delegate"] == "builtin"
     for stats in result["latency"].values():
         lat = stats["latency_ms"]
         assert 0 < lat["min"] <= lat["median"] <= lat["p90"]
@@ -44,6 +46,10 @@ def test_bad_arguments(mcu_tflite):
         tfslim.benchmark(mcu_tflite, data=(np.zeros((10, 8, 8, 1)), np.zeros(3)), runs=1)
     with pytest.raises(InvalidModelError, match="does not match the input"):
         tfslim.predict(mcu_tflite, np.zeros((2, 4, 4, 1)))
+    with pytest.raises(ValueError, match=r"argument `data`.*\(N, \*\(8, 8, 1\)\)"):
+        tfslim.benchmark(mcu_tflite, data=(np.zeros((3, 5)), np.zeros(3)), runs=1)
+    with pytest.raises(ValueError, match="argument `max_seconds`"):
+        tfslim.benchmark(mcu_tflite, max_seconds=-1)
 
 
 def test_corrupted_model_error_names_the_file(tmp_path, mcu_tflite):

@@ -87,6 +87,9 @@ def test_targets_lists_boards_with_sources(capsys):
         (["export-c", "{model}", "-o", "{dir}/exists.cc"], "overwrite"),
         (["convert", "{text}", "-o", "{dir}/x.tflite"], "argument `model`"),
         (["demo", "--out", "{dir}/no/such/dir"], "out_dir"),
+        (["tune", "--target", "mobile"], "Expected a board or 'mcu'"),
+        (["tune", "--max-trials", "0"], "--max-trials"),
+        (["bench", "{dir}"], "not a directory"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tflite_file, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import tfslim
-from tfslim.errors import UnsupportedOpError
+from tfslim.errors import InvalidModelError, UnsupportedOpError
 
 MODES = ["none", "float16", "dynamic", "int8", "int16x8"]
 
@@ -107,7 +107,9 @@ def test_mobile_int8_can_have_int8_io(small_cnn, digits):
 def test_calibration_data_forms(calibration, small_cnn, digits):
     data = calibration(digits[0][:20])
     result = tfslim.convert(small_cnn, target="mcu", calibration_data=data)
-    assert result.quantization == "int8"
+    # Calibrated on real digits, the int8 model must track the Keras model.
+    assert result.fidelity["samples"] >= 10
+    assert result.fidelity["agreement"] >= 0.9
 
 
 def test_calibration_from_tf_data(small_cnn, digits):
@@ -171,7 +173,7 @@ def test_op_without_tflm_kernel_is_refused_naming_op_and_layer(digits):
         ]
     )
     with pytest.raises(
-        UnsupportedOpError, match=r"GELU producing .*my_gelu.*no TFLite Micro kernel"
+        UnsupportedOpError, match=r"GELU from layer 'my_gelu' \(no TFLite Micro kernel\)"
     ):
         tfslim.convert(model, target="mcu", calibration_data=np.random.rand(16, 8))
     # The same model is fine for a phone.
@@ -286,3 +288,38 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(converter, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_float_output_op_on_mcu_names_the_keras_layer(small_cnn):
+    with pytest.raises(UnsupportedOpError, match=r"SOFTMAX from layer 'dense\w*' \(float kernel\)"):
+        tfslim.convert(small_cnn, target="mcu", quantization="none")
+
+
+def test_io_dtype_needs_a_full_integer_mode(small_cnn, digits):
+    with pytest.raises(ValueError, match=r"argument `io_dtype`.*Received: io_dtype='int8'"):
+        tfslim.convert(small_cnn, quantization="dynamic", io_dtype="int8")
+    result = tfslim.convert(
+        small_cnn, quantization="int16x8", io_dtype="int8", calibration_data=digits[0][:16]
+    )
+    assert result.io_dtype == "int16" == _io(result.flatbuffer)[0]
+    with pytest.raises(TypeError, match="argument `sparse`"):
+        tfslim.convert(small_cnn, sparse="yes")
+
+
+def test_multi_input_model_calibrates_with_a_list_of_arrays():
+    import keras
+
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], out)
+    xs = [np.random.rand(16, 4).astype("float32"), np.random.rand(16, 3).astype("float32")]
+    result = tfslim.convert(model, target="mcu", calibration_data=xs)
+    report = tfslim.inspect(result)
+    assert [i["dtype"] for i in report["inputs"]] == ["int8", "int8"]
+    assert report["fully_integer"] and report["micro"]["supported"]
+    with pytest.raises(ValueError, match=r"model has 2 inputs; expected a list of 2 arrays"):
+        tfslim.convert(model, target="mcu", calibration_data=xs[0])
+    with pytest.raises(ValueError, match=r"Expected input 1 .* shape \(3,\)"):
+        tfslim.convert(model, target="mcu", calibration_data=[xs[0], xs[0]])
+    with pytest.raises(InvalidModelError, match="single-input"):
+        tfslim.predict(result, xs[0])

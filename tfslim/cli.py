@@ -152,6 +152,9 @@ def _cmd_bench(args) -> None:
         f"threads={result['threads']}"
     )
     print(_table(rows, ["runtime", "runs", "median ms", "p90 ms", "min ms", "init ms", "memory"]))
+    for v in result["latency"].values():
+        if v.get("note"):
+            print(f"note: {v['note']}")
     if "accuracy" in result:
         a = result["accuracy"]
         print(f"{a['metric']} of the converted model on {a['n']} samples: {a['tflite']:.4f}")
@@ -208,6 +211,15 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_tune(args) -> None:
+    from tfslim.litert.targets import require_micro
+
+    require_micro(args.target, argument="--target")  # Fail fast, before TensorFlow loads.
+    for flag, value in (("--max-trials", args.max_trials), ("--epochs", args.epochs)):
+        if value < 1:
+            raise ValueError(
+                f"Invalid value for argument `{flag}`. Expected an int >= 1. "
+                f"Received: {flag}={value}"
+            )
     from tfslim.tuning import run_builtin_search
 
     report = run_builtin_search(
@@ -215,7 +227,7 @@ def _cmd_tune(args) -> None:
         max_trials=args.max_trials,
         out_dir=args.out,
         epochs=args.epochs,
-        max_mcu_latency_ms=args.max_latency_ms,
+        max_mcu_latency_ms=args.max_latency_ms or None,
         max_flash_bytes=args.max_flash,
         max_ram_bytes=args.max_ram,
     )
@@ -290,7 +302,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default="nano33ble")
     s.add_argument("--max-trials", type=int, default=8)
     s.add_argument("--epochs", type=int, default=2)
-    s.add_argument("--max-latency-ms", type=float, default=2.0, help="MCU latency estimate cap")
+    s.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=2.0,
+        help="cap on the MCU latency estimate (0: none)",
+    )
     s.add_argument("--max-flash", type=int, help="flash budget in bytes (default: the board's)")
     s.add_argument("--max-ram", type=int, help="RAM budget in bytes (default: the board's)")
     s.add_argument("--out", default="tfslim_tune", help="output directory")

@@ -4,15 +4,23 @@ Every figure is measured by running the LiteRT interpreter in a child process; t
 only estimate, microcontroller latency from MACs, is labelled as such.
 """
 
+import os
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tfslim.litert import _flatbuffer, _worker
 from tfslim.litert.targets import Target, get_target
 
+if TYPE_CHECKING:
+    import keras
+
+    from tfslim.litert.converter import ConversionResult
+
 __all__ = ["benchmark", "evaluate", "predict"]
 
 
-def predict(model, x: np.ndarray) -> np.ndarray:
+def predict(model: "bytes | str | os.PathLike | ConversionResult", x: np.ndarray) -> np.ndarray:
     """Runs a .tflite model on a batch of float inputs; returns float outputs.
 
     Integer inputs are quantized and integer outputs dequantized with the model's own
@@ -56,7 +64,12 @@ def _score(outputs: np.ndarray, y: np.ndarray) -> tuple[str, float]:
     return "mse", float(np.mean((outputs.reshape(y.shape) - y) ** 2))
 
 
-def evaluate(model, data, *, keras_model=None) -> dict:
+def evaluate(
+    model: "bytes | str | os.PathLike | ConversionResult",
+    data: tuple,
+    *,
+    keras_model: "keras.Model | None" = None,
+) -> dict:
     """Scores a converted model on labelled data, optionally beside its Keras model.
 
     Args:
@@ -86,10 +99,10 @@ def evaluate(model, data, *, keras_model=None) -> dict:
 
 
 def benchmark(
-    model,
+    model: "bytes | str | os.PathLike | ConversionResult",
     *,
-    data=None,
-    keras_model=None,
+    data: tuple | None = None,
+    keras_model: "keras.Model | None" = None,
     target: "str | Target | None" = None,
     threads: int = 1,
     runs: int = 100,
@@ -129,8 +142,25 @@ def benchmark(
                 f"Invalid value for argument `{argument}`. Expected an int >= {low}. "
                 f"Received: {argument}={value!r}"
             )
+    if (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, int | float)
+        or not (max_seconds > 0)
+    ):
+        raise ValueError(
+            "Invalid value for argument `max_seconds`. Expected a number > 0. "
+            f"Received: max_seconds={max_seconds!r}"
+        )
     data_bytes, name = _flatbuffer.read_model_bytes(model)
     facts = _flatbuffer.analyze(data_bytes, name)
+    if data is not None:  # Check before spending time on latency runs.
+        x, _ = _check_data(data)
+        expected = tuple(facts["inputs"][0]["shape"][1:]) if facts["inputs"] else None
+        if expected is not None and tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"Invalid value for argument `data`. Expected inputs of shape (N, *{expected}) "
+                f"for {name}. Received: shape {tuple(x.shape)}"
+            )
     target = get_target(target) if target is not None else None
     configs = [True, False] if xnnpack is None else [bool(xnnpack)]
     result = {"size_bytes": len(data_bytes), "threads": threads, "macs": facts["macs"]}
@@ -148,7 +178,7 @@ def benchmark(
         for on in configs
     }
     if data is not None:
-        result["accuracy"] = evaluate(data_bytes, data, keras_model=keras_model)
+        result["accuracy"] = evaluate(model, data, keras_model=keras_model)
     if target is not None and target.is_micro:
         result["mcu_latency_estimate"] = {target.name: target.estimate_latency_ms(facts["macs"])}
     return result

@@ -35,6 +35,11 @@ def read_model_bytes(model, *, argument: str = "model") -> tuple[bytes, str]:
         return bytes(model), "<bytes>"
     if isinstance(model, str | os.PathLike):
         path = Path(model)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"Invalid value for argument `{argument}`. Expected a .tflite file, not a "
+                f"directory. Received: {argument}={str(model)!r}"
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"Invalid value for argument `{argument}`. Expected an existing .tflite file. "

@@ -37,13 +37,18 @@ def run(task: str, model_bytes: bytes, *, name: str = "<model>", data=None, **op
         request = {"task": task, "options": options, "has_data": data is not None}
         (tmp / "request.json").write_text(json.dumps(request))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [sys.executable, "-m", "tfslim.litert._worker", str(tmp / "request.json")],
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT_S,
-            env=env,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "tfslim.litert._worker", str(tmp / "request.json")],
+                capture_output=True,
+                text=True,
+                timeout=_TIMEOUT_S,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            raise InvalidModelError(
+                f"{name}: the {_RUNTIME[task]} did not finish within {_TIMEOUT_S} s"
+            ) from None
         result_path = tmp / "result.json"
         if proc.returncode != 0 or not result_path.exists():
             detail = _last_error_line(proc.stderr) or f"exit code {proc.returncode}"
@@ -115,8 +120,9 @@ def _first_line(error: Exception) -> str:
 
 def _quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
     dtype = detail["dtype"]
-    if np.issubdtype(dtype, np.integer) and not np.issubdtype(x.dtype, np.integer):
-        scale, zero_point = detail["quantization"]
+    scale, zero_point = detail["quantization"]
+    # Only quantized inputs are scaled; plain integer inputs (e.g. token ids) are cast.
+    if np.issubdtype(dtype, np.integer) and scale and not np.issubdtype(x.dtype, np.integer):
         info = np.iinfo(dtype)
         x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
     return x.astype(dtype)
@@ -250,6 +256,11 @@ def run_batches(interp, x: np.ndarray) -> list[np.ndarray]:
     Models converted with a fixed batch (static shapes, as microcontrollers need) run one
     batch at a time; resizing them could break constant Reshape operands.
     """
+    if len(interp.get_input_details()) != 1:
+        raise ValueError(
+            f"the model has {len(interp.get_input_details())} inputs; predict and evaluate "
+            "take single-input models"
+        )
     in_d = interp.get_input_details()[0]
     out_ds = interp.get_output_details()
     expected = tuple(int(d) for d in in_d["shape"][1:])

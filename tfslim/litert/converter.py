@@ -5,13 +5,19 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
-from tfslim.litert import _flatbuffer, _io, _worker, micro
+from tfslim.litert import _io, _worker, micro
+from tfslim.litert.calibration import calibration_samples
 from tfslim.litert.targets import Target, check_quantization, get_target
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["ConversionResult", "convert"]
 
@@ -75,11 +81,11 @@ class ConversionResult:
 
 
 def convert(
-    model,
+    model: "keras.Model | str | os.PathLike",
     *,
     target: "str | Target" = "mobile",
     quantization: str | None = None,
-    calibration_data=None,
+    calibration_data: "np.ndarray | tuple | list | Iterable | Callable | None" = None,
     calibration_steps: int = 200,
     io_dtype: str | None = None,
     sparse: bool | None = None,
@@ -144,9 +150,21 @@ def convert(
     qat = keras_model is not None and _is_qat_model(keras_model)
     # A QAT model carries learned int8 ranges: full integer is what it was trained for.
     quantization = check_quantization(quantization or ("int8" if qat else target.quantization))
+    if io_dtype is not None and io_dtype != "float32" and quantization not in ("int8", "int16x8"):
+        raise ValueError(
+            f"Invalid value for argument `io_dtype` with quantization={quantization!r}. Integer "
+            "inputs and outputs need a full-integer mode ('int8' or 'int16x8'); expected "
+            f"'float32' or None. Received: io_dtype={io_dtype!r}"
+        )
     io_dtype = _check_choice("io_dtype", io_dtype or target.io_dtype, _IO_DTYPES)
     if quantization not in ("int8", "int16x8"):
         io_dtype = "float32"
+    for argument, value in (("sparse", sparse), ("verify", verify), ("overwrite", overwrite)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(
+                f"Invalid type for argument `{argument}`. Expected a bool. "
+                f"Received: {argument}={value!r}"
+            )
     sparse_arg = sparse
     sparse = target.sparse_weights if sparse is None else bool(sparse)
     if target.is_micro:
@@ -186,12 +204,14 @@ def convert(
         shapes, dtypes = _input_shapes(keras_model, input_shape, calibration_data)
     samples = None
     if calibration_data is not None:  # Validate before the (slow) export.
-        samples = _calibration_samples(calibration_data, shapes, calibration_steps)
+        samples = calibration_samples(calibration_data, shapes, calibration_steps)
     with tempfile.TemporaryDirectory(prefix="tfslim-export-") as export_dir:
         converter = _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir)
         _configure(converter, quantization, io_dtype, sparse, qat)
         if needs_calibration:
-            converter.representative_dataset = lambda: ([s] for s in samples)
+            converter.representative_dataset = lambda: (
+                s if isinstance(s, list) else [s] for s in samples
+            )
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 flatbuffer = converter.convert()
@@ -202,11 +222,18 @@ def convert(
                 f"target={target.name!r}: {message[-1] if message else type(e).__name__}"
             ) from e
     if target.is_micro:
-        _check_micro_ops(flatbuffer, target)
+        micro.check_target_ops(
+            flatbuffer,
+            target,
+            micro.output_layer_names(keras_model),
+            micro.layer_names(keras_model),
+        )
+    if quantization == "int16x8" and io_dtype == "int8":
+        io_dtype = "int16"  # 16x8 models take and return int16 when I/O is integer.
     result = ConversionResult(
         flatbuffer, target=target, quantization=quantization, io_dtype=io_dtype, sparse=sparse
     )
-    if verify and keras_model is not None and samples:
+    if verify and keras_model is not None and samples and not isinstance(samples[0], list):
         result.fidelity = _fidelity(flatbuffer, keras_model, samples)
     if output_path is not None:
         result.save(output_path, overwrite=overwrite)
@@ -404,84 +431,3 @@ def _configure(converter, quantization, io_dtype, sparse, qat):
         if io_dtype == "int8":  # Integer I/O for 16x8 models is int16.
             converter.inference_input_type = tf.int16
             converter.inference_output_type = tf.int16
-
-
-def _calibration_samples(data, shapes, steps):
-    """Turns calibration data into a list of float32 batches of one sample each."""
-    import tensorflow as tf
-
-    if isinstance(data, tuple) and len(data) == 2 and not callable(data[0]):
-        data = data[0]  # (x, y)
-    if isinstance(data, tf.data.Dataset):
-        batches = data.take(steps).as_numpy_iterator()
-    elif isinstance(data, np.ndarray | list) and not callable(data):
-        batches = [np.asarray(data)]
-    elif callable(data):
-        batches = data()
-    elif hasattr(data, "__iter__"):
-        batches = data
-    else:
-        raise TypeError(
-            "Invalid type for argument `calibration_data`. Expected a NumPy array, an (x, y) "
-            "tuple, a tf.data.Dataset, or a generator of batches. Received: calibration_data "
-            f"of type {type(data).__name__}"
-        )
-    expected = shapes[0] if shapes else None
-    samples = []
-    for batch in batches:
-        if isinstance(batch, tuple | list) and len(batch) == 2:
-            batch = batch[0]
-        batch = np.asarray(batch)
-        if batch.dtype.kind not in "fiub":
-            raise ValueError(
-                "Invalid value for argument `calibration_data`. Expected numeric samples. "
-                f"Received: dtype={batch.dtype}"
-            )
-        if (
-            expected is not None
-            and tuple(batch.shape[-len(expected) :]) != expected
-            or (expected is not None and batch.ndim not in (len(expected), len(expected) + 1))
-        ):
-            raise ValueError(
-                "Invalid value for argument `calibration_data`. Expected samples of shape "
-                f"{expected} (batches of shape (N, *{expected})). Received: shape "
-                f"{tuple(batch.shape)}"
-            )
-        if expected is not None and batch.ndim == len(expected):
-            batch = batch[None]
-        for sample in batch:
-            samples.append(sample[None].astype(np.float32))
-            if len(samples) >= steps:
-                return samples
-    if not samples:
-        raise ValueError(
-            "Invalid value for argument `calibration_data`. Expected at least one sample. "
-            "Received: an empty dataset"
-        )
-    return samples
-
-
-def _check_micro_ops(flatbuffer: bytes, target: Target) -> None:
-    facts = _flatbuffer.analyze(flatbuffer)
-    problems = micro.unsupported_ops(facts)
-    edge_ops = ("QUANTIZE", "DEQUANTIZE")  # float <-> int at the model's edges is fine.
-    problems += [
-        {**o, "reason": "float kernel"}
-        for o in facts["op_list"]
-        if o["float"] and o["op"] not in edge_ops and not o["hybrid"] and o["op"] in micro.MICRO_OPS
-    ]
-    if problems:
-        first = problems[0]
-        listed = "; ".join(f"{p['op']} producing '{p['output']}' ({p['reason']})" for p in problems)
-        raise UnsupportedOpError(
-            f"The model cannot run on target {target.name!r} (TFLite Micro, full integer): "
-            f"{len(problems)} op(s) refused: {listed}. The first comes from layer "
-            f"'{_layer_of(first['output'])}'. Use only layers with int8 TFLite Micro kernels, "
-            "or quantize with quantization='int8'."
-        )
-
-
-def _layer_of(tensor_name: str) -> str:
-    """Best-effort Keras layer name from a TFLite tensor name like 'model/conv2d/Relu'."""
-    parts = [p for p in tensor_name.split(";")[0].split("/") if p]
-    return parts[1] if len(parts) > 2 else parts[0] if parts else tensor_name

@@ -3,14 +3,18 @@
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfslim.litert import _flatbuffer, _io
+
+if TYPE_CHECKING:
+    from tfslim.litert.converter import ConversionResult
 
 __all__ = ["export_c"]
 
 
 def export_c(
-    model,
+    model: "bytes | str | os.PathLike | ConversionResult",
     output_path: "str | os.PathLike",
     *,
     variable_name: str | None = None,

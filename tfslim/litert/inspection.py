@@ -1,15 +1,20 @@
 """`tfslim.inspect`: what a .tflite model costs on a device, measured."""
 
 import gzip
+import os
+from typing import TYPE_CHECKING
 
 from tfslim.litert import _flatbuffer, micro
 from tfslim.litert.targets import Target, get_target
+
+if TYPE_CHECKING:
+    from tfslim.litert.converter import ConversionResult
 
 __all__ = ["inspect"]
 
 
 def inspect(
-    model,
+    model: "bytes | str | os.PathLike | ConversionResult",
     *,
     target: "str | Target | list | None" = None,
     micro_check: bool = True,

@@ -6,9 +6,12 @@ the smallest arena (16-byte steps) in which the TFLM interpreter allocates and r
 model, found by bisection in a child process, next to TFLM's own allocation report.
 """
 
-from tfslim.litert import _worker
+import re
 
-__all__ = ["MICRO_OPS", "check_micro"]
+from tfslim.errors import UnsupportedOpError
+from tfslim.litert import _flatbuffer, _worker
+
+__all__ = ["MICRO_OPS", "check_micro", "check_target_ops", "output_layer_names"]
 
 # fmt: off
 MICRO_OPS = frozenset((
@@ -79,3 +82,61 @@ def check_micro(model_bytes: bytes, facts: dict, *, name: str = "<model>") -> di
     section["arena_bytes"] = result["arena_bytes"]
     section["arena_reported_bytes"] = result["arena_reported_bytes"]
     return section
+
+
+def output_layer_names(keras_model) -> list[str]:
+    """Names of the layers producing a Keras model's outputs, in output order."""
+    names = []
+    for tensor in getattr(keras_model, "outputs", None) or []:
+        history = getattr(tensor, "_keras_history", None)
+        names.append(getattr(getattr(history, "operation", None), "name", None))
+    return names
+
+
+def layer_names(keras_model) -> set[str]:
+    """Every layer name in a model, nested sub-models included."""
+    if keras_model is None or not hasattr(keras_model, "_flatten_layers"):
+        return set()
+    return {layer.name for layer in keras_model._flatten_layers(include_self=False)}
+
+
+def check_target_ops(flatbuffer: bytes, target, output_layers=(), known_layers=()) -> None:
+    """Raises UnsupportedOpError naming each op (and its layer) TFLite Micro can't run."""
+    facts = _flatbuffer.analyze(flatbuffer)
+    problems = unsupported_ops(facts)
+    edge_ops = ("QUANTIZE", "DEQUANTIZE")  # float <-> int at the model's edges is fine.
+    problems += [
+        {**o, "reason": "float kernel"}
+        for o in facts["op_list"]
+        if o["float"] and o["op"] not in edge_ops and not o["hybrid"] and o["op"] in MICRO_OPS
+    ]
+    if problems:
+        # The op producing a model output carries a signature name, not the layer's.
+        graph_outputs = {o["name"]: i for i, o in enumerate(facts["outputs"])}
+
+        def layer(p):
+            i = graph_outputs.get(p["output"])
+            if i is not None and i < len(output_layers) and output_layers[i]:
+                return output_layers[i]
+            return _layer_of(p["output"], known_layers)
+
+        listed = "; ".join(f"{p['op']} from layer '{layer(p)}' ({p['reason']})" for p in problems)
+        raise UnsupportedOpError(
+            f"The model cannot run on target {target.name!r} (TFLite Micro, full integer): "
+            f"{len(problems)} op(s) refused: {listed}. Use only layers with int8 TFLite Micro "
+            "kernels, or quantize with quantization='int8'."
+        )
+
+
+def _layer_of(tensor_name: str, known_layers=()) -> str:
+    """The Keras layer behind a TFLite tensor name like 'model/conv2d_1/Relu'.
+
+    Export uniquifies name scopes ('my_gelu' becomes 'my_gelu_1'), so each path part is
+    matched against the model's layer names, with and without such a suffix.
+    """
+    parts = [p for p in tensor_name.split(";")[0].split("/") if p]
+    for part in reversed(parts):
+        for candidate in (part, re.sub(r"_\d+$", "", part)):
+            if candidate in known_layers:
+                return candidate
+    return parts[1] if len(parts) > 2 else parts[0] if parts else tensor_name

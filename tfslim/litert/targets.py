@@ -63,8 +63,8 @@ class Target:
             "value_ms": round(value, 3),
             "estimate": True,
             "formula": (
-                f"macs * cycles_per_mac / clock_hz = {macs} * {self.cycles_per_mac} "
-                f"/ {self.clock_hz} s"
+                f"macs * cycles_per_mac / clock_hz * 1000 = {macs} * {self.cycles_per_mac} "
+                f"/ {self.clock_hz} * 1000 ms"
             ),
         }
 
@@ -209,3 +209,14 @@ def check_quantization(quantization: str) -> str:
             f"{list(_QUANTIZATION_MODES)}. Received: quantization={quantization!r}"
         )
     return quantization
+
+
+def require_micro(target: "str | Target", *, argument: str = "target", why: str = "") -> Target:
+    """Returns the target if it is a microcontroller (one with budgets), else raises."""
+    found = get_target(target)
+    if not found.is_micro:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. {why}Expected a board or 'mcu' "
+            f"(see `tfslim targets`). Received: {argument}={found.name!r}"
+        )
+    return found

@@ -66,7 +66,14 @@ def run_builtin_search(
         The report dict of `tfslim.tuning.write_report` (trials, front, files).
     """
     from tfslim.demo import load_digits_data
+    from tfslim.litert.targets import require_micro
     from tfslim.tuning.budget import Budget
+
+    require_micro(
+        target,
+        why="The built-in search fits a model into a microcontroller's flash, RAM and "
+        "latency budget. ",
+    )
     from tfslim.tuning.report import write_report
     from tfslim.tuning.tuner import FootprintTuner
 
