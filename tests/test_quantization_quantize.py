@@ -75,6 +75,12 @@ LAYER_CASES = {
     "separable": (lambda x: L.SeparableConv2D(4, 3)(x), "DEPTHWISE_CONV_2D"),
     "transpose": (lambda x: L.Conv2DTranspose(4, 3, strides=2)(x), "TRANSPOSE_CONV"),
     "conv_bn": (lambda x: L.BatchNormalization()(L.Conv2D(4, 3)(x)), "CONV_2D"),
+    "dense_bn": (lambda x: L.BatchNormalization()(L.Dense(4)(L.Flatten()(x))), "FULLY_CONNECTED"),
+    "conv1d_bn_relu": (
+        lambda x: L.ReLU()(L.BatchNormalization()(L.Conv1D(4, 3)(L.Reshape((64, 3))(x)))),
+        "CONV_2D",
+    ),
+    "avgpool1d": (lambda x: L.AveragePooling1D(2)(L.Reshape((64, 3))(x)), "AVERAGE_POOL_2D"),
     "add": (lambda x: L.Add()([x, L.Conv2D(3, 1)(x)]), "ADD"),
     "multiply_se": (
         lambda x: L.Multiply()(

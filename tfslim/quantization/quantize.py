@@ -327,6 +327,12 @@ def quantize_model(
     ['InputLayer', 'ActivationQuantizer', 'QuantizeWrapper', 'Flatten', 'QuantizeWrapper']
     """
     if _is_tf_keras(model):
+        if ema_decay != 0.99:  # tfmot's quantizers have their own fixed range tracking.
+            raise ValueError(
+                "Invalid value for argument `ema_decay` with a tf_keras model (quantized by "
+                "tfmot, which has no such option). Expected the default 0.99. Received: "
+                f"ema_decay={ema_decay}"
+            )
         return _quantize_tf_keras(model, skip)
     _check_model(model)
     if not 0.0 <= float(ema_decay) < 1.0:

@@ -165,7 +165,7 @@ class QuantizeWrapper(keras.layers.Layer):
                 dilation_rate=(1, layer.dilation_rate[0]),
                 data_format="channels_last",
             )
-            return y[:, 0]
+            return y  # (batch, 1, steps, channels): squeezed after quantization, see call.
         if self.kind == "Conv2D":
             return keras.ops.conv(x, kernel, dilation_rate=layer.dilation_rate, **common)
         if self.kind == "DepthwiseConv2D":
@@ -200,7 +200,13 @@ class QuantizeWrapper(keras.layers.Layer):
                 y = y + bias
         else:
             y = self._folded_call(x, bias, training)
-        return self._activate(y, training)
+        y = self._activate(y, training)
+        if self.kind == "Conv1D":
+            # Bias, batch norm, activation and range act on the 2D-conv layout TFLite uses,
+            # so the converter fuses them into one int8 CONV_2D; dropping the extra axis only
+            # after quantization keeps that op integer (a slice before it left it float).
+            y = keras.ops.squeeze(y, axis=1)
+        return y
 
     def _folded_call(self, x, bias, training):
         bn = self.batch_norm
