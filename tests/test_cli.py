@@ -134,3 +134,15 @@ def test_tune_runs_a_small_search(capsys, tmp_path):
     assert report["front"] and all(r["feasible"] for r in report["front"])
     for name in ("pareto.md", "pareto.json", "pareto.png"):
         assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["bench", "m.tflite", "--runs", "many"], ["nosuchcommand"], ["convert", "m.keras"], []],
+)
+def test_usage_mistakes_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err

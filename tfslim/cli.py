@@ -251,10 +251,17 @@ def _cmd_tune(args) -> None:
     print(f"wrote {files['markdown']}, {files['json']} and {files['png']}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage mistake in one line (`tfslim bench: error: ...`), like other errors."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from tfslim import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tfslim",
         description="Make Keras models smaller and "
         "faster, and measure them on phones and microcontrollers.",
