@@ -122,6 +122,35 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
 
 
+def test_console_errors_after_tensorflow_loads_are_one_line(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfslim.cli",
+            "convert",
+            str(tmp_path / "m.keras"),
+            "-o",
+            str(tmp_path / "m.tflite"),
+            "--target",
+            "mcu",
+            "--calibration",
+            str(tmp_path / "bad.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "argument `calibration_data`" in lines[0], proc.stderr
+    assert not (tmp_path / "m.tflite").exists()
+
+
 @pytest.mark.slow
 def test_tune_runs_a_small_search(capsys, tmp_path):
     out = tmp_path / "tune"

@@ -272,6 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     def add(name, func, help_text):
         s = sub.add_parser(name, help=help_text, description=help_text)
         s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.add_argument("--verbose", action="store_true", help="show TensorFlow's own logs")
         s.set_defaults(func=func)
         return s
 
@@ -343,5 +344,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def console_main() -> int:
+    """The `tfslim` command: like `main`, minus TensorFlow's C++ start-up logs.
+
+    TensorFlow 2.21 logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies, so the
+    command points the C-level stderr at /dev/null (`--verbose` keeps it) while Python's
+    own messages, tfslim's errors and warnings among them, still reach the terminal.
+    """
+    if "--verbose" in sys.argv[1:]:
+        return main()
+    python_stderr = os.fdopen(os.dup(2), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    os.dup2(devnull, 2)
+    sys.stderr = python_stderr
+    try:
+        return main()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        sys.stderr = sys.__stderr__
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())
