@@ -116,6 +116,20 @@ def _conv_bn(x, filters, kernel_size, *, strides, use_bias, activation, regulari
     return x
 
 
+def _depthwise_bn(x, kernel_size, *, strides, use_bias, activation, regularizer, name):
+    x = layers.DepthwiseConv2D(
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        depthwise_initializer="he_normal",
+        depthwise_regularizer=regularizer,
+        name=_name(name, "dw"),
+    )(x)
+    x = layers.BatchNormalization(name=_name(name, "dw_bn"))(x)
+    return layers.Activation(activation, name=_name(name, f"dw_{activation}"))(x)
+
+
 def depthwise_separable_block(
     inputs: keras.KerasTensor,
     filters: int,
@@ -165,17 +179,15 @@ def depthwise_separable_block(
     check_image_tensor("inputs", inputs)
     out_channels = scale_filters(filters, alpha=alpha, divisor=divisor)
     regularizer = _l2(weight_decay)
-    x = layers.DepthwiseConv2D(
+    x = _depthwise_bn(
+        inputs,
         kernel_size,
         strides=strides,
-        padding="same",
         use_bias=use_bias,
-        depthwise_initializer="he_normal",
-        depthwise_regularizer=regularizer,
-        name=_name(name, "dw"),
-    )(inputs)
-    x = layers.BatchNormalization(name=_name(name, "dw_bn"))(x)
-    x = layers.Activation(activation, name=_name(name, f"dw_{activation}"))(x)
+        activation=activation,
+        regularizer=regularizer,
+        name=name,
+    )
     return _conv_bn(
         x,
         out_channels,
@@ -314,17 +326,15 @@ def inverted_residual_block(
             regularizer=regularizer,
             name=_name(name, "expand"),
         )
-    x = layers.DepthwiseConv2D(
+    x = _depthwise_bn(
+        x,
         kernel_size,
         strides=strides,
-        padding="same",
         use_bias=False,
-        depthwise_initializer="he_normal",
-        depthwise_regularizer=regularizer,
-        name=_name(name, "dw"),
-    )(x)
-    x = layers.BatchNormalization(name=_name(name, "dw_bn"))(x)
-    x = layers.Activation(activation, name=_name(name, f"dw_{activation}"))(x)
+        activation=activation,
+        regularizer=regularizer,
+        name=name,
+    )
     if se_ratio is not None:
         x = squeeze_excite_block(x, ratio=se_ratio, divisor=divisor, name=_name(name, "se"))
     x = _conv_bn(
