@@ -173,27 +173,10 @@ def _epoch_timer(package, times):
 
 def run_tflite(flatbuffer, x):
     """Returns (predicted classes, fully_integer flag) for the int8 model on `x`."""
-    from ai_edge_litert.interpreter import Interpreter
+    import tfslim
 
-    interpreter = Interpreter(model_content=flatbuffer)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
-    q = np.clip(np.round(x / scale + zero), -128, 127).astype("int8")
-    preds = []
-    for sample in q:
-        interpreter.set_tensor(inp["index"], sample[None])
-        interpreter.invoke()
-        preds.append(int(interpreter.get_tensor(out["index"]).argmax()))
-    tensors = interpreter.get_tensor_details()
-    integer = True
-    for op in interpreter._get_ops_details():
-        ids = [i for i in [*op["inputs"], *op["outputs"]] if i >= 0]
-        if op["op_name"] == "DEQUANTIZE" or any(
-            tensors[i]["dtype"].__name__ not in ("int8", "int32") for i in ids
-        ):
-            integer = False
-    return np.array(preds), integer
+    preds = tfslim.predict(flatbuffer, x).argmax(1)
+    return preds, tfslim.inspect(flatbuffer, micro_check=False)["fully_integer"]
 
 
 def main():
