@@ -16,6 +16,7 @@ from keras import ops
 from keras.distillation import DistillationLoss, LogitsDistillation
 from keras.src import tree
 
+from tfslim._compat import is_tf_keras
 from tfslim.errors import TfslimWarning
 
 _EPSILON = 1e-7
@@ -25,12 +26,8 @@ _SUM_TOLERANCE = 0.05
 _LOADING = [False]
 
 
-def _is_tf_keras(obj) -> bool:
-    return type(obj).__module__.startswith("tf_keras")
-
-
 def _check_model(argument: str, model) -> None:
-    if _is_tf_keras(model):
+    if is_tf_keras(model):
         raise TypeError(
             f"Invalid value for argument `{argument}`. Expected a Keras 3 `keras.Model`; "
             f"tf_keras models cannot be distilled with keras.distillation. Rebuild the model "

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
 from tfslim.litert import _io, _worker, micro
 from tfslim.litert.calibration import calibration_samples
@@ -290,12 +291,8 @@ def _check_choice(argument, value, choices):
     return value
 
 
-def _is_tf_keras(obj) -> bool:
-    return any(c.__module__.startswith("tf_keras") for c in type(obj).__mro__)
-
-
 def _is_qat_model(model) -> bool:
-    if _is_tf_keras(model):  # tfmot's QAT wrappers.
+    if is_tf_keras(model):  # tfmot's QAT wrappers.
         return any("Quantize" in type(layer).__name__ for layer in model.submodules)
     try:
         from tfslim.quantization import is_quantized_model
@@ -334,7 +331,7 @@ def _load(model):
             raise InvalidModelError(f"{path}: not a loadable .keras model ({e})") from None
     import keras
 
-    if isinstance(model, keras.Model) or _is_tf_keras(model) and hasattr(model, "predict"):
+    if isinstance(model, keras.Model) or is_tf_keras(model) and hasattr(model, "predict"):
         return model, None
     raise TypeError(
         "Invalid type for argument `model`. Expected a Keras model, a tf_keras model, a "
@@ -385,7 +382,7 @@ def _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir):
 
     # Exporting a SavedModel with a fixed signature, then converting it, is the
     # converter's supported path. Keras 3 variables are tracked by its ExportArchive.
-    if _is_tf_keras(keras_model):
+    if is_tf_keras(keras_model):
         module = tf.Module()
         module.model = keras_model
         module.serve = tf.function(serve, input_signature=specs)

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 
-from tfslim.pruning import policy, tfmot_routing
+from tfslim._compat import is_tf_keras
+from tfslim.pruning import policy
 from tfslim.pruning.constraint import PruningConstraint, sparsity_of
 from tfslim.pruning.masks import Granularity
 from tfslim.pruning.schedules import (
@@ -137,7 +138,7 @@ class Pruning(keras.callbacks.Callback):
         return PolynomialDecay(0.0, self.target_sparsity, 0, end_step, frequency=frequency)
 
     def _check_model(self, model) -> None:
-        if tfmot_routing.is_tf_keras(model):
+        if is_tf_keras(model):
             raise TypeError(
                 f"The Pruning callback cannot prune tf_keras model '{model.name}'. Use "
                 "`tfslim.prune_low_magnitude(model)` (routed to tfmot) and tfmot's "

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import keras
 
+from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy, tfmot_routing
 from tfslim.pruning.constraint import find_constraints
 from tfslim.pruning.masks import Granularity
@@ -78,7 +79,7 @@ def prune_low_magnitude(
     granularity = Granularity(tuple(block_size), block_pooling_type, sparsity_m_by_n)
     wrapper_kwargs = granularity.get_config()
 
-    if tfmot_routing.is_tf_keras(to_prune):
+    if is_tf_keras(to_prune):
         return tfmot_routing.prune_tf_keras(
             to_prune,
             pruning_schedule=pruning_schedule,
@@ -178,7 +179,7 @@ def strip_pruning(model):
     >>> [type(layer).__name__ for layer in plain.layers]
     ['Dense']
     """
-    if tfmot_routing.is_tf_keras(model):
+    if is_tf_keras(model):
         return tfmot_routing.strip_tf_keras(model)
     if not isinstance(model, keras.Model):
         raise TypeError(

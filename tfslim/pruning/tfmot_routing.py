@@ -10,15 +10,6 @@ import os
 import warnings
 
 
-def is_tf_keras(obj) -> bool:
-    """True if `obj` is a `tf_keras` model or layer (cheap check first, then isinstance)."""
-    if not type(obj).__module__.startswith("tf_keras"):
-        return False
-    import tf_keras
-
-    return isinstance(obj, tf_keras.layers.Layer)
-
-
 def import_tfmot_sparsity():
     """Returns `tfmot.sparsity.keras` without leaving `TF_USE_LEGACY_KERAS` set."""
     before = os.environ.get("TF_USE_LEGACY_KERAS")

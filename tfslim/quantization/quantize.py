@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 import keras
 
+from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, UnsupportedOpError
 from tfslim.quantization import activations as acts
 from tfslim.quantization import registry
@@ -20,8 +21,8 @@ from tfslim.quantization.quantizers import ActivationQuantizer
 from tfslim.quantization.rescaling import QuantizeRescaling
 
 
-def _is_tf_keras(model) -> bool:
-    if not type(model).__module__.startswith("tf_keras"):
+def _is_tf_keras_model(model) -> bool:
+    if not is_tf_keras(model):
         return False
     import tf_keras
 
@@ -326,7 +327,7 @@ def quantize_model(
     >>> [type(layer).__name__ for layer in qat.layers]
     ['InputLayer', 'ActivationQuantizer', 'QuantizeWrapper', 'Flatten', 'QuantizeWrapper']
     """
-    if _is_tf_keras(model):
+    if _is_tf_keras_model(model):
         if ema_decay != 0.99:  # tfmot's quantizers have their own fixed range tracking.
             raise ValueError(
                 "Invalid value for argument `ema_decay` with a tf_keras model (quantized by "
@@ -352,7 +353,7 @@ def is_quantized_model(model) -> bool:
 
     The converter uses it to convert to int8 without calibration data.
     """
-    if _is_tf_keras(model):
+    if _is_tf_keras_model(model):
         return any(
             type(layer).__name__ in ("QuantizeLayer", "QuantizeWrapperV2", "QuantizeWrapper")
             for layer in model.submodules
