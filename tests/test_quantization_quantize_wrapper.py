@@ -62,6 +62,57 @@ def test_folded_inference_matches_float_conv_then_bn(make, shape):
     assert np.abs(got - expected).max() < 0.06 * span
 
 
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: L.Conv2D(4, 3), (3, 6, 6, 3)),
+        (lambda: L.DepthwiseConv2D(3, depth_multiplier=2), (3, 6, 6, 2)),
+        (lambda: L.Dense(4), (5, 6)),
+        (lambda: L.Conv1D(4, 3), (3, 7, 3)),
+        (lambda: L.SeparableConv2D(4, 3), (3, 6, 6, 3)),
+        (lambda: L.Conv2DTranspose(4, 3, strides=2), (3, 4, 4, 3)),
+    ],
+)
+def test_unfrozen_training_normalises_the_quantized_layer_with_batch_stats(make, shape):
+    # Unfrozen, the folded layer computes batch norm (batch statistics) of its unfolded
+    # output `conv(x, q(kernel * s)) / s + bias`, where the frozen layer computes the
+    # deployed `conv(x, q(kernel * s)) + folded_bias`; the two must describe the same
+    # quantized convolution.
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype("float32")
+    layer = make()
+    out_shape = layer.compute_output_shape(shape)
+    wrapper = QuantizeWrapper(layer, batch_norm=trained_bn(out_shape))
+    wrapper.build(shape)
+    if wrapper.depthwise_quantizer is not None:
+        wrapper.depthwise_quantizer.range_min.assign(-3.0)
+        wrapper.depthwise_quantizer.range_max.assign(3.0)
+        wrapper.depthwise_quantizer.frozen.assign(1.0)
+    bn = wrapper.batch_norm
+    gamma, beta, mean, var = (v.numpy().copy() for v in bn.weights)
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    bias = layer.bias.numpy() if layer.use_bias else np.zeros_like(scale)
+    folded_bias = beta - mean * scale + bias * scale
+    x_in = tf.constant(x)
+
+    wrapper.bn_frozen.assign(1.0)
+    deployed = wrapper._folded_call(x_in, wrapper._bias(), training=True).numpy()
+    wrapper.bn_frozen.assign(0.0)
+    got = wrapper._folded_call(x_in, wrapper._bias(), training=True).numpy()
+
+    raw = (deployed - folded_bias) / scale + bias
+    axes = tuple(range(raw.ndim - 1))
+    batch_mean, batch_var = raw.mean(axes), raw.var(axes)
+    expected = gamma * (raw - batch_mean) / np.sqrt(batch_var + bn.epsilon) + beta
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    momentum = bn.momentum
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), mean * momentum + batch_mean * (1 - momentum), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), var * momentum + batch_var * (1 - momentum), rtol=1e-4
+    )
+
+
 def test_frozen_bn_training_equals_inference():
     x = np.random.default_rng(0).uniform(0, 1, (4, 6, 6, 3)).astype("float32")
     wrapper = QuantizeWrapper(L.Conv2D(4, 3), batch_norm=L.BatchNormalization(), activation="relu")

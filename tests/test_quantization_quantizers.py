@@ -85,3 +85,16 @@ def test_save_load_round_trip(tmp_path):
 def test_invalid_ema_decay():
     with pytest.raises(ValueError, match=r"argument `ema_decay`.*Received: ema_decay=1.0"):
         ActivationQuantizer(ema_decay=1.0)
+
+
+@pytest.mark.parametrize("axis", [None, -1])
+def test_weight_gradient_is_straight_through(axis):
+    # The range is the largest magnitude, so every weight (the largest included) lies inside
+    # it and receives its gradient unchanged; the forward values are TF's fake-quant op's.
+    w = tf.Variable(np.random.default_rng(0).normal(size=(3, 4)).astype("float32"))
+    upstream = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    with tf.GradientTape() as tape:
+        q = fake_quant_weights(w, axis=axis, training=True)
+        loss = tf.reduce_sum(q * upstream)
+    np.testing.assert_array_equal(tape.gradient(loss, w).numpy(), upstream)
+    np.testing.assert_array_equal(q.numpy(), fake_quant_weights(w, axis=axis).numpy())

@@ -21,6 +21,11 @@ WEIGHTED_LAYERS = {
 }
 
 
+def _nonzero(scale):
+    """`scale` with entries of magnitude below 1e-12 replaced by 1e-12 (safe to divide by)."""
+    return tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale) * 1e-12, scale)
+
+
 def _depthwise_quant(kernel, training):
     """Per-channel quantization of a (kh, kw, in, mult) kernel over its in*mult channels."""
     shape = tf.shape(kernel)
@@ -128,27 +133,38 @@ class QuantizeWrapper(keras.layers.Layer):
         inv = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
         return inv * bn.gamma if bn.scale else inv
 
-    def _scaled_quant_kernel(self, scale, training):
+    def _scaled_quant_kernel(self, scale, training, *, unfold=False):
         """Returns the kernel(s) with the per-output-channel `scale` applied, fake-quantized.
 
         `training` (a Python bool) selects the cheaper straight-through gradient; the values
-        are the same.
+        are the same. With `unfold`, the quantized kernel is divided by `scale` again, so the
+        layer computes the unfolded output `conv(x, q(k * scale)) / scale` without a pass
+        over the (much larger) output tensor.
         """
         layer = self.layer
         kernel = tf.convert_to_tensor(
             layer.pointwise_kernel if self.kind == "SeparableConv2D" else layer.kernel
         )
-        if self.kind == "DepthwiseConv2D":
-            if scale is not None:
-                kernel = kernel * tf.reshape(scale, tf.shape(kernel)[2:])
-            return _depthwise_quant(kernel, training)
         if scale is not None:
-            kernel = kernel * (scale[:, None] if self.kind == "Conv2DTranspose" else scale)
-        if self.kind == "Conv1D":
-            # TFLite runs Conv1D as a 2D convolution on a (1, k, in, out) kernel; quantizing
-            # after that reshape keeps the per-channel axis where the converter expects it.
-            kernel = kernel[None]
-        return fake_quant_weights(kernel, axis=WEIGHTED_LAYERS[self.kind], training=training)
+            if self.kind == "DepthwiseConv2D":
+                scale = tf.reshape(scale, tf.shape(kernel)[2:])
+            elif self.kind == "Conv2DTranspose":
+                scale = scale[:, None]
+            kernel = kernel * scale
+        if self.kind == "DepthwiseConv2D":
+            quantized = _depthwise_quant(kernel, training)
+        else:
+            if self.kind == "Conv1D":
+                # TFLite runs Conv1D as a 2D convolution on a (1, k, in, out) kernel;
+                # quantizing after that reshape keeps the per-channel axis where the
+                # converter expects it.
+                kernel = kernel[None]
+            quantized = fake_quant_weights(
+                kernel, axis=WEIGHTED_LAYERS[self.kind], training=training
+            )
+        if unfold:
+            quantized = quantized / _nonzero(scale)
+        return quantized
 
     def _linear(self, x, kernel, training):
         """The layer's op without bias."""
@@ -197,7 +213,7 @@ class QuantizeWrapper(keras.layers.Layer):
         if self.batch_norm is None:
             y = self._linear(x, self._scaled_quant_kernel(None, training is True), training)
             if bias is not None:
-                y = y + bias
+                y = tf.nn.bias_add(y, bias)
         else:
             y = self._folded_call(x, bias, training)
         y = self._activate(y, training)
@@ -211,46 +227,61 @@ class QuantizeWrapper(keras.layers.Layer):
     def _folded_call(self, x, bias, training):
         bn = self.batch_norm
         scale = self._bn_scale()
-        y = self._linear(x, self._scaled_quant_kernel(scale, training is True), training)
         beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
-        mean = tf.convert_to_tensor(bn.moving_mean)
-        folded_bias = beta - mean * scale
+        folded_bias = beta - tf.convert_to_tensor(bn.moving_mean) * scale
         if bias is not None:
             folded_bias = folded_bias + bias * scale
+
+        def deployed():
+            kernel = self._scaled_quant_kernel(scale, training is True)
+            return tf.nn.bias_add(self._linear(x, kernel, training), folded_bias)
+
         if not (training and bn.trainable):
-            return y + folded_bias
+            return deployed()
 
         momentum = bn.momentum
         if tf.distribute.has_strategy():
             # Cross-replica reductions cannot sit inside a `tf.cond`: compute both results
-            # and select (a frozen flag keeps the moving statistics unchanged).
+            # from one convolution and select (a frozen flag keeps the moving statistics).
             frozen = self.bn_frozen
-            normalized, batch_mean, batch_var = self._batch_normalize(y, scale, bias)
+            y = self._linear(x, self._scaled_quant_kernel(scale, True), training)
+            normalized, batch_mean, batch_var = self._batch_normalize(
+                y * (1.0 / _nonzero(scale)), bias
+            )
             keep = momentum + (1.0 - momentum) * frozen
-            bn.moving_mean.assign(mean * keep + batch_mean * (1.0 - keep))
+            bn.moving_mean.assign(bn.moving_mean * keep + batch_mean * (1.0 - keep))
             bn.moving_variance.assign(bn.moving_variance * keep + batch_var * (1.0 - keep))
             return tf.where(frozen > 0.5, y + folded_bias, normalized)
 
+        # Both kernels are small; computing them outside the branches keeps what crosses
+        # into the `tf.cond` (and its gradient) to a few tensors.
+        kernel = self._scaled_quant_kernel(scale, True)
+        unfolded = self._scaled_quant_kernel(scale, True, unfold=True)
+
+        def frozen_branch():
+            return tf.nn.bias_add(self._linear(x, kernel, training), folded_bias)
+
         def train_branch():
-            normalized, batch_mean, batch_var = self._batch_normalize(y, scale, bias)
-            bn.moving_mean.assign(mean * momentum + batch_mean * (1.0 - momentum))
+            # The same quantized folded kernel, unfolded: batch statistics normalise the
+            # layer's float output while the weights see the deployed rounding.
+            raw = self._linear(x, unfolded, training)
+            normalized, batch_mean, batch_var = self._batch_normalize(raw, bias)
+            bn.moving_mean.assign(bn.moving_mean * momentum + batch_mean * (1.0 - momentum))
             bn.moving_variance.assign(bn.moving_variance * momentum + batch_var * (1.0 - momentum))
             return normalized
 
         # A variable flag chooses the branch at run time: freezing needs no retrace, and a
         # frozen step runs only the deployed arithmetic.
-        return tf.cond(self.bn_frozen > 0.5, lambda: y + folded_bias, train_branch)
+        return tf.cond(self.bn_frozen > 0.5, frozen_branch, train_branch)
 
-    def _batch_normalize(self, y, scale, bias):
-        """Batch norm with batch statistics of the unfolded output `y / scale + bias`.
+    def _batch_normalize(self, raw, bias):
+        """Batch norm of the unfolded output `raw + bias` with batch statistics.
 
         Returns (normalized output, batch mean, biased batch variance). Under a distribution
         strategy the statistics are synchronised across replicas (like
         SyncBatchNormalization), so the folded statistics stay identical on every replica.
         """
         bn = self.batch_norm
-        safe_scale = tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale) * 1e-12, scale)
-        raw = y * (1.0 / safe_scale)
         if bias is not None:
             raw = raw + bias
         channels = raw.shape[-1]
