@@ -258,21 +258,29 @@ class QuantizeWrapper(keras.layers.Layer):
         kernel = self._scaled_quant_kernel(scale, True)
         unfolded = self._scaled_quant_kernel(scale, True, unfold=True)
 
+        moving_mean = tf.convert_to_tensor(bn.moving_mean)
+        moving_var = tf.convert_to_tensor(bn.moving_variance)
+
         def frozen_branch():
-            return tf.nn.bias_add(self._linear(x, kernel, training), folded_bias)
+            y = tf.nn.bias_add(self._linear(x, kernel, training), folded_bias)
+            return y, moving_mean, moving_var
 
         def train_branch():
             # The same quantized folded kernel, unfolded: batch statistics normalise the
             # layer's float output while the weights see the deployed rounding.
             raw = self._linear(x, unfolded, training)
             normalized, batch_mean, batch_var = self._batch_normalize(raw, bias)
-            bn.moving_mean.assign(bn.moving_mean * momentum + batch_mean * (1.0 - momentum))
-            bn.moving_variance.assign(bn.moving_variance * momentum + batch_var * (1.0 - momentum))
-            return normalized
+            new_mean = moving_mean * momentum + batch_mean * (1.0 - momentum)
+            new_var = moving_var * momentum + batch_var * (1.0 - momentum)
+            return normalized, new_mean, new_var
 
         # A variable flag chooses the branch at run time: freezing needs no retrace, and a
-        # frozen step runs only the deployed arithmetic.
-        return tf.cond(self.bn_frozen > 0.5, frozen_branch, train_branch)
+        # frozen step runs only the deployed arithmetic. The branches have no side effects
+        # (a stateless cond is cheaper to run and to differentiate).
+        y, new_mean, new_var = tf.cond(self.bn_frozen > 0.5, frozen_branch, train_branch)
+        bn.moving_mean.assign(new_mean)
+        bn.moving_variance.assign(new_var)
+        return y
 
     def _batch_normalize(self, raw, bias):
         """Batch norm of the unfolded output `raw + bias` with batch statistics.
