@@ -413,3 +413,27 @@ def test_tf_keras_model_goes_to_tfmot():
     assert type(qat).__module__.startswith("tf_keras")
     assert any("Quantize" in type(layer).__name__ for layer in qat.layers)
     assert is_quantized_model(qat)
+
+
+def test_trains_under_xla_with_a_partial_last_batch():
+    # XLA sees the last, smaller batch of a tf.data pipeline as a dynamic batch dimension;
+    # its dynamic padder rejects TF's fused batch-norm gradient, so the folded batch norm
+    # must use plain moments there.
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, use_bias=False)(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    outputs = L.Dense(3)(L.GlobalAveragePooling2D()(x))
+    qat = quantize_model(keras.Model(inputs, outputs))
+    qat.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True
+    )
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        (rng.normal(size=(37, 8, 8, 1)).astype("float32"), np.arange(37) % 3)
+    ).batch(16)
+    moving_mean = qat.get_layer("conv2d").batch_norm.moving_mean
+    before = moving_mean.numpy().copy()
+    history = qat.fit(data, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert not np.allclose(moving_mean.numpy(), before)

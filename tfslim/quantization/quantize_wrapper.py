@@ -21,6 +21,19 @@ WEIGHTED_LAYERS = {
 }
 
 
+def _in_xla_function() -> bool:
+    """Whether the graph being traced is compiled by XLA (`jit_compile=True`).
+
+    XLA's dynamic padder rejects `FusedBatchNormGradV3` on a batch of unknown size (the last,
+    partial batch of a `tf.data` pipeline), and XLA fuses the plain moments ops anyway.
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private module moved: keep the fused path.
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def _nonzero(scale):
     """`scale` with entries of magnitude below 1e-12 replaced by 1e-12 (safe to divide by)."""
     return tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale) * 1e-12, scale)
@@ -296,7 +309,7 @@ class QuantizeWrapper(keras.layers.Layer):
         gamma = tf.convert_to_tensor(bn.gamma) if bn.scale else tf.ones([channels])
         beta = tf.convert_to_tensor(bn.beta) if bn.center else tf.zeros([channels])
         rank = len(raw.shape)
-        if tf.distribute.has_strategy() or rank not in (2, 3, 4):
+        if tf.distribute.has_strategy() or rank not in (2, 3, 4) or _in_xla_function():
             axes = list(range(rank - 1))
             has_strategy = tf.distribute.has_strategy()
             batch_mean, batch_var = keras.ops.moments(raw, axes, synchronized=has_strategy)
