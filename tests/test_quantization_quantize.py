@@ -420,7 +420,7 @@ def test_trains_under_xla_with_a_partial_last_batch():
     # its dynamic padder rejects TF's fused batch-norm gradient, so the folded batch norm
     # must use plain moments there.
     inputs = keras.Input((8, 8, 1))
-    x = L.Conv2D(4, 3, use_bias=False)(inputs)
+    x = L.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
     x = L.BatchNormalization()(x)
     x = L.ReLU()(x)
     outputs = L.Dense(3)(L.GlobalAveragePooling2D()(x))
@@ -432,7 +432,7 @@ def test_trains_under_xla_with_a_partial_last_batch():
     data = tf.data.Dataset.from_tensor_slices(
         (rng.normal(size=(37, 8, 8, 1)).astype("float32"), np.arange(37) % 3)
     ).batch(16)
-    moving_mean = qat.get_layer("conv2d").batch_norm.moving_mean
+    moving_mean = qat.get_layer("conv").batch_norm.moving_mean
     before = moving_mean.numpy().copy()
     history = qat.fit(data, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()

@@ -146,13 +146,13 @@ class QuantizeWrapper(keras.layers.Layer):
         inv = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
         return inv * bn.gamma if bn.scale else inv
 
-    def _scaled_quant_kernel(self, scale, training, *, unfold=False):
+    def _scaled_quant_kernel(self, scale, training, *, with_unfolded=False):
         """Returns the kernel(s) with the per-output-channel `scale` applied, fake-quantized.
 
         `training` (a Python bool) selects the cheaper straight-through gradient; the values
-        are the same. With `unfold`, the quantized kernel is divided by `scale` again, so the
-        layer computes the unfolded output `conv(x, q(k * scale)) / scale` without a pass
-        over the (much larger) output tensor.
+        are the same. With `with_unfolded`, returns `(quantized, quantized / scale)`: the
+        second kernel computes the unfolded output `conv(x, q(k * scale)) / scale` without a
+        pass over the (much larger) output tensor.
         """
         layer = self.layer
         kernel = tf.convert_to_tensor(
@@ -175,8 +175,8 @@ class QuantizeWrapper(keras.layers.Layer):
             quantized = fake_quant_weights(
                 kernel, axis=WEIGHTED_LAYERS[self.kind], training=training
             )
-        if unfold:
-            quantized = quantized / _nonzero(scale)
+        if with_unfolded:
+            return quantized, quantized / _nonzero(scale)
         return quantized
 
     def _linear(self, x, kernel, training):
@@ -268,8 +268,7 @@ class QuantizeWrapper(keras.layers.Layer):
 
         # Both kernels are small; computing them outside the branches keeps what crosses
         # into the `tf.cond` (and its gradient) to a few tensors.
-        kernel = self._scaled_quant_kernel(scale, True)
-        unfolded = self._scaled_quant_kernel(scale, True, unfold=True)
+        kernel, unfolded = self._scaled_quant_kernel(scale, True, with_unfolded=True)
 
         moving_mean = tf.convert_to_tensor(bn.moving_mean)
         moving_var = tf.convert_to_tensor(bn.moving_variance)
@@ -288,8 +287,9 @@ class QuantizeWrapper(keras.layers.Layer):
             return normalized, new_mean, new_var
 
         # A variable flag chooses the branch at run time: freezing needs no retrace, and a
-        # frozen step runs only the deployed arithmetic. The branches have no side effects
-        # (a stateless cond is cheaper to run and to differentiate).
+        # frozen step runs only the deployed arithmetic. The moving statistics are written
+        # after the cond (the frozen branch returns them unchanged), which keeps the cond
+        # free of variable writes except a separable layer's depthwise range observer.
         y, new_mean, new_var = tf.cond(self.bn_frozen > 0.5, frozen_branch, train_branch)
         bn.moving_mean.assign(new_mean)
         bn.moving_variance.assign(new_var)
