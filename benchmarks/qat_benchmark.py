@@ -349,6 +349,9 @@ def main():
     def paired(a, b):
         return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
 
+    def paired_ms(a, b):
+        return statistics.median(x - y for x, y in zip(per_round[a], per_round[b], strict=True))
+
     print(
         f"\nTraining step, ms (median of {args.rounds} interleaved rounds; fit, batch "
         f"{args.batch_size}, {long_steps}-step tf.data epochs unless noted, "
@@ -357,7 +360,7 @@ def main():
     )
     for name, values in per_round.items():
         print(f"  {name:35} {step_ms[name]:6.2f}   rounds: {' '.join(f'{v:.2f}' for v in values)}")
-    print("  Ratios (median of per-round ratios):")
+    print("  Ratios and differences (medians of per-round ratios and differences):")
     print(
         f"    tfslim/tfmot QAT step, BN and ranges updating: "
         f"{paired('tfslim QAT', 'tfmot QAT'):.3f}"
@@ -372,10 +375,11 @@ def main():
     )
     print(
         f"    QAT over own float step: tfslim x{paired('tfslim QAT', 'Keras 3 float'):.3f} "
-        f"({step_ms['tfslim QAT'] - step_ms['Keras 3 float']:+.2f} ms), BN frozen "
-        f"x{paired('tfslim QAT, BN frozen', 'Keras 3 float'):.3f}; tfmot "
+        f"({paired_ms('tfslim QAT', 'Keras 3 float'):+.2f} ms), BN frozen "
+        f"x{paired('tfslim QAT, BN frozen', 'Keras 3 float'):.3f} "
+        f"({paired_ms('tfslim QAT, BN frozen', 'Keras 3 float'):+.2f} ms); tfmot "
         f"x{paired('tfmot QAT', 'tf_keras float'):.3f} "
-        f"({step_ms['tfmot QAT'] - step_ms['tf_keras float']:+.2f} ms)"
+        f"({paired_ms('tfmot QAT', 'tf_keras float'):+.2f} ms)"
     )
     run_ms = {k: 1000 * statistics.mean(v[1:]) / steps_per_epoch for k, v in run_times.items()}
     print(
