@@ -17,7 +17,7 @@ from tfslim.errors import InvalidModelError, UnsupportedOpError
 from tfslim.quantization import activations as acts
 from tfslim.quantization import registry
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
-from tfslim.quantization.quantizers import ActivationQuantizer
+from tfslim.quantization.quantizers import ActivationQuantizer, check_ema_decay
 from tfslim.quantization.rescaling import QuantizeRescaling
 
 
@@ -336,12 +336,7 @@ def quantize_model(
             )
         return _quantize_tf_keras(model, skip)
     _check_model(model)
-    if not 0.0 <= float(ema_decay) < 1.0:
-        raise ValueError(
-            "Invalid value for argument `ema_decay`. Expected a float in [0, 1). "
-            f"Received: ema_decay={ema_decay}"
-        )
-    rewriter = _Rewriter(_skip_predicate(skip, _all_layer_names(model)), float(ema_decay))
+    rewriter = _Rewriter(_skip_predicate(skip, _all_layer_names(model)), check_ema_decay(ema_decay))
     qat = rewriter.rewrite(model, quantize_inputs=True, name=model.name)
     for new, old in rewriter.copies:
         new.set_weights(old.get_weights())

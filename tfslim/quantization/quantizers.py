@@ -92,6 +92,16 @@ def fake_quant_weights(weights, *, axis=None, training=False):
     )
 
 
+def check_ema_decay(ema_decay) -> float:
+    """Returns `ema_decay` as a float if it is in [0, 1), else raises `ValueError`."""
+    if not 0.0 <= float(ema_decay) < 1.0:
+        raise ValueError(
+            "Invalid value for argument `ema_decay`. Expected a float in [0, 1). "
+            f"Received: ema_decay={ema_decay}"
+        )
+    return float(ema_decay)
+
+
 def _cross_replica_max(value):
     """Maximum of the scalar `value` over replicas when running under a distribution strategy.
 
@@ -130,12 +140,7 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def __init__(self, *, ema_decay: float = 0.99, fixed_range=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(
-                "Invalid value for argument `ema_decay`. Expected a float in [0, 1). "
-                f"Received: ema_decay={ema_decay}"
-            )
-        self.ema_decay = float(ema_decay)
+        self.ema_decay = check_ema_decay(ema_decay)
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
         self.supports_masking = True
 
