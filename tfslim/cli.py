@@ -211,15 +211,12 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_tune(args) -> None:
+    from tfslim._checks import check_int
     from tfslim.litert.targets import require_micro
 
     require_micro(args.target, argument="--target")  # Fail fast, before TensorFlow loads.
     for flag, value in (("--max-trials", args.max_trials), ("--epochs", args.epochs)):
-        if value < 1:
-            raise ValueError(
-                f"Invalid value for argument `{flag}`. Expected an int >= 1. "
-                f"Received: {flag}={value}"
-            )
+        check_int(flag, value)
     from tfslim.tuning import run_builtin_search
 
     report = run_builtin_search(

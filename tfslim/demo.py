@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+from tfslim._checks import check_int
 from tfslim.litert import _io
 
 __all__ = ["build_digits_cnn", "load_digits_data", "run_demo"]
@@ -246,11 +247,7 @@ def run_demo(
 
     if epochs is None:
         epochs = 3 if quick else 15
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(
-            "Invalid value for argument `epochs`. Expected an int >= 1. "
-            f"Received: epochs={epochs!r}"
-        )
+    check_int("epochs", epochs)
     out_dir = Path(out_dir)
     if not out_dir.parent.is_dir():
         raise FileNotFoundError(

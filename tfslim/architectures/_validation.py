@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import keras
 
+from tfslim._checks import check_int
+
 
 def _fail(name: str, expected: str, value: object) -> ValueError:
     return ValueError(
@@ -23,9 +25,7 @@ def check_positive_int(name: str, value: object) -> int:
             f"Invalid type for argument `{name}`. Expected an int >= 1. "
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
-    if value < 1:
-        raise _fail(name, "an int >= 1", value)
-    return int(value)
+    return check_int(name, int(value))
 
 
 def check_positive_float(name: str, value: object) -> float:

@@ -12,6 +12,8 @@ trained ones.
 import keras
 import numpy as np
 
+from tfslim._checks import check_int
+
 __all__ = ["randomize_weights"]
 
 # Variable name -> (distribution, a, b): uniform(a, b) or normal(mean=a, std=b).
@@ -54,10 +56,7 @@ def randomize_weights(model: keras.Model, *, seed: int = 0) -> keras.Model:
             "Invalid type for argument `model`. Expected a keras.Model. "
             f"Received: model of type {type(model).__name__}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(
-            f"Invalid value for argument `seed`. Expected an int >= 0. Received: seed={seed!r}"
-        )
+    check_int("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
     for variable in model.weights:
         kind = _TRAINED_LIKE.get(variable.path.rsplit("/", 1)[-1])

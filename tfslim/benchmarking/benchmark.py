@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tfslim._checks import check_int
 from tfslim.litert import _flatbuffer, _worker
 from tfslim.litert.targets import Target, get_target
 
@@ -136,12 +137,9 @@ def benchmark(
     Raises:
         InvalidModelError: for a corrupted, truncated or non-TFLite model.
     """
-    for argument, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"Invalid value for argument `{argument}`. Expected an int >= {low}. "
-                f"Received: {argument}={value!r}"
-            )
+    check_int("threads", threads)
+    check_int("runs", runs)
+    check_int("warmup", warmup, minimum=0)
     if (
         isinstance(max_seconds, bool)
         or not isinstance(max_seconds, int | float)

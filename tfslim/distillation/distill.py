@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from tfslim._checks import check_int
 from tfslim.distillation.distiller import Distiller
 from tfslim.distillation.schedule import DistillationSchedule, Value
 
@@ -97,11 +98,7 @@ def distill(
     >>> sorted(trained.history.history)[:2]
     ['accuracy', 'distillation_loss']
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(
-            "Invalid value for argument `epochs`. Expected an int >= 1. "
-            f"Received: epochs={epochs!r}"
-        )
+    check_int("epochs", epochs)
     pruning_callback = _pruning_callback(pruning)
     if quantize:
         from tfslim.quantization import quantize_model

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tfslim._checks import check_int
 from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
 from tfslim.litert import _io, _worker, micro
@@ -180,11 +181,7 @@ def convert(
                 f"Invalid value for argument `sparse` with target={target.name!r}. TFLite "
                 "Micro reads dense tensors only; expected False. Received: sparse=True"
             )
-    if not isinstance(calibration_steps, int) or calibration_steps < 1:
-        raise ValueError(
-            "Invalid value for argument `calibration_steps`. Expected a positive int. "
-            f"Received: calibration_steps={calibration_steps!r}"
-        )
+    check_int("calibration_steps", calibration_steps)
     if output_path is not None:
         _io.check_output_path(output_path, overwrite=overwrite)
 

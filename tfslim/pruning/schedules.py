@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfslim._checks import check_int
+
 
 def _check_sparsity(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -24,11 +26,7 @@ def _check_sparsity(name: str, value) -> float:
 
 
 def _check_steps(begin_step, end_step, frequency, *, allow_open_end: bool) -> None:
-    if isinstance(begin_step, bool) or not isinstance(begin_step, int) or begin_step < 0:
-        raise ValueError(
-            "Invalid value for argument `begin_step`. Expected an int >= 0. "
-            f"Received: begin_step={begin_step!r}"
-        )
+    check_int("begin_step", begin_step, minimum=0)
     if isinstance(end_step, bool) or not isinstance(end_step, int):
         raise ValueError(
             "Invalid value for argument `end_step`. Expected an int. "
@@ -42,11 +40,7 @@ def _check_steps(begin_step, end_step, frequency, *, allow_open_end: bool) -> No
             f"Invalid value for argument `end_step`. Expected {expected} >= "
             f"begin_step={begin_step}. Received: end_step={end_step}"
         )
-    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency <= 0:
-        raise ValueError(
-            "Invalid value for argument `frequency`. Expected an int > 0. "
-            f"Received: frequency={frequency!r}"
-        )
+    check_int("frequency", frequency)
 
 
 class PruningSchedule:

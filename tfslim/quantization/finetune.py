@@ -2,6 +2,7 @@
 
 import keras
 
+from tfslim._checks import check_int
 from tfslim.quantization.callbacks import FreezeQuantization
 from tfslim.quantization.quantize import quantize_model
 
@@ -39,11 +40,7 @@ def quantize_and_finetune(
     Returns:
         The compiled, fine-tuned QAT model (convert it with `tfslim.convert`).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(
-            "Invalid value for argument `epochs`. Expected a positive int. "
-            f"Received: epochs={epochs!r}"
-        )
+    check_int("epochs", epochs)
     qat = quantize_model(model)
     qat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     schedule = FreezeQuantization(

@@ -14,6 +14,7 @@ import os
 import keras
 import keras_tuner
 
+from tfslim._checks import check_int
 from tfslim.tuning.budget import Budget
 from tfslim.tuning.pareto import pareto_front
 
@@ -118,11 +119,7 @@ class FootprintTuner(keras_tuner.Tuner):
             ("calibration_samples", calibration_samples),
             ("latency_runs", latency_runs),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Expected an int >= 1. "
-                    f"Received: {name}={value!r}"
-                )
+            check_int(name, value)
         self.teacher = teacher
         self.epochs = epochs
         self.batch_size = batch_size
