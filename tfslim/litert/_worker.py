@@ -181,14 +181,16 @@ def _micro(model_path: str, options: dict) -> dict:
         if hi > limit:
             return {"error": f"no tensor arena up to {limit} bytes was enough"}
         ok, log = _micro_probe(model_path, hi)
+    hi_log = log  # TFLM's allocation report from the last successful probe, at `hi`.
     totals = _ARENA_TOTAL.findall(log)
     reported = int(totals[-1]) if totals else 0
     # The minimum lies at or just above TFLM's own report: probe a small margin first.
     lo = max(0, reported - 16)
     margin = 512
     while reported and reported + margin < hi:
-        if _micro_probe(model_path, reported + margin)[0]:
-            hi = reported + margin
+        ok, log = _micro_probe(model_path, reported + margin)
+        if ok:
+            hi, hi_log = reported + margin, log
             break
         lo = reported + margin
         margin *= 4
@@ -196,12 +198,12 @@ def _micro(model_path: str, options: dict) -> dict:
         mid = (lo + hi) // 2 // 16 * 16
         if mid <= lo:
             break
-        if _micro_probe(model_path, mid)[0]:
-            hi = mid
+        ok, log = _micro_probe(model_path, mid)
+        if ok:
+            hi, hi_log = mid, log
         else:
             lo = mid
-    ok, log = _micro_probe(model_path, hi)
-    totals = _ARENA_TOTAL.findall(log)
+    totals = _ARENA_TOTAL.findall(hi_log)
     return {"arena_bytes": hi, "arena_reported_bytes": int(totals[-1]) if totals else None}
 
 
