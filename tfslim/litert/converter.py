@@ -270,13 +270,9 @@ def _fidelity(flatbuffer: bytes, keras_model, samples) -> dict:
 
 def _zero_fraction(model) -> float:
     """Fraction of exact zeros in the model's kernels (weights of rank >= 2)."""
-    zeros = total = 0
-    for w in model.weights:
-        if len(w.shape) >= 2:
-            values = np.asarray(w)
-            zeros += int(values.size - np.count_nonzero(values))
-            total += values.size
-    return zeros / total if total else 0.0
+    from tfslim.pruning.constraint import sparsity_of
+
+    return sparsity_of([w for w in model.weights if len(w.shape) >= 2])
 
 
 def _check_choice(argument, value, choices):
