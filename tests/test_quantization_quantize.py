@@ -1,5 +1,6 @@
 """Tests for tfslim.quantization.quantize (quantize_model, is_quantized_model, float_layers)."""
 
+import os
 import re
 
 import numpy as np
@@ -437,3 +438,26 @@ def test_trains_under_xla_with_a_partial_last_batch():
     history = qat.fit(data, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert not np.allclose(moving_mean.numpy(), before)
+
+
+def test_tf_keras_route_leaves_the_environment_unchanged():
+    # Importing tfmot sets TF_USE_LEGACY_KERAS=1, which would make later `tf.keras` calls in
+    # the user's process resolve to tf_keras; tfmot must be imported in a fresh process to
+    # see it.
+    import subprocess
+    import sys
+
+    code = (
+        "import os, tf_keras\n"
+        "from tfslim.quantization import quantize_model\n"
+        "m = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])\n"
+        "quantize_model(m)\n"
+        "print(repr(os.environ.get('TF_USE_LEGACY_KERAS')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "None"

@@ -1,29 +1,17 @@
 """Routes legacy `tf_keras` models to tfmot behind tfslim's pruning API.
 
-tfmot 0.8 only prunes `tf_keras` (Keras 2) models. Importing it sets `TF_USE_LEGACY_KERAS=1` in
-the process environment; tfslim restores the user's environment right after the import.
+tfmot 0.8 only prunes `tf_keras` (Keras 2) models. It is imported through
+`tfslim._compat.import_tfmot`, which leaves the process environment as it was.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
+from tfslim._compat import import_tfmot
 
 
 def import_tfmot_sparsity():
     """Returns `tfmot.sparsity.keras` without leaving `TF_USE_LEGACY_KERAS` set."""
-    before = os.environ.get("TF_USE_LEGACY_KERAS")
-    try:
-        with warnings.catch_warnings():
-            # tfmot 0.8 compares versions with the deprecated distutils on import.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import tensorflow_model_optimization as tfmot
-    finally:
-        if before is None:
-            os.environ.pop("TF_USE_LEGACY_KERAS", None)
-        else:
-            os.environ["TF_USE_LEGACY_KERAS"] = before
-    return tfmot.sparsity.keras
+    return import_tfmot().sparsity.keras
 
 
 def to_tfmot_schedule(schedule):

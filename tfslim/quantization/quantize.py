@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import keras
 
-from tfslim._compat import is_tf_keras
+from tfslim._compat import import_tfmot, is_tf_keras
 from tfslim.errors import InvalidModelError, UnsupportedOpError
 from tfslim.quantization import activations as acts
 from tfslim.quantization import registry
@@ -31,9 +31,7 @@ def _is_tf_keras_model(model) -> bool:
 
 def _quantize_tf_keras(model, skip):
     """Routes a legacy tf_keras model to tfmot's `quantize_model` (same call, same converter)."""
-    import tensorflow_model_optimization as tfmot
-
-    qk = tfmot.quantization.keras
+    qk = import_tfmot().quantization.keras
     if skip is None:
         return qk.quantize_model(model)
     skip_fn = _skip_predicate(skip, _all_layer_names(model))
