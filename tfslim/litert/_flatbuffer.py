@@ -13,8 +13,6 @@ import numpy as np
 from tfslim.errors import InvalidModelError
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
-# Ops whose second input is a weight tensor and third (optional) a bias.
-_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
 
 
 def _schema():

@@ -48,10 +48,6 @@ def prunable_weights(layer) -> list:
     return found
 
 
-def is_model(obj) -> bool:
-    return isinstance(obj, keras.Model)
-
-
 def is_graph_model(model) -> bool:
     """True for Sequential and Functional models (which `clone_model` can rebuild)."""
     from keras.src.models.functional import Functional
