@@ -1,5 +1,6 @@
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -71,6 +72,12 @@ def test_infeasible_trials_are_recorded_and_the_search_goes_on(searched):
         if not r["feasible"]:
             assert r["score"] < min(q["quality"] for q in records if q["feasible"])
             assert r["violations"][0].startswith("flash_bytes ")
+        # The records carry what the trial wrote, target verdict included.
+        figures = json.loads(
+            pathlib.Path(searched.get_trial_dir(r["trial_id"]), "figures.json").read_text()
+        )
+        assert r["violations"] == figures["violations"]
+        assert r["feasible"] == (not figures["violations"])
     assert searched.oracle.get_best_trials(1)[0].metrics.get_last_value("feasible") == 1.0
 
 

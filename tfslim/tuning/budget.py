@@ -84,15 +84,16 @@ class Budget:
                 broken.append(f"{figure} {value} > {name} {limit}")
         return broken
 
-    def overshoot(self, figures: dict) -> float:
-        """Largest relative excess over a limit (0 within budget, 1 when unmeasured)."""
+    def overshoot(self, figures: dict, *, missing: float = 1.0) -> float:
+        """Largest relative excess over a limit (0 within budget, `missing` for a limited
+        figure that is not in `figures`)."""
         worst = 0.0
         for name, figure in _LIMITS.items():
             limit = getattr(self, name)
             if limit is None:
                 continue
             value = figures.get(figure)
-            worst = max(worst, 1.0 if value is None else (value - limit) / limit)
+            worst = max(worst, missing if value is None else (value - limit) / limit)
         return worst
 
     def to_dict(self) -> dict:

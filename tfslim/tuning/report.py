@@ -3,6 +3,8 @@
 import json
 import os
 
+from tfslim.tuning.budget import _LIMITS
+
 __all__ = ["write_report"]
 
 _COLUMNS = ("trial_id", "quality", "flash_bytes", "ram_bytes", "latency_ms", "mcu_latency_ms")
@@ -39,11 +41,11 @@ def write_report(tuner, out_dir: "str | os.PathLike") -> dict:
         Dict with `target`, `budget`, `trials`, `front` (records, best quality first),
         `feasible_trials` and the `files` written.
     """
-    from tfslim.tuning.tuner import FOOTPRINT_METRICS
+    from tfslim.tuning.tuner import FOOTPRINT_METRICS, _front_of
 
     os.makedirs(out_dir, exist_ok=True)
     records = tuner.trial_records()
-    front = tuner.pareto_records()
+    front = _front_of(records, FOOTPRINT_METRICS, None)
     front_ids = {r["trial_id"] for r in front}
     report = {
         "target": tuner.target.name,
@@ -78,12 +80,7 @@ def _plot(records, front_ids, budget, path):
 
     from tfslim.tuning.tuner import FOOTPRINT_METRICS
 
-    limits = {
-        "flash_bytes": budget.max_flash_bytes,
-        "ram_bytes": budget.max_ram_bytes,
-        "latency_ms": budget.max_latency_ms,
-        "mcu_latency_ms": budget.max_mcu_latency_ms,
-    }
+    limits = {figure: getattr(budget, name) for name, figure in _LIMITS.items()}
     fig = Figure(figsize=(10, 8))
     for i, metric in enumerate(FOOTPRINT_METRICS):
         ax = fig.add_subplot(2, 2, i + 1)

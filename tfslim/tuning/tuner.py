@@ -159,14 +159,8 @@ class FootprintTuner(keras_tuner.Tuner):
         latency = self.target.estimate_latency_ms(estimate["macs"])
         if latency is not None:
             predicted["mcu_latency_ms"] = latency["value_ms"]
-        budget = self.budget
-        for limit, figure in (
-            (budget.max_flash_bytes, "flash_bytes"),
-            (budget.max_mcu_latency_ms, "mcu_latency_ms"),
-        ):
-            if limit is not None and predicted.get(figure, 0) > limit * (1 + margin):
-                return False
-        return True
+        # Figures that cannot be predicted (RAM, host latency) do not count against it.
+        return self.budget.overshoot(predicted, missing=0.0) <= margin
 
     # ----------------------------------------------------------------- one trial
     def run_trial(self, trial, x, y, *, validation_data, **kwargs):
@@ -178,18 +172,15 @@ class FootprintTuner(keras_tuner.Tuner):
             qat = hp.Fixed("qat", self.qat_choices[0])
         sparsity = hp.Choice("sparsity", list(self.sparsities))
         temperature = hp.Choice("temperature", list(self.temperatures))
-        model = self._train(
-            self.hypermodel.build(hp), x, y, validation_data, qat, sparsity, temperature
-        )
+        model = self._train(self.hypermodel.build(hp), x, y, qat, sparsity, temperature)
         figures = self._measure(model, x, validation_data, qat)
         violations = self.budget.violations(figures) + figures.pop("target_reasons")
         feasible = not violations
-        trial_dir = self.get_trial_dir(trial.trial_id)
-        os.makedirs(trial_dir, exist_ok=True)
-        model.save(os.path.join(trial_dir, "model.keras"))
-        with open(os.path.join(trial_dir, "model.tflite"), "wb") as f:
+        os.makedirs(self.get_trial_dir(trial.trial_id), exist_ok=True)
+        model.save(self._trial_file(trial.trial_id, "model.keras"))
+        with open(self.tflite_path(trial.trial_id), "wb") as f:
             f.write(figures.pop("flatbuffer"))
-        with open(os.path.join(trial_dir, "figures.json"), "w") as f:
+        with open(self._trial_file(trial.trial_id, "figures.json"), "w") as f:
             json.dump({**figures, "feasible": feasible, "violations": violations}, f, indent=1)
         overshoot = self.budget.overshoot(figures) if feasible is False else 0.0
         score = figures["quality"] if feasible else figures["quality"] - 1.0 - min(overshoot, 1.0)
@@ -197,7 +188,7 @@ class FootprintTuner(keras_tuner.Tuner):
         metrics.update({_OBJECTIVE: float(score), "feasible": float(feasible)})
         return metrics
 
-    def _train(self, model, x, y, validation_data, qat, sparsity, temperature):
+    def _train(self, model, x, y, qat, sparsity, temperature):
         from tfslim import pruning, quantization
 
         if temperature > 0:
@@ -257,9 +248,7 @@ class FootprintTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The trained (compressed, float-graph) Keras model of a trial."""
-        return keras.saving.load_model(
-            os.path.join(self.get_trial_dir(trial.trial_id), "model.keras")
-        )
+        return keras.saving.load_model(self._trial_file(trial.trial_id, "model.keras"))
 
     def trial_records(self) -> list[dict]:
         """One dict per completed trial: id, hyperparameters, quality, footprint, feasible."""
@@ -275,9 +264,18 @@ class FootprintTuner(keras_tuner.Tuner):
                 else:
                     record[name] = None
             record["feasible"] = bool(trial.metrics.get_last_value("feasible"))
-            record["violations"] = self.budget.violations(record)
+            record["violations"] = self._recorded_violations(trial.trial_id, record)
             records.append(record)
         return sorted(records, key=lambda r: r["trial_id"])
+
+    def _recorded_violations(self, trial_id, record) -> list[str]:
+        """The violations `run_trial` wrote (budget and target verdict), or the budget's
+        own when the trial's figures file is not there."""
+        try:
+            with open(self._trial_file(trial_id, "figures.json")) as f:
+                return list(json.load(f)["violations"])
+        except (OSError, KeyError, ValueError):
+            return self.budget.violations(record)
 
     def pareto_records(
         self, *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
@@ -295,25 +293,32 @@ class FootprintTuner(keras_tuner.Tuner):
                 "Invalid value for argument `min_quality`. Expected a number or None. "
                 f"Received: min_quality={min_quality!r}"
             )
-        feasible = [r for r in self.trial_records() if r["feasible"]]
-        usable = [r for r in feasible if all(r[m] is not None for m in objectives)]
-        if min_quality is not None:
-            usable = [r for r in usable if r["quality"] >= min_quality]
-        front = pareto_front(usable, maximize=["quality"], minimize=list(objectives))
-        return sorted((usable[i] for i in front), key=lambda r: -r["quality"])
+        return _front_of(self.trial_records(), objectives, min_quality)
 
     def pareto_front(
         self, *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
     ) -> list[keras.Model]:
         """The trained models on the Pareto front, best quality first (see `pareto_records`)."""
         return [
-            keras.saving.load_model(os.path.join(self.get_trial_dir(r["trial_id"]), "model.keras"))
+            keras.saving.load_model(self._trial_file(r["trial_id"], "model.keras"))
             for r in self.pareto_records(objectives=objectives, min_quality=min_quality)
         ]
 
     def tflite_path(self, trial_id: str) -> str:
         """Path of the converted model of a trial."""
-        return os.path.join(self.get_trial_dir(trial_id), "model.tflite")
+        return self._trial_file(trial_id, "model.tflite")
+
+    def _trial_file(self, trial_id: str, name: str) -> str:
+        return os.path.join(self.get_trial_dir(trial_id), name)
+
+
+def _front_of(records, objectives, min_quality) -> list[dict]:
+    """The feasible records on the front of quality against `objectives`, best first."""
+    usable = [r for r in records if r["feasible"] and all(r[m] is not None for m in objectives)]
+    if min_quality is not None:
+        usable = [r for r in usable if r["quality"] >= min_quality]
+    front = pareto_front(usable, maximize=["quality"], minimize=list(objectives))
+    return sorted((usable[i] for i in front), key=lambda r: -r["quality"])
 
 
 def _is_number(value) -> bool:
