@@ -24,18 +24,7 @@ import numpy as np  # noqa: E402
 # Measure this checkout, not an installed copy of tfslim.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-
-def load_data():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    y = data.target.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.2, random_state=0, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
+from tfslim._compat import is_tf_keras  # noqa: E402
 
 
 def build_tf_keras_cnn(width=32, dense_units=96, dropout=0.25):
@@ -81,7 +70,7 @@ def to_tflite(model, calibration=None):
         def serve(x):
             return model(x, training=False)
 
-        if type(model).__module__.startswith("tf_keras"):
+        if is_tf_keras(model):
             module = tf.Module()
             module.model = model
             module.serve = tf.function(serve, input_signature=[spec])
@@ -118,7 +107,7 @@ def time_steps(runs, *, rounds=7, epochs=4):
     per_round = {name: [] for name in runs}
     for _ in range(rounds):
         for name, (model, fit_kwargs, steps) in runs.items():
-            package = "tf_keras" if type(model).__module__.startswith("tf_keras") else "keras"
+            package = "tf_keras" if is_tf_keras(model) else "keras"
             times = []
             timer = _epoch_timer(package, times)
             model.fit(epochs=epochs, verbose=0, callbacks=[timer], **fit_kwargs)
@@ -150,7 +139,7 @@ def timing_models(float_model, tk_float, *, lr, steps_per_execution, jit_compile
         "tf_keras float": tf_keras.models.clone_model(tk_float),
     }
     for model in models.values():
-        package = tf_keras if type(model).__module__.startswith("tf_keras") else keras
+        package = tf_keras if is_tf_keras(model) else keras
         model.compile(
             package.optimizers.Adam(lr),
             "sparse_categorical_crossentropy",
@@ -213,10 +202,10 @@ def main():
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from tfslim.demo import build_digits_cnn
+    from tfslim.demo import build_digits_cnn, load_digits_data
     from tfslim.quantization import FreezeQuantization, quantize_model
 
-    x_train, y_train, x_test, y_test = load_data()
+    x_train, y_train, x_test, y_test = load_digits_data()
     fit = dict(batch_size=args.batch_size, verbose=0)
     rows = {}
 
@@ -381,12 +370,13 @@ def main():
         f"x{paired('tfmot QAT', 'tf_keras float'):.3f} "
         f"({paired_ms('tfmot QAT', 'tf_keras float'):+.2f} ms)"
     )
-    run_ms = {k: 1000 * statistics.mean(v[1:]) / steps_per_epoch for k, v in run_times.items()}
-    print(
-        f"  The QAT runs above ({steps_per_epoch}-step epochs 2-{args.qat_epochs}, tfslim with "
-        f"its FreezeQuantization schedule): tfslim {run_ms['tfslim']:.2f} ms/step, tfmot "
-        f"{run_ms['tfmot']:.2f} ms/step, ratio {run_ms['tfslim'] / run_ms['tfmot']:.3f}"
-    )
+    if args.qat_epochs > 1:  # The first epoch traces; the others are steps.
+        run_ms = {k: 1000 * statistics.mean(v[1:]) / steps_per_epoch for k, v in run_times.items()}
+        print(
+            f"  The QAT runs above ({steps_per_epoch}-step epochs 2-{args.qat_epochs}, tfslim "
+            f"with its FreezeQuantization schedule): tfslim {run_ms['tfslim']:.2f} ms/step, "
+            f"tfmot {run_ms['tfmot']:.2f} ms/step, ratio {run_ms['tfslim'] / run_ms['tfmot']:.3f}"
+        )
     print(
         f"ratios tfslim/tfmot: int8 accuracy {s['qat_int8'] / t['qat_int8']:.4f}, "
         f"size {s['size'] / t['size']:.4f}"
