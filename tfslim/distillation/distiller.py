@@ -337,9 +337,10 @@ class Distiller(keras.distillation.Distiller):
         a QAT model (the converter reads its ranges). Masks attached by the `Pruning` callback
         are already gone after `fit`, their zeros kept.
         """
-        from tfslim.pruning import PruneLowMagnitude, strip_pruning
+        from tfslim.pruning import strip_pruning
+        from tfslim.pruning.wrapper import find_wrappers
 
-        if any(isinstance(layer, PruneLowMagnitude) for layer in self.student._flatten_layers()):
+        if find_wrappers(self.student):
             return strip_pruning(self.student)
         return self.student
 

@@ -17,7 +17,7 @@ from tfslim.pruning.schedules import (
     PruningSchedule,
     _check_sparsity,
 )
-from tfslim.pruning.wrapper import PruneLowMagnitude
+from tfslim.pruning.wrapper import find_wrappers
 
 _AUTO_SCHEDULES = ("polynomial", "constant", "keep")
 
@@ -186,8 +186,7 @@ class Pruning(keras.callbacks.Callback):
 
     def _attach_all(self, *, catch_up: bool) -> None:
         model = self.model
-        layers = list(model._flatten_layers(include_self=False, recursive=True))
-        wrappers = [layer for layer in layers if isinstance(layer, PruneLowMagnitude)]
+        wrappers = find_wrappers(model)
         if wrappers:
             for wrapper in wrappers:
                 self._add_log_entry(wrapper.layer, [c.variable for c in wrapper.constraints])
@@ -195,7 +194,7 @@ class Pruning(keras.callbacks.Callback):
         policy.check_names_exist(model, self.skip_layers, self.layer_sparsity)
         schedule = self._resolve_schedule()
         with model.distribute_strategy.scope():
-            for layer in [model, *layers]:
+            for layer in model._flatten_layers(include_self=True, recursive=True):
                 if policy.is_skipped(layer, self.skip_layers) or not layer.trainable:
                     continue
                 variables = policy.own_prunable_weights(layer)

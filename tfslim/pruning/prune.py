@@ -11,7 +11,7 @@ from tfslim.pruning import policy, tfmot_routing
 from tfslim.pruning.constraint import find_constraints
 from tfslim.pruning.masks import Granularity
 from tfslim.pruning.schedules import PruningSchedule, check_schedule
-from tfslim.pruning.wrapper import PruneLowMagnitude, default_schedule
+from tfslim.pruning.wrapper import PruneLowMagnitude, default_schedule, find_wrappers
 
 
 def _copy_layer(layer):
@@ -110,10 +110,7 @@ def prune_low_magnitude(
             f"model ({type(model).__name__}), which cannot be cloned with wrappers. Prune it with "
             "the callback instead: `model.fit(..., callbacks=[tfslim.callbacks.Pruning(...)])`."
         )
-    if any(
-        isinstance(layer, PruneLowMagnitude)
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-    ):
+    if find_wrappers(model):
         raise ValueError(
             f"Invalid value for argument `to_prune`: model '{model.name}' is already pruned "
             "(it contains PruneLowMagnitude layers). Call `tfslim.strip_pruning` first."
@@ -186,11 +183,7 @@ def strip_pruning(model):
             "Invalid value for argument `model`. Expected a Keras model. "
             f"Received: model={model!r} of type {type(model).__name__}"
         )
-    wrappers = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, PruneLowMagnitude)
-    ]
+    wrappers = find_wrappers(model)
     if not wrappers:
         for constraint in find_constraints(model):
             constraint.bake()

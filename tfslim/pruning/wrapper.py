@@ -154,3 +154,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             }
         )
         return config
+
+
+def find_wrappers(model) -> list[PruneLowMagnitude]:
+    """Every `PruneLowMagnitude` layer of `model`, nested models included."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, PruneLowMagnitude)
+    ]
