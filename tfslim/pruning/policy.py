@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import keras
 
-from tfslim.pruning.schedules import PruningSchedule, _check_sparsity, check_schedule
+from tfslim.pruning.schedules import PruningSchedule, _check_sparsity
 
 PRUNABLE_WEIGHT_NAMES = (
     "kernel",
@@ -110,8 +110,8 @@ def is_skipped(layer, skip_layers: tuple) -> bool:
 
 
 def schedule_for(layer, schedule: PruningSchedule, layer_sparsity: dict) -> PruningSchedule:
-    """The schedule of `layer`: its `layer_sparsity` entry, else the model-wide schedule."""
-    check_schedule(schedule)
+    """The schedule of `layer`: its `layer_sparsity` entry, else the model-wide (already
+    checked) schedule."""
     value = layer_sparsity.get(layer.name)
     if value is None:
         return schedule

@@ -103,12 +103,10 @@ def check_ema_decay(ema_decay) -> float:
 
 
 def _cross_replica_max(value):
-    """Maximum of the scalar `value` over replicas when running under a distribution strategy.
+    """Maximum of the scalar `value` over replicas; call it in a replica context.
 
     `ReplicaContext.all_reduce` only sums or averages, so the scalars are gathered.
     """
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return value
     gathered = tf.distribute.get_replica_context().all_gather(tf.reshape(value, [1]), axis=0)
     return tf.reduce_max(gathered)
 
