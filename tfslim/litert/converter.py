@@ -285,8 +285,7 @@ def _check_choice(argument, value, choices):
 
 
 def _is_qat_model(model) -> bool:
-    if is_tf_keras(model):  # tfmot's QAT wrappers.
-        return any("Quantize" in type(layer).__name__ for layer in model.submodules)
+    """A tfslim or tfmot QAT model (see `tfslim.quantization.is_quantized_model`)."""
     try:
         from tfslim.quantization import is_quantized_model
     except ImportError:
