@@ -5,6 +5,7 @@ process. Works on any .tflite file, not only ones tfslim made.
 """
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def _schema():
     return schema
 
 
+@functools.cache
 def _enum_names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -203,11 +205,13 @@ def _analyze(model, data: bytes) -> dict:
     ops: dict[str, int] = {}
     op_list = []  # (op name, output tensor name, touches float, hybrid)
     macs = 0
-    const_tensors = {}  # buffer index -> tensor, for parameter counting
+    const_tensors = {}  # buffer index -> (first tensor, its values), for parameter counting
     for sg in model.subgraphs:
         for t in sg.tensors or []:
-            if t.buffer > 0 and _buffer_values(model, data, t) is not None:
-                const_tensors.setdefault(t.buffer, t)
+            if t.buffer > 0 and t.buffer not in const_tensors:
+                values = _buffer_values(model, data, t)
+                if values is not None:
+                    const_tensors[t.buffer] = (t, values)
         for op_t in sg.operators or []:
             op = op_name(model, op_t.opcodeIndex)
             ops[op] = ops.get(op, 0) + 1
@@ -239,8 +243,7 @@ def _analyze(model, data: bytes) -> dict:
                 macs += _macs(op, sg, op_t)
     params = nonzero = 0
     sparse_tensors = 0
-    for t in const_tensors.values():
-        values = _buffer_values(model, data, t)
+    for t, values in const_tensors.values():
         if type_name(t.type) in ("INT32", "INT64") and len(values) <= 8:
             continue  # Shape and axis operands, not parameters.
         dense_size = int(np.prod(t.shape)) if t.shape is not None and len(t.shape) else len(values)
