@@ -157,6 +157,7 @@ class _Rewriter:
             if id(node) in absorbed:
                 continue
             layer = node.operation
+            last = node
             args, kwargs = node.arguments.fill_in(tensors)
             cls = type(layer).__name__
             if isinstance(layer, keras.Model):
@@ -183,43 +184,13 @@ class _Rewriter:
                         ema_decay=self.ema_decay,
                         name=layer.name,
                     )(*args)
-                    for x, y in zip(node.outputs, [out], strict=True):
-                        tensors[id(x)] = y
-                    continue
-                if kind == "weighted":
+                elif kind == "weighted":
+                    # The wrapper may absorb the following batch norm and activation: its
+                    # output replaces the last absorbed node's.
                     out, last = self.weighted(node, args, sole_consumer, absorbed)
-                    for x, y in zip(last.outputs, [out], strict=True):
-                        tensors[id(x)] = y
-                    continue
-                clone = _clone(layer)
-                if cls == "UpSampling2D" and None not in args[0].shape[1:3]:
-                    # Keras repeats rows and columns (TILE, which TFLite Micro lacks); a
-                    # nearest/bilinear resize gives the same values as one RESIZE_* kernel.
-                    height, width = args[0].shape[1:3]
-                    clone = keras.layers.Resizing(
-                        height * layer.size[0],
-                        width * layer.size[1],
-                        interpolation=layer.interpolation,
-                        name=layer.name,
-                    )
-                self.copies.append((clone, layer))
-                out = clone(*args, **kwargs)
-                if kind == "requantize":
-                    user = sole_consumer(node.outputs[0])
-                    fused = (
-                        cls in registry.FUSES_RELU
-                        and user is not None
-                        and registry.role(user.operation) == "activation"
-                        and acts.layer_activation_name(user.operation) in ("relu", "relu6")
-                        and not self.skip_fn(user.operation)
-                    )
-                    if not fused:
-                        out = self.quantizer(f"{layer.name}_quantizer")(out)
-                elif kind == "activation":
-                    act = acts.layer_activation_name(layer)
-                    fixed = acts.fixed_range(act)
-                    out = self.quantizer(f"{layer.name}_quantizer", fixed)(out)
-            for x, y in zip(node.outputs, keras.tree.flatten(out), strict=True):
+                else:
+                    out = self.copy_layer(node, layer, kind, args, kwargs, sole_consumer)
+            for x, y in zip(last.outputs, keras.tree.flatten(out), strict=True):
                 tensors[id(x)] = y
 
         new_outputs = keras.tree.pack_sequence_as(
@@ -228,6 +199,39 @@ class _Rewriter:
         if len(new_inputs) == 1 and not isinstance(graph._inputs_struct, (list, dict)):
             new_inputs = new_inputs[0]
         return keras.Model(new_inputs, new_outputs, name=name)
+
+    def copy_layer(self, node, layer, kind, args, kwargs, sole_consumer):
+        """Copies a pass-through, requantizing or activation layer, with its quantizer."""
+        cls = type(layer).__name__
+        clone = _clone(layer)
+        if cls == "UpSampling2D" and None not in args[0].shape[1:3]:
+            # Keras repeats rows and columns (TILE, which TFLite Micro lacks); a
+            # nearest/bilinear resize gives the same values as one RESIZE_* kernel.
+            height, width = args[0].shape[1:3]
+            clone = keras.layers.Resizing(
+                height * layer.size[0],
+                width * layer.size[1],
+                interpolation=layer.interpolation,
+                name=layer.name,
+            )
+        self.copies.append((clone, layer))
+        out = clone(*args, **kwargs)
+        if kind == "requantize":
+            user = sole_consumer(node.outputs[0])
+            fused = (
+                cls in registry.FUSES_RELU
+                and user is not None
+                and registry.role(user.operation) == "activation"
+                and acts.layer_activation_name(user.operation) in ("relu", "relu6")
+                and not self.skip_fn(user.operation)
+            )
+            if not fused:
+                out = self.quantizer(f"{layer.name}_quantizer")(out)
+        elif kind == "activation":
+            act = acts.layer_activation_name(layer)
+            fixed = acts.fixed_range(act)
+            out = self.quantizer(f"{layer.name}_quantizer", fixed)(out)
+        return out
 
     def submodel(self, model):
         if id(model) not in self.submodels:
