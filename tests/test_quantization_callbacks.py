@@ -1,5 +1,6 @@
 """Tests for tfslim.quantization.callbacks (FreezeQuantization and helpers)."""
 
+import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -92,3 +93,28 @@ def test_invalid_arguments():
         FreezeQuantization(freeze_ranges_epoch=-1)
     with pytest.raises(ValueError, match=r"`freeze_batch_norm_step`.*=1.5"):
         FreezeQuantization(freeze_batch_norm_step=1.5)
+
+
+def test_freezing_batch_norm_mid_fit_retraces_the_step(digits):
+    # The flag is read when the step is traced; the callback retraces `fit`'s step, so the
+    # frozen epochs train with the moving statistics (they stop changing) and raise nothing.
+    x_train, y_train, _, _ = digits
+    qat = qat_model()
+    y = keras.utils.to_categorical(y_train[:64], 10)
+
+    def moving_mean():
+        [mean] = [w.numpy().copy() for w in qat.weights if w.path.endswith("moving_mean")]
+        return mean
+
+    means = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: means.append(moving_mean()))
+    freeze = FreezeQuantization(freeze_batch_norm_epoch=1)
+    qat.fit(x_train[:64], y, epochs=3, batch_size=32, verbose=0, callbacks=[freeze, record])
+    assert flags(qat, "bn_frozen") == [1.0]
+    assert np.abs(means[0]).max() > 0  # Epoch 0 updated the statistics from zero...
+    np.testing.assert_array_equal(means[1], means[0])  # ...frozen epochs keep them.
+    np.testing.assert_array_equal(means[2], means[0])
+    # Unfreezing with the helper retraces too: statistics move again.
+    set_batch_norm_frozen(qat, False)
+    qat.fit(x_train[:64], y, epochs=1, batch_size=32, verbose=0)
+    assert np.abs(moving_mean() - means[2]).max() > 0

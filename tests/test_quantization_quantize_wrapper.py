@@ -126,6 +126,83 @@ def test_frozen_bn_training_equals_inference():
     np.testing.assert_array_equal(wrapper.batch_norm.moving_mean.numpy(), moving)
 
 
+def _graph_ops(fn, *specs):
+    """Ops of the traced `fn`, its nested functions included, as (name, type, inputs)."""
+    graph_def = fn.get_concrete_function(*specs).graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return [(n.name, n.op, list(n.input)) for n in nodes]
+
+
+def test_training_step_is_traced_without_a_cond_and_fuses_relu_into_batch_norm():
+    wrapper = QuantizeWrapper(
+        L.DepthwiseConv2D(3, padding="same"), batch_norm=L.BatchNormalization(), activation="relu"
+    )
+    wrapper.build((None, 6, 6, 4))
+    step = tf.function(lambda x: wrapper(x, training=True))
+    ops = _graph_ops(step, tf.TensorSpec((None, 6, 6, 4)))
+    assert not [op for _, op, _ in ops if op in ("If", "StatelessIf")]
+    # ReLU reads the batch norm's output directly (no reshape in between), the pattern
+    # grappler fuses into one kernel.
+    [(bn_name, _, _)] = [n for n in ops if n[1] == "FusedBatchNormV3"]
+    [(_, _, relu_inputs)] = [n for n in ops if n[1] == "Relu"]
+    assert relu_inputs[0].split(":")[0] == bn_name
+
+
+def test_flipping_the_flag_under_a_traced_step_fails_loudly():
+    x = np.random.default_rng(0).uniform(0, 1, (4, 6, 6, 3)).astype("float32")
+    wrapper = QuantizeWrapper(L.Conv2D(4, 3), batch_norm=L.BatchNormalization(), activation="relu")
+    step = tf.function(lambda x: wrapper(x, training=True))
+    step(x)
+    wrapper.bn_frozen.assign(1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`bn_frozen` changed after"):
+        step(x)
+    # A fresh trace follows the flag: frozen training is the deployed arithmetic.
+    moving = wrapper.batch_norm.moving_mean.numpy().copy()
+    retraced = tf.function(lambda x: wrapper(x, training=True))
+    np.testing.assert_allclose(retraced(x).numpy(), wrapper(x, training=False).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(wrapper.batch_norm.moving_mean.numpy(), moving)
+
+
+def test_unfolded_kernel_gradient_is_the_straight_through_identity():
+    # q(k * s) / s stands for k: its gradient is the identity to the kernel and nothing to
+    # the batch-norm scale (gamma trains through the batch norm itself).
+    wrapper = QuantizeWrapper(L.Conv2D(5, 3), batch_norm=L.BatchNormalization())
+    wrapper.build((None, 6, 6, 3))
+    scale = tf.constant(np.random.default_rng(0).uniform(0.5, 2, 5).astype("float32"))
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(3, 3, 3, 5)).astype("float32"))
+    kernel = wrapper.layer.kernel
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(scale)
+        unfolded = wrapper._scaled_quant_kernel(scale, True, unfold=True)
+        loss = tf.reduce_sum(unfolded * upstream)
+    np.testing.assert_array_equal(tape.gradient(loss, kernel).numpy(), upstream.numpy())
+    assert tape.gradient(loss, scale) is None
+    quantized = wrapper._scaled_quant_kernel(scale, True)
+    np.testing.assert_allclose(unfolded.numpy(), (quantized / scale).numpy(), rtol=1e-6)
+
+
+def test_bias_before_batch_norm_is_not_trained_but_still_counts():
+    x = np.random.default_rng(0).uniform(0, 1, (8, 5)).astype("float32")
+    wrapper = QuantizeWrapper(L.Dense(3), batch_norm=L.BatchNormalization())
+    wrapper.build(x.shape)
+    wrapper.layer.bias.assign([1.0, -2.0, 3.0])
+    assert wrapper.layer.bias.path not in [w.path for w in wrapper.trainable_weights]
+    wrapper(x, training=True)  # Unfrozen: one moving-average step towards the batch mean.
+    batch_mean = (x @ wrapper.layer.kernel.numpy()).mean(0) + [1.0, -2.0, 3.0]
+    np.testing.assert_allclose(
+        wrapper.batch_norm.moving_mean.numpy(),
+        batch_mean * (1 - wrapper.batch_norm.momentum),
+        atol=1e-3,
+    )
+    # Frozen, the bias is part of the deployed arithmetic.
+    wrapper.bn_frozen.assign(1.0)
+    with_bias = wrapper(x, training=True).numpy()
+    wrapper.layer.bias.assign([0.0, 0.0, 0.0])
+    assert not np.allclose(wrapper(x, training=True).numpy(), with_bias, atol=1e-3)
+
+
 def test_training_updates_moving_statistics_with_batch_stats():
     x = np.random.default_rng(0).uniform(0, 1, (8, 5)).astype("float32")
     wrapper = QuantizeWrapper(L.Dense(3, use_bias=False), batch_norm=L.BatchNormalization())

@@ -1,7 +1,8 @@
 """Callbacks for the usual QAT schedule: freeze range observers and batch-norm statistics.
 
-Freezing flips a non-trainable flag variable that the compiled training step reads, so the
-step is not retraced and the flag is saved with the model (training resumes frozen).
+Freezing flips a non-trainable flag variable, saved with the model (training resumes
+frozen). The compiled training step reads range flags as it runs; batch-norm flags choose
+the step's arithmetic when it is traced, so freezing batch norm retraces `fit`'s step.
 """
 
 import keras
@@ -25,11 +26,19 @@ def set_batch_norm_frozen(model, frozen: bool = True) -> None:
     """Freezes (or unfreezes) the folded batch-norm statistics of a QAT `model`.
 
     Frozen, a folded layer trains with its moving statistics, i.e. exactly the arithmetic of
-    the deployed int8 kernel.
+    the deployed int8 kernel. The flag is read when a training step is traced, so a change
+    retraces `model.fit`'s step (also mid-`fit`); a step of your own (`tf.function`) must be
+    retraced too, and fails with a clear error if it is not.
     """
+    changed = False
     for layer in _layers(model):
-        if isinstance(layer, QuantizeWrapper) and layer.batch_norm is not None and layer.built:
+        if not (isinstance(layer, QuantizeWrapper) and layer.batch_norm is not None):
+            continue
+        if layer.built and bool(layer.bn_frozen.numpy() > 0.5) != bool(frozen):
             layer.bn_frozen.assign(1.0 if frozen else 0.0)
+            changed = True
+    if changed and getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
 
 
 def activation_ranges(model) -> dict[str, tuple[float, float]]:

@@ -34,14 +34,11 @@ def _in_xla_function() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _nonzero(scale):
-    """`scale` with entries of magnitude below 1e-12 replaced by 1e-12 (safe to divide by)."""
-    return tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale) * 1e-12, scale)
-
-
 def _depthwise_quant(kernel, training):
     """Per-channel quantization of a (kh, kw, in, mult) kernel over its in*mult channels."""
-    shape = tf.shape(kernel)
+    # Static shapes where known: an unknown channel count downstream stops grappler from
+    # fusing the batch norm and ReLU that follow a depthwise convolution.
+    shape = kernel.shape.as_list() if kernel.shape.is_fully_defined() else tf.shape(kernel)
     flat = tf.reshape(kernel, [shape[0], shape[1], 1, -1])
     return tf.reshape(fake_quant_weights(flat, axis=-1, training=training), shape)
 
@@ -126,6 +123,11 @@ class QuantizeWrapper(keras.layers.Layer):
         if self.batch_norm is not None:
             if not self.batch_norm.built:
                 self.batch_norm.build(output_shape)
+            if self._bias() is not None:
+                # A bias before batch norm adds nothing to train: batch statistics cancel
+                # it, and once they are frozen its gradient is a scaled copy of beta's. It
+                # stays in the folded bias (and shifts the moving mean) with its value.
+                self.layer.bias.trainable = False
             self.bn_frozen = self.add_weight(
                 name="bn_frozen",
                 shape=(),
@@ -146,38 +148,45 @@ class QuantizeWrapper(keras.layers.Layer):
         inv = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
         return inv * bn.gamma if bn.scale else inv
 
-    def _scaled_quant_kernel(self, scale, training, *, with_unfolded=False):
-        """Returns the kernel(s) with the per-output-channel `scale` applied, fake-quantized.
+    def _scaled_quant_kernel(self, scale, training, *, unfold=False):
+        """Returns the kernel with the per-output-channel `scale` applied, fake-quantized.
 
         `training` (a Python bool) selects the cheaper straight-through gradient; the values
-        are the same. With `with_unfolded`, returns `(quantized, quantized / scale)`: the
-        second kernel computes the unfolded output `conv(x, q(k * scale)) / scale` without a
-        pass over the (much larger) output tensor.
+        are the same. With `unfold`, returns `q(kernel * scale) / scale` instead: it computes
+        the unfolded output `conv(x, q(kernel * scale)) / scale` without a pass over the
+        (much larger) output tensor.
         """
         layer = self.layer
         kernel = tf.convert_to_tensor(
             layer.pointwise_kernel if self.kind == "SeparableConv2D" else layer.kernel
         )
+        if self.kind == "Conv1D":
+            # TFLite runs Conv1D as a 2D convolution on a (1, k, in, out) kernel; quantizing
+            # after that reshape keeps the per-channel axis where the converter expects it.
+            kernel = kernel[None]
+        unscaled = kernel
         if scale is not None:
             if self.kind == "DepthwiseConv2D":
-                scale = tf.reshape(scale, tf.shape(kernel)[2:])
+                static = kernel.shape.is_fully_defined()
+                scale = tf.reshape(scale, kernel.shape[2:] if static else tf.shape(kernel)[2:])
             elif self.kind == "Conv2DTranspose":
                 scale = scale[:, None]
             kernel = kernel * scale
         if self.kind == "DepthwiseConv2D":
             quantized = _depthwise_quant(kernel, training)
         else:
-            if self.kind == "Conv1D":
-                # TFLite runs Conv1D as a 2D convolution on a (1, k, in, out) kernel;
-                # quantizing after that reshape keeps the per-channel axis where the
-                # converter expects it.
-                kernel = kernel[None]
             quantized = fake_quant_weights(
                 kernel, axis=WEIGHTED_LAYERS[self.kind], training=training
             )
-        if with_unfolded:
-            return quantized, quantized / _nonzero(scale)
-        return quantized
+        if not unfold:
+            return quantized
+        # A zero scale (gamma = 0) zeroes its channel, which batch norm maps to beta anyway.
+        unfolded = tf.math.divide_no_nan(quantized, scale)
+        # The straight-through estimator treats q(k * s) / s as k, so the gradient is the
+        # identity to the float kernel and nothing to the scale: gamma is then trained
+        # through the batch norm alone, as in float training, and the graph skips the
+        # division's gradient.
+        return unscaled + tf.stop_gradient(unfolded - unscaled)
 
     def _linear(self, x, kernel, training):
         """The layer's op without bias."""
@@ -227,9 +236,13 @@ class QuantizeWrapper(keras.layers.Layer):
             y = self._linear(x, self._scaled_quant_kernel(None, training is True), training)
             if bias is not None:
                 y = tf.nn.bias_add(y, bias)
+            y = self._fused_activation(y)
         else:
             y = self._folded_call(x, bias, training)
-        y = self._activate(y, training)
+        if self.pre_activation_quantizer is not None:
+            y = self.pre_activation_quantizer(y, training=training)
+            y = acts.apply_activation(self.activation, y)
+        y = self.output_quantizer(y, training=training)
         if self.kind == "Conv1D":
             # Bias, batch norm, activation and range act on the 2D-conv layout TFLite uses,
             # so the converter fuses them into one int8 CONV_2D; dropping the extra axis only
@@ -237,63 +250,62 @@ class QuantizeWrapper(keras.layers.Layer):
             y = keras.ops.squeeze(y, axis=1)
         return y
 
+    def _fused_activation(self, y):
+        """The activation, if it takes the layer's output unquantized (ReLU, ReLU6, linear).
+
+        Applied right where `y` is made (inside a batch-norm branch too), so grappler fuses it
+        into the convolution or the batch norm. An activation with its own input range
+        (sigmoid, tanh, ...) is applied after that range's quantizer instead, in `call`.
+        """
+        if self.pre_activation_quantizer is not None:
+            return y
+        return acts.apply_activation(self.activation, y)
+
     def _folded_call(self, x, bias, training):
         bn = self.batch_norm
         scale = self._bn_scale()
-        beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
-        folded_bias = beta - tf.convert_to_tensor(bn.moving_mean) * scale
-        if bias is not None:
-            folded_bias = folded_bias + bias * scale
-
-        def deployed():
+        if not (training and bn.trainable) or self._traced_bn_frozen():
+            # The deployed arithmetic: conv(x, q(kernel * scale)) + folded_bias.
+            beta = tf.convert_to_tensor(bn.beta) if bn.center else 0.0
+            folded_bias = beta - tf.convert_to_tensor(bn.moving_mean) * scale
+            if bias is not None:
+                folded_bias = folded_bias + bias * scale
             kernel = self._scaled_quant_kernel(scale, training is True)
-            return tf.nn.bias_add(self._linear(x, kernel, training), folded_bias)
-
-        if not (training and bn.trainable):
-            return deployed()
-
-        momentum = bn.momentum
-        if tf.distribute.has_strategy():
-            # Cross-replica reductions cannot sit inside a `tf.cond`: compute both results
-            # from one convolution and select (a frozen flag keeps the moving statistics).
-            frozen = self.bn_frozen
-            y = self._linear(x, self._scaled_quant_kernel(scale, True), training)
-            normalized, batch_mean, batch_var = self._batch_normalize(
-                y * (1.0 / _nonzero(scale)), bias
-            )
-            keep = momentum + (1.0 - momentum) * frozen
-            bn.moving_mean.assign(bn.moving_mean * keep + batch_mean * (1.0 - keep))
-            bn.moving_variance.assign(bn.moving_variance * keep + batch_var * (1.0 - keep))
-            return tf.where(frozen > 0.5, y + folded_bias, normalized)
-
-        # Both kernels are small; computing them outside the branches keeps what crosses
-        # into the `tf.cond` (and its gradient) to a few tensors.
-        kernel, unfolded = self._scaled_quant_kernel(scale, True, with_unfolded=True)
-
-        moving_mean = tf.convert_to_tensor(bn.moving_mean)
-        moving_var = tf.convert_to_tensor(bn.moving_variance)
-
-        def frozen_branch():
             y = tf.nn.bias_add(self._linear(x, kernel, training), folded_bias)
-            return y, moving_mean, moving_var
+            return self._fused_activation(y)
+        # Unfrozen: the same quantized folded kernel, unfolded, so batch statistics normalise
+        # the layer's float output while the weights see the deployed rounding.
+        unfolded = self._scaled_quant_kernel(scale, True, unfold=True)
+        raw = self._linear(x, unfolded, training)
+        normalized, batch_mean, batch_var = self._batch_normalize(raw, bias)
+        momentum = bn.momentum
+        bn.moving_mean.assign(bn.moving_mean * momentum + batch_mean * (1.0 - momentum))
+        bn.moving_variance.assign(bn.moving_variance * momentum + batch_var * (1.0 - momentum))
+        return self._fused_activation(normalized)
 
-        def train_branch():
-            # The same quantized folded kernel, unfolded: batch statistics normalise the
-            # layer's float output while the weights see the deployed rounding.
-            raw = self._linear(x, unfolded, training)
-            normalized, batch_mean, batch_var = self._batch_normalize(raw, bias)
-            new_mean = moving_mean * momentum + batch_mean * (1.0 - momentum)
-            new_var = moving_var * momentum + batch_var * (1.0 - momentum)
-            return normalized, new_mean, new_var
+    def _traced_bn_frozen(self) -> bool:
+        """The `bn_frozen` flag as a Python bool, read when the training step is traced.
 
-        # A variable flag chooses the branch at run time: freezing needs no retrace, and a
-        # frozen step runs only the deployed arithmetic. The moving statistics are written
-        # after the cond (the frozen branch returns them unchanged), which keeps the cond
-        # free of variable writes except a separable layer's depthwise range observer.
-        y, new_mean, new_var = tf.cond(self.bn_frozen > 0.5, frozen_branch, train_branch)
-        bn.moving_mean.assign(new_mean)
-        bn.moving_variance.assign(new_var)
-        return y
+        Choosing the arithmetic at trace time keeps a `tf.cond` (about 10% of a QAT step)
+        out of the step. A traced step checks that the flag still has the value it was
+        traced with, so flipping the variable by hand fails loudly instead of training in the
+        wrong mode; `set_batch_norm_frozen` (and `FreezeQuantization`) retrace `fit`'s step.
+        """
+        with tf.init_scope():
+            value = self.bn_frozen.numpy()
+        # Empty while the step that creates the variable is first traced: it starts at 0.
+        frozen = bool(value.size and value > 0.5)
+        if not tf.executing_eagerly():
+            tf.debugging.Assert(
+                tf.equal(tf.convert_to_tensor(self.bn_frozen) > 0.5, frozen),
+                [
+                    f"QuantizeWrapper {self.name!r}: `bn_frozen` changed after this training "
+                    f"step was traced with bn_frozen={float(frozen)}. Change it with "
+                    "tfslim.quantization.set_batch_norm_frozen(model), which retraces "
+                    "model.fit's step, or retrace your own tf.function."
+                ],
+            )
+        return frozen
 
     def _batch_normalize(self, raw, bias):
         """Batch norm of the unfolded output `raw + bias` with batch statistics.
@@ -302,9 +314,16 @@ class QuantizeWrapper(keras.layers.Layer):
         strategy the statistics are synchronised across replicas (like
         SyncBatchNormalization), so the folded statistics stay identical on every replica.
         """
-        bn = self.batch_norm
+        normalized, batch_mean, batch_var = self._batch_normalize_centered(raw)
         if bias is not None:
-            raw = raw + bias
+            # Normalising with batch statistics cancels a per-channel bias exactly, so it only
+            # shifts the mean; adding it to the (large) output tensor would cost a pass over
+            # it plus a reduction for a gradient that is zero.
+            batch_mean = batch_mean + bias
+        return normalized, batch_mean, batch_var
+
+    def _batch_normalize_centered(self, raw):
+        bn = self.batch_norm
         channels = raw.shape[-1]
         gamma = tf.convert_to_tensor(bn.gamma) if bn.scale else tf.ones([channels])
         beta = tf.convert_to_tensor(bn.beta) if bn.center else tf.zeros([channels])
@@ -323,13 +342,11 @@ class QuantizeWrapper(keras.layers.Layer):
         )
         count = tf.cast(tf.size(raw) // channels, "float32")
         batch_var = unbiased_var * ((count - 1.0) / tf.maximum(count, 1.0))
-        return tf.reshape(out, shape), batch_mean, batch_var
-
-    def _activate(self, y, training):
-        if self.pre_activation_quantizer is not None:
-            y = self.pre_activation_quantizer(y, training=training)
-        y = acts.apply_activation(self.activation, y)
-        return self.output_quantizer(y, training=training)
+        if rank < 4:
+            # Only around a reshape: one between the batch norm and a ReLU stops grappler
+            # from fusing the two.
+            out = tf.reshape(out, shape)
+        return out, batch_mean, batch_var
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
