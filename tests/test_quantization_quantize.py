@@ -461,3 +461,34 @@ def test_tf_keras_route_leaves_the_environment_unchanged():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "None"
+
+
+@pytest.mark.parametrize("standalone", [False, True])
+def test_loss_is_computed_from_the_logits_behind_a_softmax_output(standalone):
+    # Like Keras's own softmax, the quantized output carries its logits: cross-entropy is
+    # computed from them, so a true-class probability that int8 rounds to zero still gives
+    # an exact loss (not the clipped log of zero), while the output values stay quantized.
+    inputs = keras.Input((4,))
+    if standalone:
+        outputs = L.Softmax()(L.Dense(3)(inputs))
+    else:
+        outputs = L.Dense(3, activation="softmax")(inputs)
+    qat = quantize_model(keras.Model(inputs, outputs))
+    dense = [layer for layer in qat.layers if "dense" in layer.name][0]
+    dense.layer.kernel.assign(np.array([[8.0, 0.0, -8.0]] * 4, "float32"))
+    x = np.ones((2, 4), "float32")
+    y = np.array([2, 0])
+    observe(qat, (4,))
+
+    @tf.function
+    def run(x):
+        out = qat(x, training=False)
+        loss = keras.losses.SparseCategoricalCrossentropy()(y, out)
+        return out, out._keras_logits, loss
+
+    out, logits, loss = (t.numpy() for t in run(x))
+    exact = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits).numpy()
+    assert out[0, 2] == 0.0  # The deployed output rounds the true class's probability to 0.
+    np.testing.assert_allclose(loss, exact, rtol=1e-6)
+    assert loss > 20  # -log(1e-7) = 16.1 would be the clipped loss of the rounded output.
+    np.testing.assert_allclose(out.sum(1), 1.0, atol=2 / 256)

@@ -8,7 +8,7 @@ and a fixed output range; hard swish is a separate kernel with a free output ran
 import keras
 import tensorflow as tf
 
-from tfslim.quantization.quantizers import FIXED_OUTPUT_RANGES
+from tfslim.quantization.quantizers import FIXED_OUTPUT_RANGES, attach_logits
 
 # Activations TFLite fuses into the producing op.
 FUSABLE = ("linear", "relu", "relu6")
@@ -64,11 +64,11 @@ def apply_activation(name: str, x):
     if name == "relu6":
         return tf.nn.relu6(x)
     if name == "sigmoid":
-        return tf.sigmoid(x)
+        return attach_logits(tf.sigmoid(x), x)
     if name == "tanh":
         return tf.tanh(x)
     if name == "softmax":
-        return tf.nn.softmax(x, axis=-1)
+        return attach_logits(tf.nn.softmax(x, axis=-1), x)
     if name == "hard_swish":
         return x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
     raise ValueError(

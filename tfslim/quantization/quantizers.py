@@ -7,6 +7,8 @@ batch minimum and maximum. Both lower to `tf.quantization.fake_quant_*` ops, whi
 converter folds into int8 kernels.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -102,6 +104,24 @@ def check_ema_decay(ema_decay) -> float:
     return float(ema_decay)
 
 
+def attach_logits(outputs, logits):
+    """Marks `outputs` (a softmax or sigmoid output, maybe fake-quantized) with its `logits`.
+
+    Keras computes cross-entropy from the logits behind a probability output when the tensor
+    carries `_keras_logits` (as Keras's own softmax and sigmoid set it): stable, and the
+    softmax, the output rounding and their gradients drop out of the training step. The
+    forward values (predictions, metrics, the converted model) are unchanged; the loss just
+    does not see int8's 1/256 rounding of the read-out probabilities, whose
+    straight-through gradient is zero for every probability above 255/256 anyway. Eager
+    tensors take no attributes, so eager calls are left as they are.
+    """
+    if logits is None:
+        return outputs
+    with contextlib.suppress(AttributeError):
+        outputs._keras_logits = logits
+    return outputs
+
+
 def _cross_replica_max(value):
     """Maximum of the scalar `value` over replicas; call it in a replica context.
 
@@ -182,7 +202,7 @@ class ActivationQuantizer(keras.layers.Layer):
         outputs = tf.quantization.fake_quant_with_min_max_vars(
             x, low, high, num_bits=8, narrow_range=False
         )
-        return tf.cast(outputs, inputs.dtype)
+        return attach_logits(tf.cast(outputs, inputs.dtype), getattr(inputs, "_keras_logits", None))
 
     def get_range(self) -> tuple[float, float]:
         """Returns the current (min, max) float range of the quantized tensor."""
