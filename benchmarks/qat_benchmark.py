@@ -6,6 +6,11 @@ The same architecture is built once in Keras 3 (tfslim.demo.build_digits_cnn) an
 tf_keras; both get the same data split, float epochs, QAT epochs, batch size and learning rate.
 Every accuracy is measured on the held-out split; int8 numbers come from the converted
 .tflite run in the LiteRT interpreter.
+
+Training steps are then timed on the digits CNN and, with `--architectures` (default
+ds_cnn,resnet8), on MLPerf Tiny classifiers built in Keras 3 and copied layer for layer,
+weights included, to tf_keras (`to_tf_keras`): QAT in both frameworks and both float steps,
+interleaved.
 """
 
 import argparse
@@ -43,6 +48,53 @@ def build_tf_keras_cnn(width=32, dense_units=96, dropout=0.25):
     x = layers.Dense(dense_units, activation="relu")(x)
     outputs = layers.Dense(10, activation="softmax")(x)
     return tf_keras.Model(inputs, outputs, name="digits_cnn")
+
+
+# Config keys of Keras 3 layers that tf_keras layers don't take, or that don't matter here
+# (the weights are copied, so initializers, regularizers and constraints are dropped).
+_KERAS3_ONLY = ("dtype", "seed", "synchronized", "quantization_config", "lora_rank", "lora_alpha")
+_DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+
+
+def to_tf_keras(model):
+    """The same Functional graph, layer configs and weights as Keras 3 `model`, in tf_keras.
+
+    For the MLPerf Tiny builders (`tfslim.architectures`): every layer exists under the same
+    class name in `tf_keras.layers`. Keras 3 records `training=False` on some symbolic calls
+    (Dropout); that is dropped, so tf_keras applies dropout in training like Keras 3 does.
+    """
+    import keras
+    import tf_keras
+
+    made = {id(t): tf_keras.Input(t.shape[1:], name=t.name) for t in model.inputs}
+
+    def mapped(value):
+        return made[id(value)] if isinstance(value, keras.KerasTensor) else value
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        config = {
+            k: v
+            for k, v in layer.get_config().items()
+            if k not in _KERAS3_ONLY and not k.endswith(_DROPPED_SUFFIXES)
+        }
+        clone = getattr(tf_keras.layers, type(layer).__name__).from_config(config)
+        for node in layer._inbound_nodes:
+            args = keras.tree.map_structure(mapped, node.arguments.args)
+            kwargs = {
+                k: keras.tree.map_structure(mapped, v)
+                for k, v in node.arguments.kwargs.items()
+                if k != "training"
+            }
+            outputs = clone(*args, **kwargs)
+            flat = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            for old, new in zip(node.outputs, flat, strict=True):
+                made[id(old)] = new
+        clone.set_weights(layer.get_weights())
+    return tf_keras.Model(
+        [made[id(t)] for t in model.inputs], [made[id(t)] for t in model.outputs], name=model.name
+    )
 
 
 def to_tflite(model, calibration=None):
@@ -149,6 +201,35 @@ def timing_models(float_model, tk_float, *, lr, steps_per_execution, jit_compile
     return models
 
 
+def time_architectures(names, *, batch_size, lr, rounds, steps=40):
+    """QAT and float training steps of both frameworks on MLPerf Tiny architectures.
+
+    Each architecture is built once in Keras 3 (`tfslim.architectures`) and once in tf_keras
+    by `to_tf_keras` (same graph and weights); random inputs and labels, since only step time
+    is measured. Returns {architecture: (per-round ms, median ms)} as `time_steps` does.
+    """
+    import keras
+    import tensorflow as tf
+
+    from tfslim.architectures import MLPERF_TINY_MODELS
+
+    results = {}
+    for name in names:
+        spec = MLPERF_TINY_MODELS[name]
+        keras.utils.set_random_seed(0)
+        model = spec.build()
+        models = timing_models(
+            model, to_tf_keras(model), lr=lr, steps_per_execution=1, jit_compile=False
+        )
+        rng = np.random.default_rng(0)
+        x = rng.random((steps * batch_size, *spec.input_shape), dtype=np.float32)
+        y = rng.integers(0, model.outputs[0].shape[-1], len(x))
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(1)
+        runs = {run: (m, dict(x=data), steps) for run, m in models.items()}
+        results[name] = time_steps(runs, rounds=rounds, epochs=3)
+    return results
+
+
 def _epoch_timer(package, times):
     """An epoch-timing callback for `package` ("keras" or "tf_keras")."""
     import importlib
@@ -195,7 +276,21 @@ def main():
         action="store_true",
         help="XLA for both frameworks (default off: Keras 3's 'auto' is off on CPU-only hosts)",
     )
+    parser.add_argument(
+        "--architectures",
+        default="ds_cnn,resnet8",
+        help="MLPerf Tiny classifiers to time QAT steps on as well, comma-separated "
+        "(ds_cnn, resnet8, mobilenet_v1); empty to skip",
+    )
+    parser.add_argument(
+        "--architecture-rounds", type=int, default=5, help="interleaved rounds per architecture"
+    )
     args = parser.parse_args()
+    architectures = [a for a in args.architectures.split(",") if a]
+    known = ("ds_cnn", "resnet8", "mobilenet_v1")
+    unknown = [a for a in architectures if a not in known]
+    if unknown:
+        parser.error(f"--architectures: expected names from {known}, received {unknown}")
 
     import keras
     import tensorflow as tf
@@ -319,20 +414,6 @@ def main():
             f"{100 * r['qat_keras']:9.2f} | {100 * r['qat_int8']:8.2f} | "
             f"{100 * r['agree']:6.2f} | {r['size']:9d} | {r['step']:7.2f} | {r['integer']}"
         )
-    s, t = rows["tfslim"], rows["tfmot"]
-    print("\nChecks (tfslim):")
-    checks = [
-        ("|int8 - QAT keras| <= 0.3 pt", abs(s["qat_int8"] - s["qat_keras"]) * 100 <= 0.3),
-        ("int8/keras class agreement >= 99%", s["agree"] >= 0.99),
-        ("QAT int8 >= PTQ int8", s["qat_int8"] >= s["ptq"]),
-        ("QAT int8 within 0.5 pt of float", (s["float"] - s["qat_int8"]) * 100 <= 0.5),
-        ("int8 accuracy >= tfmot", s["qat_int8"] >= t["qat_int8"]),
-        ("size ratio tfslim/tfmot <= 1", s["size"] <= t["size"]),
-        ("QAT step ratio tfslim/tfmot <= 1 (BN and ranges updating)", s["step"] <= t["step"]),
-        ("fully integer", s["integer"]),
-    ]
-    for label, ok in checks:
-        print(f"  [{'x' if ok else ' '}] {label}")
     import statistics
 
     def paired(a, b):
@@ -341,6 +422,24 @@ def main():
     def paired_ms(a, b):
         return statistics.median(x - y for x, y in zip(per_round[a], per_round[b], strict=True))
 
+    s, t = rows["tfslim"], rows["tfmot"]
+    step_ratio = paired("tfslim QAT", "tfmot QAT")
+    print("\nChecks (tfslim):")
+    checks = [
+        ("|int8 - QAT keras| <= 0.3 pt", abs(s["qat_int8"] - s["qat_keras"]) * 100 <= 0.3),
+        ("int8/keras class agreement >= 99%", s["agree"] >= 0.99),
+        ("QAT int8 >= PTQ int8", s["qat_int8"] >= s["ptq"]),
+        ("QAT int8 within 0.5 pt of float", (s["float"] - s["qat_int8"]) * 100 <= 0.5),
+        ("int8 accuracy >= tfmot", s["qat_int8"] >= t["qat_int8"]),
+        ("size ratio tfslim/tfmot <= 1", s["size"] <= t["size"]),
+        (
+            "QAT step tfslim/tfmot <= 1 (BN and ranges updating; median of per-round ratios)",
+            step_ratio <= 1,
+        ),
+        ("fully integer", s["integer"]),
+    ]
+    for label, ok in checks:
+        print(f"  [{'x' if ok else ' '}] {label}")
     print(
         f"\nTraining step, ms (median of {args.rounds} interleaved rounds; fit, batch "
         f"{args.batch_size}, {long_steps}-step tf.data epochs unless noted, "
@@ -350,10 +449,7 @@ def main():
     for name, values in per_round.items():
         print(f"  {name:35} {step_ms[name]:6.2f}   rounds: {' '.join(f'{v:.2f}' for v in values)}")
     print("  Ratios and differences (medians of per-round ratios and differences):")
-    print(
-        f"    tfslim/tfmot QAT step, BN and ranges updating: "
-        f"{paired('tfslim QAT', 'tfmot QAT'):.3f}"
-    )
+    print(f"    tfslim/tfmot QAT step, BN and ranges updating: {step_ratio:.3f}")
     print(
         f"    tfslim/tfmot QAT step, tfslim BN frozen:       "
         f"{paired('tfslim QAT, BN frozen', 'tfmot QAT'):.3f}"
@@ -371,16 +467,49 @@ def main():
         f"({paired_ms('tfmot QAT', 'tf_keras float'):+.2f} ms)"
     )
     if args.qat_epochs > 1:  # The first epoch traces; the others are steps.
-        run_ms = {k: 1000 * statistics.mean(v[1:]) / steps_per_epoch for k, v in run_times.items()}
+        per_epoch = {
+            k: " ".join(f"{1000 * t / steps_per_epoch:.2f}" for t in v[1:])
+            for k, v in run_times.items()
+        }
         print(
-            f"  The QAT runs above ({steps_per_epoch}-step epochs 2-{args.qat_epochs}, tfslim "
-            f"with its FreezeQuantization schedule): tfslim {run_ms['tfslim']:.2f} ms/step, "
-            f"tfmot {run_ms['tfmot']:.2f} ms/step, ratio {run_ms['tfslim'] / run_ms['tfmot']:.3f}"
+            f"  The QAT runs above, ms/step of epochs 2-{args.qat_epochs} ({steps_per_epoch} "
+            f"steps each): tfslim {per_epoch['tfslim']}; tfmot {per_epoch['tfmot']}. tfslim "
+            "runs its FreezeQuantization schedule: freezing batch norm at epoch 2 retraces the "
+            "step once, which that epoch pays."
         )
     print(
         f"ratios tfslim/tfmot: int8 accuracy {s['qat_int8'] / t['qat_int8']:.4f}, "
         f"size {s['size'] / t['size']:.4f}"
     )
+    if not architectures:
+        return
+    timed = time_architectures(
+        architectures, batch_size=args.batch_size, lr=args.qat_lr, rounds=args.architecture_rounds
+    )
+    print(
+        f"\nQAT training step on MLPerf Tiny architectures, ms (same graph and weights in both "
+        f"frameworks, random data; fit, batch {args.batch_size}, 40-step tf.data epochs, "
+        f"median of {args.architecture_rounds} interleaved rounds; ratios are medians of "
+        "per-round ratios):"
+    )
+    header = (
+        f"  {'':13}| {'tfslim':>7} | {'BN frozen':>9} | {'tfmot':>7} | {'tfslim/tfmot':>12} | "
+        f"{'frozen/tfmot':>12} | {'K3 float':>8} | {'tk float':>8} | {'K3/tk float':>11}"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for name, (rounds, medians) in timed.items():
+
+        def ratio(a, b, rounds=rounds):
+            return statistics.median(x / y for x, y in zip(rounds[a], rounds[b], strict=True))
+
+        print(
+            f"  {name:13}| {medians['tfslim QAT']:7.2f} | {medians['tfslim QAT, BN frozen']:9.2f}"
+            f" | {medians['tfmot QAT']:7.2f} | {ratio('tfslim QAT', 'tfmot QAT'):12.3f} | "
+            f"{ratio('tfslim QAT, BN frozen', 'tfmot QAT'):12.3f} | "
+            f"{medians['Keras 3 float']:8.2f} | {medians['tf_keras float']:8.2f} | "
+            f"{ratio('Keras 3 float', 'tf_keras float'):11.3f}"
+        )
 
 
 if __name__ == "__main__":
