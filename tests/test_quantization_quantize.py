@@ -143,6 +143,8 @@ def test_structure_folds_bn_and_fuses_activation():
     assert conv.activation == "relu"
     assert head.activation == "softmax" and head.pre_activation_quantizer is not None
     assert head.output_quantizer.fixed_range == (0.0, 255.0 / 256.0)
+    # A ReLU output's observer knows its minimum is 0; the softmax's input may be negative.
+    assert conv.output_quantizer.nonnegative and not head.pre_activation_quantizer.nonnegative
     assert isinstance(qat.layers[1], ActivationQuantizer)  # The input quantizer.
     assert is_quantized_model(qat) and not is_quantized_model(model)
     assert float_layers(qat) == []
@@ -218,7 +220,7 @@ def resnet_block(x, filters):
     x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     x = L.BatchNormalization()(x)
     x = L.Add()([shortcut, x])
-    return L.ReLU()(x)
+    return L.ReLU(name="residual_relu")(x)
 
 
 @pytest.mark.slow
@@ -240,6 +242,8 @@ def test_blocks_end_to_end(block, digits):
     assert ("DEPTHWISE_CONV_2D" if block == "mobilenet" else "ADD") in ops
     # The ReLU after the residual Add is fused into the ADD kernel.
     assert "RELU" not in ops
+    if block == "resnet":
+        assert qat.get_layer("residual_relu_quantizer").nonnegative
     int8_pred = tfslim.predict(flatbuffer, x_test).argmax(1)
     keras_pred = qat.predict(x_test, verbose=0).argmax(1)
     assert (int8_pred == keras_pred).mean() >= 0.97

@@ -215,6 +215,8 @@ def test_training_updates_moving_statistics_with_batch_stats():
 def test_activations_and_quantizers():
     relu = QuantizeWrapper(L.Dense(3), activation="relu6")
     assert relu.pre_activation_quantizer is None
+    assert relu.output_quantizer.nonnegative
+    assert not QuantizeWrapper(L.Dense(3)).output_quantizer.nonnegative
     sigmoid = QuantizeWrapper(L.Dense(3), activation="sigmoid")
     assert sigmoid.output_quantizer.fixed_range == (0.0, 255 / 256)
     assert sigmoid.pre_activation_quantizer is not None

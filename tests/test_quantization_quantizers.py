@@ -66,10 +66,26 @@ def test_fixed_range_has_no_observer():
     np.testing.assert_allclose(y, [[77 / 256, 255 / 256]], atol=1e-6)
 
 
+def test_nonnegative_observer_matches_the_general_one_on_relu_outputs():
+    # After ReLU the batch minimum is 0 without a reduction: same ranges, same outputs.
+    rng = np.random.default_rng(0)
+    general, nonnegative = ActivationQuantizer(), ActivationQuantizer(nonnegative=True)
+    for _ in range(3):
+        x = np.maximum(rng.normal(size=(4, 6)), 0).astype("float32")
+        np.testing.assert_array_equal(
+            nonnegative(x, training=True).numpy(), general(x, training=True).numpy()
+        )
+        assert nonnegative.get_range() == general.get_range()
+    assert nonnegative.get_range()[0] == 0.0
+
+
 def test_config_round_trip():
     q = ActivationQuantizer(ema_decay=0.9, fixed_range=(-1.0, 127 / 128), name="q")
     clone = ActivationQuantizer.from_config(q.get_config())
     assert (clone.ema_decay, clone.fixed_range, clone.name) == (0.9, (-1.0, 127 / 128), "q")
+    assert ActivationQuantizer.from_config(
+        ActivationQuantizer(nonnegative=True).get_config()
+    ).nonnegative
 
 
 def test_save_load_round_trip(tmp_path):

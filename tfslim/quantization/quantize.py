@@ -123,8 +123,10 @@ class _Rewriter:
         self.copies = []  # (new layer, old layer) pairs whose weights to copy once built.
         self.submodels = {}
 
-    def quantizer(self, name, fixed=None):
-        return ActivationQuantizer(ema_decay=self.ema_decay, fixed_range=fixed, name=name)
+    def quantizer(self, name, fixed=None, *, nonnegative=False):
+        return ActivationQuantizer(
+            ema_decay=self.ema_decay, fixed_range=fixed, nonnegative=nonnegative, name=name
+        )
 
     def rewrite(self, model, *, quantize_inputs, name):
         graph = _check_model(model)
@@ -230,7 +232,8 @@ class _Rewriter:
         elif kind == "activation":
             act = acts.layer_activation_name(layer)
             fixed = acts.fixed_range(act)
-            out = self.quantizer(f"{layer.name}_quantizer", fixed)(out)
+            nonnegative = act in ("relu", "relu6")
+            out = self.quantizer(f"{layer.name}_quantizer", fixed, nonnegative=nonnegative)(out)
         return out
 
     def submodel(self, model):

@@ -103,7 +103,10 @@ class QuantizeWrapper(keras.layers.Layer):
         self.kind = cls
         fixed = acts.fixed_range(activation)
         self.output_quantizer = ActivationQuantizer(
-            ema_decay=ema_decay, fixed_range=fixed, name="output_quantizer"
+            ema_decay=ema_decay,
+            fixed_range=fixed,
+            nonnegative=activation in ("relu", "relu6"),
+            name="output_quantizer",
         )
         self.pre_activation_quantizer = None
         if activation in acts.STANDALONE:

@@ -145,6 +145,8 @@ class ActivationQuantizer(keras.layers.Layer):
         fixed_range: tuple of two floats or `None`. A range imposed by the TFLite kernel that
             produces this tensor (softmax, sigmoid, tanh); no observer is used. Defaults to
             `None`.
+        nonnegative: bool. The tensor is never negative (a ReLU or ReLU6 output), so the
+            batch minimum is 0 without a reduction over it. Defaults to `False`.
         **kwargs: Base layer keyword arguments (`name`, ...).
 
     Example:
@@ -156,10 +158,13 @@ class ActivationQuantizer(keras.layers.Layer):
     [0.0, 2.0]
     """
 
-    def __init__(self, *, ema_decay: float = 0.99, fixed_range=None, **kwargs):
+    def __init__(
+        self, *, ema_decay: float = 0.99, fixed_range=None, nonnegative: bool = False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.ema_decay = check_ema_decay(ema_decay)
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
+        self.nonnegative = bool(nonnegative)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -180,10 +185,14 @@ class ActivationQuantizer(keras.layers.Layer):
         x = tf.cast(inputs, "float32")
         if training and self.fixed_range is None:
             x_stop = tf.stop_gradient(x)
-            batch_min = tf.minimum(tf.reduce_min(x_stop), 0.0)
             batch_max = tf.maximum(tf.reduce_max(x_stop), 0.0)
+            if self.nonnegative:
+                batch_min = tf.zeros_like(batch_max)
+            else:
+                batch_min = tf.minimum(tf.reduce_min(x_stop), 0.0)
             if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-                batch_min = -_cross_replica_max(-batch_min)
+                if not self.nonnegative:
+                    batch_min = -_cross_replica_max(-batch_min)
                 batch_max = _cross_replica_max(batch_max)
             # One blend weight covers the three cases: first batch (take it), moving
             # average (1 - decay) and frozen (keep the range).
@@ -213,5 +222,11 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"ema_decay": self.ema_decay, "fixed_range": self.fixed_range})
+        config.update(
+            {
+                "ema_decay": self.ema_decay,
+                "fixed_range": self.fixed_range,
+                "nonnegative": self.nonnegative,
+            }
+        )
         return config
