@@ -56,7 +56,9 @@ class FreezeQuantization(keras.callbacks.Callback):
     Freezing ranges a few epochs before the end lets the weights adapt to the final int8
     grid; freezing batch-norm statistics makes training use the folded kernels that deploy.
     Epochs count from 0 (`freeze_ranges_epoch=2` freezes at the start of the third epoch);
-    steps count optimizer iterations, so they continue across `fit` calls.
+    steps count optimizer iterations, so they continue across `fit` calls. Freezing batch
+    norm retraces the training step once (the flag picks the step's arithmetic when it is
+    traced, which keeps a per-layer `tf.cond` out of every step).
 
     Args:
         freeze_ranges_epoch: int or `None`. Epoch at whose start ranges freeze. Defaults to
