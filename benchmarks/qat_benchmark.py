@@ -31,25 +31,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from tfslim._compat import is_tf_keras  # noqa: E402
 
-
-def build_tf_keras_cnn(width=32, dense_units=96, dropout=0.25):
-    """tfslim.demo.build_digits_cnn, layer for layer, in tf_keras."""
-    import tf_keras
-
-    layers = tf_keras.layers
-    inputs = tf_keras.Input((8, 8, 1), name="image")
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False)(inputs)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.Conv2D(2 * width, 3, padding="valid", activation="relu")(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(dropout)(x)
-    x = layers.Dense(dense_units, activation="relu")(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
-    return tf_keras.Model(inputs, outputs, name="digits_cnn")
-
-
 # Config keys of Keras 3 layers that tf_keras layers don't take, or that don't matter here
 # (the weights are copied, so initializers, regularizers and constraints are dropped).
 _KERAS3_ONLY = ("dtype", "seed", "synchronized", "quantization_config", "lora_rank", "lora_alpha")
@@ -254,6 +235,86 @@ def run_tflite(flatbuffer, x):
     return preds, tfslim.inspect(flatbuffer, micro_check=False)["fully_integer"]
 
 
+def compare_accuracy(seed, data, args):
+    """Float, post-training int8 and QAT int8 accuracy of both frameworks for one seed.
+
+    The float model is trained once, in Keras 3, and copied with its weights to tf_keras
+    (`to_tf_keras`), so tfslim and tfmot start QAT from the same float model: what differs
+    between the rows is the quantization-aware training alone. tfslim follows its usual
+    schedule (`FreezeQuantization`: batch norm frozen after the first QAT epoch, ranges for
+    the last); tfmot has no such schedule. Returns {"tfslim": row, "tfmot": row, ...}.
+    """
+    import keras
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    from tfslim.demo import build_digits_cnn
+    from tfslim.quantization import FreezeQuantization, quantize_model
+
+    x_train, y_train, x_test, y_test = data
+    fit = dict(batch_size=args.batch_size, verbose=0)
+    keras.utils.set_random_seed(seed)
+    float_model = build_digits_cnn()
+    float_model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
+    float_model.fit(x_train, y_train, epochs=args.epochs, **fit)
+    tk_float = to_tf_keras(float_model)
+
+    def accuracy(pred):
+        return float((pred == y_test).mean())
+
+    qat = quantize_model(float_model)
+    qat.compile(keras.optimizers.Adam(args.qat_lr), "sparse_categorical_crossentropy")
+    tk_qat = tfmot.quantization.keras.quantize_model(tk_float)
+    tk_qat.compile(tf_keras.optimizers.Adam(args.qat_lr), "sparse_categorical_crossentropy")
+    schedule = FreezeQuantization(
+        freeze_batch_norm_epoch=1, freeze_ranges_epoch=max(1, args.qat_epochs - 1)
+    )
+    run_times = {"tfslim": [], "tfmot": []}
+    result = {"models": (float_model, tk_float), "run_times": run_times}
+    for name, f, q, callbacks in (
+        ("tfslim", float_model, qat, [schedule]),
+        ("tfmot", tk_float, tk_qat, []),
+    ):
+        package = "tf_keras" if is_tf_keras(q) else "keras"
+        float_pred = f.predict(x_test, verbose=0).argmax(1)
+        ptq, _ = to_tflite(f, calibration=x_train[:200])
+        q.fit(
+            x_train,
+            y_train,
+            epochs=args.qat_epochs,
+            callbacks=[*callbacks, _epoch_timer(package, run_times[name])],
+            **fit,
+        )
+        keras_pred = q.predict(x_test, verbose=0).argmax(1)
+        flat, route = to_tflite(q)
+        int8_pred, integer = run_tflite(flat, x_test)
+        result["route"] = result.get("route", route)
+        result[name] = {
+            "float": accuracy(float_pred),
+            "ptq": accuracy(run_tflite(ptq, x_test)[0]),
+            "qat_keras": accuracy(keras_pred),
+            "qat_int8": accuracy(int8_pred),
+            "agree": float((keras_pred == int8_pred).mean()),
+            "size": len(flat),
+            "integer": integer,
+        }
+    return result
+
+
+def summarize(seed_rows):
+    """Means of the accuracies over seeds; the largest file; fully integer on every seed."""
+    import statistics
+
+    row = {k: statistics.mean(r[k] for r in seed_rows) for k in _ACCURACIES}
+    row["size"] = max(r["size"] for r in seed_rows)
+    row["integer"] = all(r["integer"] for r in seed_rows)
+    row["seeds"] = seed_rows
+    return row
+
+
+_ACCURACIES = ("float", "ptq", "qat_keras", "qat_int8", "agree")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=12, help="float training epochs")
@@ -261,6 +322,9 @@ def main():
     parser.add_argument("--lr", type=float, default=2e-3, help="float learning rate")
     parser.add_argument("--qat-lr", type=float, default=5e-4, help="QAT learning rate")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="accuracy runs (seeds 0..N-1), reported as means"
+    )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument(
         "--timing-repeat",
@@ -292,82 +356,19 @@ def main():
     if unknown:
         parser.error(f"--architectures: expected names from {known}, received {unknown}")
 
-    import keras
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
+    import statistics
 
-    from tfslim.demo import build_digits_cnn, load_digits_data
-    from tfslim.quantization import FreezeQuantization, quantize_model
+    import tensorflow as tf
+
+    from tfslim.demo import load_digits_data
 
     x_train, y_train, x_test, y_test = load_digits_data()
-    fit = dict(batch_size=args.batch_size, verbose=0)
-    rows = {}
-
-    # Keras 3 + tfslim.
-    keras.utils.set_random_seed(0)
-    float_model = build_digits_cnn()
-    float_model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
-    float_model.fit(x_train, y_train, epochs=args.epochs, **fit)
-    float_acc = float((float_model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
-    ptq, _ = to_tflite(float_model, calibration=x_train[:200])
-    ptq_acc = float((run_tflite(ptq, x_test)[0] == y_test).mean())
-
-    qat = quantize_model(float_model)
-    qat.compile(keras.optimizers.Adam(args.qat_lr), "sparse_categorical_crossentropy")
-    schedule = FreezeQuantization(
-        freeze_batch_norm_epoch=1, freeze_ranges_epoch=max(1, args.qat_epochs - 1)
-    )
-    run_times = {"tfslim": [], "tfmot": []}
-    qat.fit(
-        x_train,
-        y_train,
-        epochs=args.qat_epochs,
-        callbacks=[schedule, _epoch_timer("keras", run_times["tfslim"])],
-        **fit,
-    )
-    qat_keras_pred = qat.predict(x_test, verbose=0).argmax(1)
-    qat_flat, route = to_tflite(qat)
-    qat_int8_pred, qat_integer = run_tflite(qat_flat, x_test)
-    rows["tfslim"] = {
-        "float": float_acc,
-        "ptq": ptq_acc,
-        "qat_keras": float((qat_keras_pred == y_test).mean()),
-        "qat_int8": float((qat_int8_pred == y_test).mean()),
-        "agree": float((qat_keras_pred == qat_int8_pred).mean()),
-        "size": len(qat_flat),
-        "integer": qat_integer,
-    }
-
-    # tf_keras + tfmot, same architecture, data, epochs and learning rates.
-    tf.keras.utils.set_random_seed(0)
-    tk_float = build_tf_keras_cnn()
-    tk_float.compile(tf_keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
-    tk_float.fit(x_train, y_train, epochs=args.epochs, **fit)
-    tk_float_acc = float((tk_float.predict(x_test, verbose=0).argmax(1) == y_test).mean())
-    tk_ptq, _ = to_tflite(tk_float, calibration=x_train[:200])
-    tk_ptq_acc = float((run_tflite(tk_ptq, x_test)[0] == y_test).mean())
-    tk_qat = tfmot.quantization.keras.quantize_model(tk_float)
-    tk_qat.compile(tf_keras.optimizers.Adam(args.qat_lr), "sparse_categorical_crossentropy")
-    tk_qat.fit(
-        x_train,
-        y_train,
-        epochs=args.qat_epochs,
-        callbacks=[_epoch_timer("tf_keras", run_times["tfmot"])],
-        **fit,
-    )
-    tk_keras_pred = tk_qat.predict(x_test, verbose=0).argmax(1)
-    tk_flat, _ = to_tflite(tk_qat)
-    tk_int8_pred, tk_integer = run_tflite(tk_flat, x_test)
-    rows["tfmot"] = {
-        "float": tk_float_acc,
-        "ptq": tk_ptq_acc,
-        "qat_keras": float((tk_keras_pred == y_test).mean()),
-        "qat_int8": float((tk_int8_pred == y_test).mean()),
-        "agree": float((tk_keras_pred == tk_int8_pred).mean()),
-        "size": len(tk_flat),
-        "integer": tk_integer,
-    }
+    data = (x_train, y_train, x_test, y_test)
+    per_seed = [compare_accuracy(seed, data, args) for seed in range(args.seeds)]
+    rows = {name: summarize([r[name] for r in per_seed]) for name in ("tfslim", "tfmot")}
+    float_model, tk_float = per_seed[0]["models"]
+    run_times = per_seed[0]["run_times"]
+    route = per_seed[0]["route"]
 
     # Timing after evaluation: extra epochs no longer change the reported accuracies. Step
     # times use long epochs of one tf.data pipeline, so a fixed per-epoch cost of the
@@ -399,8 +400,9 @@ def main():
 
     print(
         f"\ndigits CNN ({float_model.count_params()} params), {len(x_train)} train / "
-        f"{len(x_test)} test, float {args.epochs} ep lr {args.lr}, QAT {args.qat_epochs} ep "
-        f"lr {args.qat_lr}, batch {args.batch_size}; QAT .tflite via {route}\n"
+        f"{len(x_test)} test, float {args.epochs} ep lr {args.lr} (trained in Keras 3, copied "
+        f"to tf_keras), QAT {args.qat_epochs} ep lr {args.qat_lr}, batch {args.batch_size}; "
+        f"accuracies are means over seeds 0-{args.seeds - 1}; QAT .tflite via {route}\n"
     )
     header = (
         f"{'':8}| {'float':>6} | {'PTQ int8':>8} | {'QAT keras':>9} | {'QAT int8':>8} | "
@@ -414,7 +416,14 @@ def main():
             f"{100 * r['qat_keras']:9.2f} | {100 * r['qat_int8']:8.2f} | "
             f"{100 * r['agree']:6.2f} | {r['size']:9d} | {r['step']:7.2f} | {r['integer']}"
         )
-    import statistics
+    print("\nPer seed, accuracy % (float / PTQ int8 / QAT keras / QAT int8):")
+    for seed in range(args.seeds):
+        line = "; ".join(
+            f"{name} "
+            + " / ".join(f"{100 * rows[name]['seeds'][seed][k]:.2f}" for k in _ACCURACIES[:4])
+            for name in rows
+        )
+        print(f"  seed {seed}: {line}")
 
     def paired(a, b):
         return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
