@@ -428,6 +428,10 @@ def main():
     def paired(a, b):
         return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
 
+    def spread(a, b):
+        ratios = [x / y for x, y in zip(per_round[a], per_round[b], strict=True)]
+        return f"(rounds {min(ratios):.3f}-{max(ratios):.3f})"
+
     def paired_ms(a, b):
         return statistics.median(x - y for x, y in zip(per_round[a], per_round[b], strict=True))
 
@@ -458,14 +462,19 @@ def main():
     for name, values in per_round.items():
         print(f"  {name:35} {step_ms[name]:6.2f}   rounds: {' '.join(f'{v:.2f}' for v in values)}")
     print("  Ratios and differences (medians of per-round ratios and differences):")
-    print(f"    tfslim/tfmot QAT step, BN and ranges updating: {step_ratio:.3f}")
+    print(
+        f"    tfslim/tfmot QAT step, BN and ranges updating: {step_ratio:.3f} "
+        f"{spread('tfslim QAT', 'tfmot QAT')}"
+    )
     print(
         f"    tfslim/tfmot QAT step, tfslim BN frozen:       "
-        f"{paired('tfslim QAT, BN frozen', 'tfmot QAT'):.3f}"
+        f"{paired('tfslim QAT, BN frozen', 'tfmot QAT'):.3f} "
+        f"{spread('tfslim QAT, BN frozen', 'tfmot QAT')}"
     )
     print(
         f"    Keras 3/tf_keras float step:                   "
-        f"{paired('Keras 3 float', 'tf_keras float'):.3f}"
+        f"{paired('Keras 3 float', 'tf_keras float'):.3f} "
+        f"{spread('Keras 3 float', 'tf_keras float')}"
     )
     print(
         f"    QAT over own float step: tfslim x{paired('tfslim QAT', 'Keras 3 float'):.3f} "
