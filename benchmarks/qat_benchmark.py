@@ -148,6 +148,11 @@ def time_steps(runs, *, rounds=7, epochs=4):
     return per_round, {name: statistics.median(v) for name, v in per_round.items()}
 
 
+def round_ratios(per_round, a, b):
+    """Per-round ratios of run `a`'s step time to run `b`'s (same round, same load)."""
+    return [x / y for x, y in zip(per_round[a], per_round[b], strict=True)]
+
+
 def timing_models(float_model, tk_float, *, lr, steps_per_execution, jit_compile):
     """Fresh QAT copies of both trained float models and the float models, compiled alike.
 
@@ -288,7 +293,8 @@ def compare_accuracy(seed, data, args):
         keras_pred = q.predict(x_test, verbose=0).argmax(1)
         flat, route = to_tflite(q)
         int8_pred, integer = run_tflite(flat, x_test)
-        result["route"] = result.get("route", route)
+        if name == "tfslim":
+            result["route"] = route
         result[name] = {
             "float": accuracy(float_pred),
             "ptq": accuracy(run_tflite(ptq, x_test)[0]),
@@ -301,6 +307,9 @@ def compare_accuracy(seed, data, args):
     return result
 
 
+_ACCURACIES = ("float", "ptq", "qat_keras", "qat_int8", "agree")
+
+
 def summarize(seed_rows):
     """Means of the accuracies over seeds; the largest file; fully integer on every seed."""
     import statistics
@@ -310,9 +319,6 @@ def summarize(seed_rows):
     row["integer"] = all(r["integer"] for r in seed_rows)
     row["seeds"] = seed_rows
     return row
-
-
-_ACCURACIES = ("float", "ptq", "qat_keras", "qat_int8", "agree")
 
 
 def main():
@@ -426,10 +432,10 @@ def main():
         print(f"  seed {seed}: {line}")
 
     def paired(a, b):
-        return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
+        return statistics.median(round_ratios(per_round, a, b))
 
     def spread(a, b):
-        ratios = [x / y for x, y in zip(per_round[a], per_round[b], strict=True)]
+        ratios = round_ratios(per_round, a, b)
         return f"(rounds {min(ratios):.3f}-{max(ratios):.3f})"
 
     def paired_ms(a, b):
@@ -519,7 +525,7 @@ def main():
     for name, (rounds, medians) in timed.items():
 
         def ratio(a, b, rounds=rounds):
-            return statistics.median(x / y for x, y in zip(rounds[a], rounds[b], strict=True))
+            return statistics.median(round_ratios(rounds, a, b))
 
         print(
             f"  {name:13}| {medians['tfslim QAT']:7.2f} | {medians['tfslim QAT, BN frozen']:9.2f}"
