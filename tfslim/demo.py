@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
+from tfslim import _io
 from tfslim._checks import check_int
-from tfslim.litert import _io
 
 __all__ = ["build_digits_cnn", "load_digits_data", "run_demo"]
 

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tfslim import _io
 from tfslim._checks import check_int
 from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
-from tfslim.litert import _io, _worker, micro
+from tfslim.litert import _worker, micro
 from tfslim.litert.calibration import calibration_samples
 from tfslim.litert.targets import Target, check_quantization, get_target
 

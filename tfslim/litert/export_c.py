@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfslim.litert import _flatbuffer, _io
+from tfslim import _io
+from tfslim.litert import _flatbuffer
 
 if TYPE_CHECKING:
     from tfslim.litert.converter import ConversionResult
