@@ -24,7 +24,8 @@ def main() -> None:
     import keras
 
     import tfslim
-    from tfslim.demo import build_digits_cnn, load_digits_data
+    from tfslim.architectures.digits import build_digits_cnn
+    from tfslim.datasets import load_digits_data
 
     keras.utils.set_random_seed(0)
     x_train, y_train, x_test, y_test = load_digits_data()

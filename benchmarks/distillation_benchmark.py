@@ -3,7 +3,7 @@
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/distillation_benchmark.py [--epochs 3 --seeds 3]
 
-Teacher: tfslim.demo.build_digits_cnn() (75k parameters), trained once. Student:
+Teacher: tfslim.architectures.build_digits_cnn() (75k parameters), trained once. Student:
 build_digits_cnn(width=16, dense_units=48), about a quarter of the teacher's parameters. For
 each seed the student starts from the same initial weights in both arms (alone / distilled),
 with the same optimizer, learning rate, batch size, epochs and data order. Accuracies are on the
@@ -38,7 +38,8 @@ def main():
     import keras
 
     import tfslim
-    from tfslim.demo import build_digits_cnn, load_digits_data
+    from tfslim.architectures.digits import build_digits_cnn
+    from tfslim.datasets import load_digits_data
     from tfslim.distillation import distill
 
     x_train, y_train, x_test, y_test = load_digits_data(0)

@@ -45,7 +45,7 @@ SPARSITY = 0.8
 
 
 def load_data():
-    from tfslim.demo import load_digits_data
+    from tfslim.datasets import load_digits_data
 
     return load_digits_data()
 

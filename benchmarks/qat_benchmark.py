@@ -2,7 +2,7 @@
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/qat_benchmark.py [--epochs 12 --qat-epochs 4]
 
-The same architecture is built once in Keras 3 (tfslim.demo.build_digits_cnn) and once in
+The same architecture is built once in Keras 3 (tfslim.architectures.build_digits_cnn) and once in
 tf_keras; both get the same data split, float epochs, QAT epochs, batch size and learning rate.
 Every accuracy is measured on the held-out split; int8 numbers come from the converted
 .tflite run in the LiteRT interpreter.
@@ -253,7 +253,7 @@ def compare_accuracy(seed, data, args):
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from tfslim.demo import build_digits_cnn
+    from tfslim.architectures.digits import build_digits_cnn
     from tfslim.quantization import FreezeQuantization, quantize_model
 
     x_train, y_train, x_test, y_test = data
@@ -366,7 +366,7 @@ def main():
 
     import tensorflow as tf
 
-    from tfslim.demo import load_digits_data
+    from tfslim.datasets import load_digits_data
 
     x_train, y_train, x_test, y_test = load_digits_data()
     data = (x_train, y_train, x_test, y_test)

@@ -90,7 +90,7 @@ def main():
     import keras
 
     import tfslim
-    from tfslim.demo import load_digits_data
+    from tfslim.datasets import load_digits_data
     from tfslim.tuning import Budget, run_builtin_search
 
     out = args.out or tempfile.mkdtemp(prefix="tfslim_tuning_bench_")

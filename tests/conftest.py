@@ -16,7 +16,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's digits as (x_train, y_train, x_test, y_test), images 8x8x1 in [0, 1]."""
-    from tfslim.demo import load_digits_data
+    from tfslim.datasets import load_digits_data
 
     return load_digits_data()
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from tfslim.demo import build_digits_cnn, run_demo
+from tfslim.architectures.digits import build_digits_cnn
+from tfslim.demo import run_demo
 
 
 def test_demo_cnn_is_big_enough_for_the_size_claims():

@@ -13,7 +13,7 @@ _SCRIPT = textwrap.dedent(
     import os, sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    from tfslim.demo import load_digits_data
+    from tfslim.datasets import load_digits_data
     from tfslim.tuning import Budget, FootprintTuner
 
     def build(hp):

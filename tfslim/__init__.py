@@ -48,6 +48,7 @@ _LAZY = {
 # Sub-packages reachable as attributes (`tfslim.callbacks.Pruning`).
 _SUBMODULES = (
     "architectures",
+    "datasets",
     "callbacks",
     "distillation",
     "litert",

@@ -12,41 +12,12 @@ from pathlib import Path
 
 from tfslim import _io
 from tfslim._checks import check_int
+from tfslim.architectures.digits import build_digits_cnn
+from tfslim.datasets import load_digits_data
 
-__all__ = ["build_digits_cnn", "load_digits_data", "run_demo"]
+__all__ = ["run_demo"]
 
 _BOARDS = ("nano33ble", "stm32f746", "nucleo-l4r5zi", "esp32s3", "rp2040")
-
-
-def load_digits_data(seed: int = 0):
-    """Digits as (x_train, y_train, x_test, y_test): 8x8x1 float32 images in [0, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    y = data.target.astype("int64")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.2, random_state=seed, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
-
-
-def build_digits_cnn(*, width: int = 32, dense_units: int = 96, dropout: float = 0.25):
-    """A small CNN for 8x8 digits, about 75k parameters at the default width."""
-    import keras
-
-    inputs = keras.Input((8, 8, 1), name="image")
-    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(2 * width, 3, padding="valid", activation="relu")(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dropout(dropout)(x)
-    x = keras.layers.Dense(dense_units, activation="relu")(x)
-    outputs = keras.layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="digits_cnn")
 
 
 def _compile(model, lr=2e-3):

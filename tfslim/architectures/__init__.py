@@ -12,6 +12,7 @@ from tfslim.architectures.blocks import (
     scale_filters,
     squeeze_excite_block,
 )
+from tfslim.architectures.digits import build_digits_cnn
 from tfslim.architectures.mlperf_tiny import (
     MLPERF_TINY_MODELS,
     ReferenceModel,
@@ -25,6 +26,7 @@ from tfslim.architectures.sizing import randomize_weights
 __all__ = [
     "MLPERF_TINY_MODELS",
     "ReferenceModel",
+    "build_digits_cnn",
     "depthwise_separable_block",
     "ds_cnn",
     "fc_autoencoder",

@@ -55,8 +55,8 @@ def run_builtin_search(
         max_flash_bytes: int or None. Overrides the target's flash. Defaults to `None`.
         max_ram_bytes: int or None. Overrides the target's RAM. Defaults to `None`.
         epochs: int. Training epochs per trial. Defaults to `2`.
-        distillation: bool. Train a float teacher (`tfslim.demo.build_digits_cnn`, 3 epochs)
-            and add distillation temperature 4 to the search (temperature 0 = none).
+        distillation: bool. Train a float teacher (`tfslim.architectures.build_digits_cnn`,
+            3 epochs) and add distillation temperature 4 to the search (temperature 0 = none).
             Defaults to `True`.
         seed: int. Oracle and weight seed. Defaults to `0`.
         overwrite: bool. Start afresh rather than resume. Defaults to `True`.
@@ -65,7 +65,7 @@ def run_builtin_search(
     Returns:
         The report dict of `tfslim.tuning.write_report` (trials, front, files).
     """
-    from tfslim.demo import load_digits_data
+    from tfslim.datasets import load_digits_data
     from tfslim.litert.targets import require_micro
     from tfslim.tuning.budget import Budget
 
@@ -90,7 +90,7 @@ def run_builtin_search(
     x_train, y_train, x_test, y_test = load_digits_data(seed)
     teacher = None
     if distillation:
-        from tfslim.demo import build_digits_cnn
+        from tfslim.architectures.digits import build_digits_cnn
 
         teacher = build_digits_cnn()
         teacher.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
