@@ -36,6 +36,9 @@ _LAZY = {
     "PolynomialDecay": "tfslim.pruning",
     "PruningSchedule": "tfslim.pruning",
     "PruneLowMagnitude": "tfslim.pruning",
+    # Clustering.
+    "cluster_weights": "tfslim.clustering",
+    "strip_clustering": "tfslim.clustering",
     # Distillation.
     "Distiller": "tfslim.distillation",
     "DistillationSchedule": "tfslim.distillation",
@@ -50,6 +53,7 @@ _SUBMODULES = (
     "architectures",
     "datasets",
     "callbacks",
+    "clustering",
     "distillation",
     "litert",
     "pruning",
