@@ -14,7 +14,8 @@ kernels with SIMD lanes stay efficient. At `alpha=1` the channel counts are used
 import keras
 from keras import layers
 
-from tfslim.architectures._validation import (
+from tfslim._checks import (
+    check_float,
     check_image_tensor,
     check_positive_float,
     check_positive_int,
@@ -239,12 +240,7 @@ def squeeze_excite_block(
     (None, 8, 8, 32)
     """
     channels = check_image_tensor("inputs", inputs)
-    ratio = check_positive_float("ratio", ratio)
-    if ratio > 1:
-        raise ValueError(
-            f"Invalid value for argument `ratio`. Expected a float in (0, 1]. "
-            f"Received: ratio={ratio!r}"
-        )
+    ratio = check_float("ratio", ratio, minimum=0, maximum=1, min_inclusive=False)
     squeezed = make_divisible(channels * ratio, divisor=divisor)
     s = layers.GlobalAveragePooling2D(keepdims=True, name=_name(name, "squeeze"))(inputs)
     s = layers.Conv2D(squeezed, 1, name=_name(name, "reduce"))(s)
@@ -305,12 +301,7 @@ def inverted_residual_block(
     (None, 16, 16, 24)
     """
     in_channels = check_image_tensor("inputs", inputs)
-    expansion = check_positive_float("expansion", expansion)
-    if expansion < 1:
-        raise ValueError(
-            f"Invalid value for argument `expansion`. Expected a float >= 1. "
-            f"Received: expansion={expansion!r}"
-        )
+    expansion = check_float("expansion", expansion, minimum=1)
     out_channels = scale_filters(filters, alpha=alpha, divisor=divisor)
     regularizer = _l2(weight_decay)
     x = inputs
@@ -359,14 +350,5 @@ def _is_unit(strides: int | tuple[int, int]) -> bool:
 
 
 def _l2(weight_decay: float):
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float):
-        raise TypeError(
-            f"Invalid type for argument `weight_decay`. Expected a float >= 0. "
-            f"Received: weight_decay={weight_decay!r}"
-        )
-    if weight_decay < 0:
-        raise ValueError(
-            f"Invalid value for argument `weight_decay`. Expected a float >= 0. "
-            f"Received: weight_decay={weight_decay!r}"
-        )
+    weight_decay = check_float("weight_decay", weight_decay, minimum=0)
     return keras.regularizers.L2(weight_decay) if weight_decay > 0 else None

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from tfslim.architectures._validation import (
+from tfslim._checks import (
     check_positive_int,
     check_rate,
     check_shape,

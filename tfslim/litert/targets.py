@@ -7,6 +7,8 @@ effective int8 cycles-per-MAC figure used only for the labelled latency *estimat
 
 import dataclasses
 
+from tfslim._checks import invalid_type, invalid_value
+
 __all__ = ["Target", "get_target", "list_targets"]
 
 _QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8", "int16x8")
@@ -188,26 +190,17 @@ def get_target(target: "str | Target") -> Target:
     if isinstance(target, Target):
         return target
     if not isinstance(target, str):
-        raise TypeError(
-            "Invalid type for argument `target`. Expected a target name (str) or a "
-            f"tfslim.Target. Received: target={target!r} of type {type(target).__name__}"
-        )
+        raise invalid_type("target", "a target name (str) or a tfslim.Target", target)
     found = _TARGETS.get(target.lower())
     if found is None:
-        raise ValueError(
-            f"Invalid value for argument `target`. Expected one of {sorted(_TARGETS)}. "
-            f"Received: target={target!r}"
-        )
+        raise invalid_value("target", f"one of {sorted(_TARGETS)}", target)
     return found
 
 
 def check_quantization(quantization: str) -> str:
     """Validates a quantization mode name and returns it."""
     if quantization not in _QUANTIZATION_MODES:
-        raise ValueError(
-            f"Invalid value for argument `quantization`. Expected one of "
-            f"{list(_QUANTIZATION_MODES)}. Received: quantization={quantization!r}"
-        )
+        raise invalid_value("quantization", f"one of {list(_QUANTIZATION_MODES)}", quantization)
     return quantization
 
 

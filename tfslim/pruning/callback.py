@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 
+from tfslim._checks import check_bool
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
 from tfslim.pruning.constraint import PruningConstraint, sparsity_of
@@ -108,10 +109,10 @@ class Pruning(keras.callbacks.Callback):
             )
         self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
         self.schedule = schedule
-        self.granularity = Granularity(tuple(block_size), block_pooling_type, sparsity_m_by_n)
+        self.granularity = Granularity(block_size, block_pooling_type, sparsity_m_by_n)
         self.layer_sparsity = policy.check_layer_sparsity(layer_sparsity)
         self.skip_layers = policy.check_skip_layers(skip_layers)
-        self.log_layers = bool(log_layers)
+        self.log_layers = check_bool("log_layers", log_layers)
         self._constraints: list[PruningConstraint] = []
         self._layer_weights: dict[str, list] = {}
         self._pending = self._needs_init = False

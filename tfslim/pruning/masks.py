@@ -13,23 +13,23 @@ All functions build graph ops; they run inside the compiled train step on mask-u
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import tensorflow as tf
+
+from tfslim._checks import invalid_type, invalid_value
 
 _POOLING_TYPES = ("AVG", "MAX")
 
 
-def _pair(name: str, value, *, minimum: int) -> tuple[int, int]:
-    ok = (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
-    )
-    if not ok:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a pair of ints >= {minimum}. "
-            f"Received: {name}={value!r}"
-        )
+def _pair(name: str, value, *, minimum: int, example: str) -> tuple[int, int]:
+    expected = f"a pair of ints >= {minimum}, e.g. {example}"
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    ):
+        raise invalid_type(name, expected, value)
+    if len(value) != 2 or any(v < minimum for v in value):
+        raise invalid_value(name, expected, value)
     return int(value[0]), int(value[1])
 
 
@@ -49,14 +49,16 @@ class Granularity:
     sparsity_m_by_n: tuple[int, int] | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "block_size", _pair("block_size", self.block_size, minimum=1))
+        object.__setattr__(
+            self, "block_size", _pair("block_size", self.block_size, minimum=1, example="(1, 16)")
+        )
         if self.block_pooling_type not in _POOLING_TYPES:
             raise ValueError(
                 "Invalid value for argument `block_pooling_type`. Expected one of "
                 f"{_POOLING_TYPES}. Received: block_pooling_type={self.block_pooling_type!r}"
             )
         if self.sparsity_m_by_n is not None:
-            m, n = _pair("sparsity_m_by_n", self.sparsity_m_by_n, minimum=1)
+            m, n = _pair("sparsity_m_by_n", self.sparsity_m_by_n, minimum=1, example="(2, 4)")
             if m >= n:
                 raise ValueError(
                     "Invalid value for argument `sparsity_m_by_n`. Expected (m, n) with "

@@ -76,7 +76,7 @@ def prune_low_magnitude(
     check_schedule(pruning_schedule)
     skip_layers = policy.check_skip_layers(skip_layers)
     layer_sparsity = policy.check_layer_sparsity(layer_sparsity)
-    granularity = Granularity(tuple(block_size), block_pooling_type, sparsity_m_by_n)
+    granularity = Granularity(block_size, block_pooling_type, sparsity_m_by_n)
     wrapper_kwargs = granularity.get_config()
 
     if is_tf_keras(to_prune):

@@ -13,25 +13,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfslim._checks import check_int
+from tfslim._checks import check_float, check_int, check_rate
 
 
 def _check_sparsity(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a float in [0, 1). "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+    return check_rate(name, value)
 
 
 def _check_steps(begin_step, end_step, frequency, *, allow_open_end: bool) -> None:
     check_int("begin_step", begin_step, minimum=0)
-    if isinstance(end_step, bool) or not isinstance(end_step, int):
-        raise ValueError(
-            "Invalid value for argument `end_step`. Expected an int. "
-            f"Received: end_step={end_step!r}"
-        )
+    check_int("end_step", end_step, minimum=None)
     if allow_open_end and end_step == -1:
         pass
     elif end_step < begin_step:
@@ -189,11 +180,7 @@ class PolynomialDecay(PruningSchedule):
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
         _check_steps(begin_step, end_step, frequency, allow_open_end=False)
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(
-                "Invalid value for argument `power`. Expected a number > 0. "
-                f"Received: power={power!r}"
-            )
+        check_float("power", power, minimum=0, min_inclusive=False)
         self.begin_step = begin_step
         self.end_step = end_step
         self.power = power

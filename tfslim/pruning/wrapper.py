@@ -77,11 +77,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         elif isinstance(pruning_schedule, dict):
             pruning_schedule = schedules_lib.deserialize(pruning_schedule)
         self.pruning_schedule = schedules_lib.check_schedule(pruning_schedule)
-        self.granularity = Granularity(
-            tuple(block_size),
-            block_pooling_type,
-            None if sparsity_m_by_n is None else tuple(sparsity_m_by_n),
-        )
+        self.granularity = Granularity(block_size, block_pooling_type, sparsity_m_by_n)
         self.constraints: list[PruningConstraint] = []
 
     def build(self, input_shape=None):

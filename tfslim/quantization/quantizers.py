@@ -12,6 +12,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from tfslim._checks import check_rate
+
 # Fixed output ranges that TFLite's int8 kernels impose (scale, zero point) expressed as the
 # float (min, max) the fake-quant op needs: softmax/sigmoid scale 1/256 zero point -128,
 # tanh scale 1/128 zero point 0.
@@ -95,13 +97,8 @@ def fake_quant_weights(weights, *, axis=None, training=False):
 
 
 def check_ema_decay(ema_decay) -> float:
-    """Returns `ema_decay` as a float if it is in [0, 1), else raises `ValueError`."""
-    if not 0.0 <= float(ema_decay) < 1.0:
-        raise ValueError(
-            "Invalid value for argument `ema_decay`. Expected a float in [0, 1). "
-            f"Received: ema_decay={ema_decay}"
-        )
-    return float(ema_decay)
+    """Returns `ema_decay` as a float if it is in [0, 1), else raises (see `check_rate`)."""
+    return check_rate("ema_decay", ema_decay)
 
 
 def attach_logits(outputs, logits):
