@@ -2,15 +2,42 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import random  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from tfslim import _registration  # noqa: E402
+
+
+def _seed_keras():
+    """Seeds Keras and TensorFlow, leaving Python's and NumPy's generators where they were."""
+    import keras
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(0)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
-    import keras
+    """Every test starts from seed 0, without importing Keras for tests that never use it.
 
-    keras.utils.set_random_seed(0)
+    Python's and NumPy's generators are seeded before the test. Keras and TensorFlow are seeded
+    now if they are already imported, else the moment the test first imports Keras (before any
+    Keras randomness is drawn). So a test sees the same random numbers whether it runs alone or
+    after other tests have imported Keras.
+    """
+    random.seed(0)
+    np.random.seed(0)
+    if "keras" in sys.modules or "tensorflow" in sys.modules:
+        _seed_keras()
+    else:
+        _registration.call_after_keras_import(_seed_keras)
     yield
+    _registration.cancel(_seed_keras)
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,18 @@
 
 `import tfslim` is cheap: TensorFlow, Keras, the converter and the interpreters load
 on first use of the name that needs them.
+
+Saved models: a `.keras` file holding tfslim layers (a QAT or pruned model, a distiller)
+loads with plain `keras.saving.load_model` in any process that ran `import tfslim`, whether
+Keras was imported before or after it. If Keras is already imported, `import tfslim` imports
+the modules that register tfslim's serializable classes (`_registration.REGISTERING_MODULES`);
+if not, it leaves a one-shot import hook in `sys.meta_path` that registers them right after
+`import keras` finishes. Either way `import tfslim` alone never loads TensorFlow.
 """
 
 import importlib
+
+from tfslim import _registration
 
 __version__ = "0.1.0"
 
@@ -22,6 +31,8 @@ _LAZY = {
     "benchmark": "tfslim.benchmarking.benchmark",
     "evaluate": "tfslim.benchmarking.benchmark",
     "predict": "tfslim.benchmarking.benchmark",
+    "Footprint": "tfslim.benchmarking.footprint",
+    "measure": "tfslim.benchmarking.measure",
     # Quantization-aware training.
     "quantize_model": "tfslim.quantization",
     "is_quantized_model": "tfslim.quantization",
@@ -77,3 +88,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(__all__)
+
+
+_registration.install()
