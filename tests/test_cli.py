@@ -86,7 +86,7 @@ def test_targets_lists_boards_with_sources(capsys):
         (["inspect", "{model}", "--target", "toaster"], "argument `target`"),
         (["export-c", "{model}", "-o", "{dir}/exists.cc"], "overwrite"),
         (["convert", "{text}", "-o", "{dir}/x.tflite"], "argument `model`"),
-        (["demo", "--out", "{dir}/no/such/dir"], "out_dir"),
+        (["demo", "--out", "{dir}/no/such/dir"], "--out"),
         (["tune", "--target", "mobile"], "Expected a board or 'mcu'"),
         (["tune", "--max-trials", "0"], "--max-trials"),
         (["bench", "{dir}"], "not a directory"),
@@ -152,17 +152,110 @@ def test_console_errors_after_tensorflow_loads_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_tune_runs_a_small_search(capsys, tmp_path):
+def test_tune_prints_the_footprint_table(capsys, tmp_path):
     out = tmp_path / "tune"
     code, stdout, err = _run(
-        capsys, "tune", "--max-trials", "2", "--epochs", "1", "--out", str(out), "--json"
+        capsys, "tune", "--max-trials", "2", "--epochs", "1", "--out", str(out)
     )
     assert code == 0, err
-    report = json.loads(stdout)
-    assert report["trials"] == 2 and report["target"] == "nano33ble"
-    assert report["front"] and all(r["feasible"] for r in report["front"])
+    saved = json.loads((out / "pareto.json").read_text())
+    assert len(saved["trials"]) == 2 and saved["target"] == "nano33ble"
+    assert saved["front"] and all(r["feasible"] for r in saved["front"])
     for name in ("pareto.md", "pareto.json", "pareto.png"):
         assert (out / name).stat().st_size > 0
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("trial"))
+    for column in (
+        "flash",
+        "RAM (TFLM arena)",
+        "host latency ms",
+        "nano33ble ms (estimate)",
+        "quality",
+    ):
+        assert column in lines[header]
+    # One row per front member, carrying its measured figures.
+    rows = lines[header + 2 : header + 2 + len(saved["front"])]
+    for row, record in zip(rows, saved["front"], strict=True):
+        cells = row.split()
+        assert cells[0] == record["trial_id"]
+        assert f"{record['flash_bytes']:,}" in cells and f"{record['arena_bytes']:,}" in cells
+        assert f"{record['quality']:.4g}" == cells[-1]
+        assert f"{record['mcu_latency_estimate_ms']['nano33ble']:.4g}" in cells
+    assert "ESTIMATE" in stdout
+    # A second run into the same folder is refused without --overwrite.
+    code, _, err = _run(capsys, "tune", "--max-trials", "1", "--out", str(out))
+    assert code == 2 and "--overwrite" in err
+    assert json.loads((out / "pareto.json").read_text()) == saved
+
+
+_FAST_FAILURE = """
+import sys, time
+from tfslim.cli import main
+start = time.perf_counter()
+code = main(sys.argv[1:])
+heavy = [m for m in ("tensorflow", "keras", "keras_tuner") if m in sys.modules]
+print(code, round(time.perf_counter() - start, 2), heavy)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--epochs", "0", "--out", "{dir}/new"], "--epochs"),
+        (["demo", "--out", "{dir}/full"], "--overwrite"),
+        (["demo", "--out", "{dir}/full/keep.txt"], "is a file"),
+        (["tune", "--max-flash", "-5"], "--max-flash"),
+        (["tune", "--max-arena", "0"], "--max-arena"),
+        (["tune", "--max-latency-ms", "-1"], "--max-mcu-latency-ms"),
+        (["tune", "--out", "{dir}/full"], "--overwrite"),
+        (["convert", "{dir}/m.keras", "-o", "{dir}/full/keep.txt"], "--overwrite"),
+        (["convert", "{dir}/absent.keras", "-o", "{dir}/new.tflite"], "no such file"),
+        (["export-c", "{dir}/m.tflite", "-o", "{dir}/full/keep.txt"], "--overwrite"),
+    ],
+)
+def test_argument_mistakes_fail_before_tensorflow_loads(argv, message, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("keep")
+    (tmp_path / "m.keras").write_text("not checked before the output path")
+    (tmp_path / "m.tflite").write_text("not checked before the output path")
+    argv = [a.format(dir=tmp_path) for a in argv]
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAST_FAILURE, *argv], capture_output=True, text=True
+    )
+    code, seconds, heavy = proc.stdout.split(maxsplit=2)
+    assert code == "2" and heavy.strip() == "[]", proc.stdout
+    assert float(seconds) < 5
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+    assert (tmp_path / "full" / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "m.keras", "m.tflite"]
+
+
+def test_every_option_has_help_and_a_default():
+    import argparse
+
+    from tfslim.cli import _HelpFormatter, _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {
+        "convert",
+        "inspect",
+        "bench",
+        "export-c",
+        "targets",
+        "tune",
+        "demo",
+    }
+    for name, command in sub.choices.items():
+        formatter = _HelpFormatter(prog=name)
+        for action in command._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.option_strings)
+            assert "(default:" in formatter._get_help_string(action), (name, action.option_strings)
+    text = sub.choices["demo"].format_help()
+    assert "(default: tflite_models)" in " ".join(text.split())
+    assert "(default: tfslim_tune)" in " ".join(sub.choices["tune"].format_help().split())
 
 
 @pytest.mark.parametrize(

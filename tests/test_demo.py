@@ -1,13 +1,193 @@
 import json
+import os
 
 import pytest
 
+from tfslim import demo
 from tfslim.architectures.digits import build_digits_cnn
+from tfslim.benchmarking.footprint import Footprint
 from tfslim.demo import run_demo
 
 
 def test_demo_cnn_is_big_enough_for_the_size_claims():
     assert build_digits_cnn().count_params() >= 50_000
+
+
+def _row(model, target, **figures):
+    """A demo report row: the demo's own keys plus every Footprint field."""
+    values = dict(
+        flash_bytes=80_000,
+        gzip_bytes=70_000,
+        params=75_000,
+        macs=100_000,
+        fully_integer=True,
+        arena_bytes=7_000 if target == "mcu" else None,
+        latency_ms=0.006,
+        latency_runtime="xnnpack",
+        mcu_latency_estimate_ms={"nano33ble": 3.1, "rp2040": 6.0} if target == "mcu" else {},
+        quality=0.98,
+        keras_quality=0.98,
+        agreement=1.0,
+        sparsity=0.01,
+        target=target,
+        quantization="int8",
+        board_reasons={"nano33ble": [], "rp2040": []} if target == "mcu" else {"mobile": []},
+    )
+    values.update(figures)
+    return {
+        "model": model,
+        "description": f"{model} described",
+        "file": f"digits_{model}_{target}.tflite",
+        **Footprint(**values).to_dict(),
+    }
+
+
+def _report(rows):
+    return {
+        "dataset": "digits",
+        "epochs": 1,
+        "seconds": 1.0,
+        "test_samples": 360,
+        "models": rows,
+    }
+
+
+def test_report_labels_host_latency_and_mcu_estimates_apart():
+    rows = [_row("float", "mobile"), _row("float", "mcu")]
+    text = demo._markdown(_report(rows))
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    for column in ("host latency ms", "nano33ble ms (estimate)", "RAM (TFLM arena)", "agree"):
+        assert f"| {column} |" in header
+    mcu = next(line for line in text.splitlines() if line.startswith("| float | mcu |"))
+    assert "| 0.006 |" in mcu and "| 3.1 |" in mcu and "| 6 |" in mcu
+    mobile = next(line for line in text.splitlines() if line.startswith("| float | mobile |"))
+    assert mobile.count("| - |") >= 3  # No arena and no board estimates for a phone file.
+    assert "predicts the same class as the Keras model" in text and "360 test images" in text
+    assert "Pruned models:" not in text
+
+
+def test_pruned_rows_are_explained_from_their_figures():
+    rows = [
+        _row("float", "mobile"),
+        _row("float", "mcu"),
+        _row(
+            "pruned",
+            "mobile",
+            flash_bytes=50_000,
+            gzip_bytes=33_000,
+            sparsity=0.8,
+            sparse_tensors=4,
+            latency_ms=0.0235,
+            latency_runtime="builtin",
+        ),
+        _row("pruned", "mcu", gzip_bytes=28_000, sparsity=0.8),
+        # Same architecture, sparse but as fast as dense: no XNNPACK claim for it.
+        _row(
+            "pruned_fast",
+            "mobile",
+            flash_bytes=60_000,
+            sparsity=0.5,
+            sparse_tensors=2,
+            latency_ms=0.005,
+        ),
+    ]
+    notes = demo._pruning_notes(rows, {"mcu"})
+    assert len(notes) == 3
+    mobile, mcu, fast = notes
+    assert mobile.startswith("- **pruned** (mobile): 50,000 B, 0.62x dense float")
+    assert "4 tensors in TFLite's sparse format" in mobile
+    assert "host latency 0.0235 ms vs 0.006 ms dense" in mobile
+    assert "XNNPACK refused the sparse model" in mobile
+    assert mcu.startswith("- **pruned** (mcu): 80,000 B, 1.00x dense float")
+    assert "80% of its weights are zero" in mcu and "TFLite Micro reads only dense" in mcu
+    assert "gzip 28,000 B, 0.40x dense" in mcu
+    assert "XNNPACK" not in fast and "host latency 0.005 ms vs 0.006 ms dense" in fast
+    assert "Pruned models:" in demo._markdown(_report(rows))
+
+
+def _fake_variants(data, epochs, log):
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    yield "tiny", "an untrained tiny model", model
+
+
+def _fake_measure(name, description, model, data, target, out_dir, log):
+    (out_dir / f"digits_{name}_{target}.tflite").write_bytes(b"new " + target.encode())
+    if target == "mcu" and os.environ.get("TFSLIM_TEST_INTERRUPT"):
+        raise KeyboardInterrupt
+    return _row(name, target)
+
+
+def _old_output(out):
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"models": [{"file": "digits_old_mcu.tflite"}]}))
+    (out / "report.md").write_text("old report")
+    (out / "digits_old_mcu.tflite").write_bytes(b"old")
+    (out / "reference").mkdir()
+    (out / "reference" / "manifest.json").write_text("{}")
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path):
+    out = tmp_path / "models"
+    _old_output(out)
+    with pytest.raises(FileExistsError, match="argument `out_dir`.*overwrite=True"):
+        run_demo(out_dir=out, quick=True, log=lambda *_: None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="argument `out_dir`"):
+        run_demo(out_dir=tmp_path / "file", log=lambda *_: None)
+    with pytest.raises(ValueError, match="argument `epochs`"):
+        run_demo(out_dir=tmp_path / "new", epochs=0, log=lambda *_: None)
+    assert (out / "report.md").read_text() == "old report"
+
+
+def test_interrupted_rerun_leaves_the_old_folder_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "_variants", _fake_variants)
+    monkeypatch.setattr(demo, "_measure", _fake_measure)
+    monkeypatch.setenv("TFSLIM_TEST_INTERRUPT", "1")
+    out = tmp_path / "models"
+    _old_output(out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out_dir=out, overwrite=True, log=lambda *_: None)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]  # no hidden leftovers
+
+
+def test_rerun_swaps_in_a_complete_folder_and_keeps_foreign_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "_variants", _fake_variants)
+    monkeypatch.setattr(demo, "_measure", _fake_measure)
+    out = tmp_path / "models"
+    _old_output(out)
+    # A folder left by a killed run (its process is gone) is cleaned up.
+    stale = tmp_path / f".models.demo-new-{2**22 + 12345}-x"
+    stale.mkdir()
+    report = run_demo(out_dir=out, overwrite=True, log=lambda *_: None)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "digits_tiny_mcu.tflite",
+        "digits_tiny_mobile.tflite",
+        "reference",
+        "report.json",
+        "report.md",
+    ]
+    assert (out / "reference" / "manifest.json").read_text() == "{}"
+    assert json.loads((out / "report.json").read_text()) == report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700)
+
+
+def test_a_run_killed_between_the_renames_gets_its_old_output_back(tmp_path):
+    out = tmp_path / "models"
+    old = tmp_path / f".models.demo-old-{2**22 + 12345}-x"
+    old.mkdir()
+    (old / "report.md").write_text("complete old output")
+    demo._clean_stale(out)
+    assert (out / "report.md").read_text() == "complete old output"
+    assert not old.exists()
 
 
 @pytest.mark.slow
@@ -16,7 +196,8 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     report = run_demo(out_dir=out, quick=True, log=lambda *_: None)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == report
-    assert "| model | target |" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "| model | target |" in markdown and "| host latency ms |" in markdown
     rows = {(r["model"], r["target"]): r for r in report["models"]}
     assert {m for m, _ in rows} >= {
         "float",
@@ -26,6 +207,11 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
         "student",
         "distilled",
     }
+    for row in report["models"]:
+        # Every row is a Footprint plus the demo's own keys.
+        assert Footprint.from_dict(row).to_dict() == {
+            k: row[k] for k in Footprint.from_dict(row).to_dict()
+        }
     assert rows[("distilled", "mcu")]["fully_integer"]
     assert rows[("pruned80_qat", "mcu")]["fully_integer"]
     assert rows[("pruned80_qat", "mcu")]["sparsity"] >= 0.7  # zeros survive QAT into int8
@@ -35,15 +221,19 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     assert rows[("pruned80", "mcu")]["sparsity"] >= 0.7
     # Sparse encoding shrinks the phone file; the board file stays dense but gzips small.
     assert (
-        rows[("pruned80", "mobile")]["size_bytes"] < 0.8 * rows[("float", "mobile")]["size_bytes"]
+        rows[("pruned80", "mobile")]["flash_bytes"] < 0.8 * rows[("float", "mobile")]["flash_bytes"]
     )
     assert rows[("pruned80", "mcu")]["gzip_bytes"] < 0.6 * rows[("float", "mcu")]["gzip_bytes"]
+    # Each pruned row gets its one explaining line.
+    assert markdown.count("- **pruned80** (") == 2
     for row in report["models"]:
         path = out / row["file"]
-        assert path.stat().st_size == row["size_bytes"]
-        assert 0.5 < row["tflite_accuracy"] <= 1.0
+        assert path.stat().st_size == row["flash_bytes"]
+        assert 0.5 < row["quality"] <= 1.0
         assert row["agreement"] >= 0.9
     mcu = rows[("float", "mcu")]
     assert mcu["fully_integer"] and mcu["arena_bytes"] > 0
-    assert mcu["boards"]["nano33ble"] is True
+    assert mcu["board_reasons"]["nano33ble"] == []
+    assert set(mcu["mcu_latency_estimate_ms"]) == set(demo._BOARDS)
+    assert rows[("float", "mobile")]["mcu_latency_estimate_ms"] == {}
     assert not list(out.glob("*.tmp"))

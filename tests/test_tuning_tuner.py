@@ -65,8 +65,9 @@ def test_infeasible_trials_are_recorded_and_the_search_goes_on(searched):
     infeasible = [r for r in records if not r["feasible"]]
     assert infeasible and len(infeasible) < 4
     for r in records:
-        assert r["flash_bytes"] > 0 and r["ram_bytes"] > 0 and r["latency_ms"] > 0
-        assert r["mcu_latency_ms"] > 0 and 0 <= r["quality"] <= 1
+        assert r["flash_bytes"] > 0 and r["arena_bytes"] > 0 and r["latency_ms"] > 0
+        assert r["mcu_latency_estimate_ms"]["nano33ble"] > 0 and 0 <= r["quality"] <= 1
+        assert isinstance(r["flash_bytes"], int) and isinstance(r["arena_bytes"], int)
         assert r["feasible"] == (r["flash_bytes"] <= 4500)
         # Every infeasible trial scores below every feasible one.
         if not r["feasible"]:
@@ -78,6 +79,12 @@ def test_infeasible_trials_are_recorded_and_the_search_goes_on(searched):
         )
         assert r["violations"] == figures["violations"]
         assert r["feasible"] == (not figures["violations"])
+        # The figures file is a Footprint, the same one the record carries.
+        footprint = tfslim.Footprint.from_dict(figures)
+        assert footprint.to_dict() == {k: r[k] for k in footprint.to_dict()}
+        # Trial files were saved atomically: no temporaries beside them.
+        trial_dir = pathlib.Path(searched.get_trial_dir(r["trial_id"]))
+        assert not [p.name for p in trial_dir.iterdir() if ".tmp" in p.name]
     assert searched.oracle.get_best_trials(1)[0].metrics.get_last_value("feasible") == 1.0
 
 
@@ -86,8 +93,12 @@ def test_front_models_fit_when_inspected(searched, digits):
     records = searched.trial_records()
     front = searched.pareto_records()
     feasible = [r for r in records if r["feasible"]]
-    metrics = ["flash_bytes", "ram_bytes", "latency_ms", "mcu_latency_ms"]
-    expected = {feasible[i]["trial_id"] for i in pareto_front(feasible, minimize=metrics)}
+    metrics = ["flash_bytes", "arena_bytes", "latency_ms", "mcu_latency_estimate_ms"]
+    points = [
+        {**r, "mcu_latency_estimate_ms": r["mcu_latency_estimate_ms"]["nano33ble"]}
+        for r in feasible
+    ]
+    expected = {feasible[i]["trial_id"] for i in pareto_front(points, minimize=metrics)}
     assert {r["trial_id"] for r in front} == expected
     models = searched.pareto_front()
     assert len(models) == len(front)
@@ -118,15 +129,18 @@ def test_report_files(searched, tmp_path):
     assert saved["front"] == report["front"]
     assert len(saved["trials"]) == 4
     table = (tmp_path / "pareto.md").read_text()
-    assert table.count("\n| ") == 1 + 4  # Header row and one row per trial.
-    assert "mcu_latency_ms" in table
+    assert table.count("\n| ") == 2 + 4  # Header, rule and one row per trial.
+    for header in ("flash", "RAM (TFLM arena)", "host latency ms", "nano33ble ms (estimate)"):
+        assert f"| {header} |" in table
+    best = report["front"][0]
+    assert f"| {best['flash_bytes']:,} B |" in table
 
 
 @pytest.mark.slow
 def test_all_infeasible_does_not_stop_the_search(digits, tmp_path):
     x_train, y_train, x_test, y_test = digits
     # RAM is not predicted before a trial, so every candidate runs and is measured over budget.
-    tuner = _tuner(tmp_path, budget=Budget(max_ram_bytes=100), max_trials=4, seed=0)
+    tuner = _tuner(tmp_path, budget=Budget(max_arena_bytes=100), max_trials=4, seed=0)
     tuner.search(x_train[:300], y_train[:300], validation_data=(x_test, y_test), verbose=0)
     records = tuner.trial_records()
     # KerasTuner stops after 3 failed trials in a row; infeasible trials are not failures.
@@ -194,7 +208,7 @@ def test_estimated_macs_match_the_converted_model(searched):
 
 def test_candidates_predicted_over_budget_are_skipped(tmp_path):
     # filters=8: 5472 MACs -> 0.171 ms on nano33ble (2 cycles/MAC, 64 MHz); filters=2: 0.043 ms.
-    tuner = _tuner(tmp_path, budget=Budget(max_mcu_latency_ms=0.1), max_trials=4, seed=0)
+    tuner = _tuner(tmp_path, budget=Budget(max_mcu_latency_estimate_ms=0.1), max_trials=4, seed=0)
     assert tuner.predicted_feasible({"filters": 2})
     assert not tuner.predicted_feasible({"filters": 8})
     drawn = [tuner.oracle.populate_space(str(i))["values"]["filters"] for i in range(6)]
@@ -218,4 +232,4 @@ def test_argument_errors(tmp_path):
     oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
     with pytest.raises(ValueError, match="argument `oracle`.*Objective\\('score', 'max'\\)"):
         _tuner(tmp_path, oracle=oracle)
-    assert np.isfinite(Budget.from_target("nano33ble").max_ram_bytes)
+    assert np.isfinite(Budget.from_target("nano33ble").max_arena_bytes)

@@ -55,3 +55,24 @@ def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def save_keras_model(model, path, *, overwrite: bool = False) -> str:
+    """Saves a Keras model to a temporary `.keras` file beside `path`, then renames it.
+
+    Keras writes `.keras` archives in place, so a process killed mid-save would leave the
+    previous file destroyed; this way the old file stays whole until the new one is complete.
+    """
+    path = check_output_path(path, overwrite=overwrite)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)

@@ -4,20 +4,29 @@ Trains a small CNN on scikit-learn's digits (shipped with the package, no downlo
 shrinks it with each technique tfslim offers, converts every variant for a phone and
 a microcontroller, inspects and benchmarks the .tflite files, and writes them with a
 report (Markdown + JSON) into one directory.
+
+A rerun builds everything in a fresh hidden sibling folder and swaps it in at the end, so an
+interrupted run leaves the previous folder whole: never new models beside an old report.
 """
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
-from tfslim import _io
 from tfslim._checks import check_int
-from tfslim.architectures.digits import build_digits_cnn
-from tfslim.datasets import load_digits_data
 
 __all__ = ["run_demo"]
 
 _BOARDS = ("nano33ble", "stm32f746", "nucleo-l4r5zi", "esp32s3", "rp2040")
+
+
+def _build_cnn(**kwargs):
+    from tfslim.architectures.digits import build_digits_cnn
+
+    return build_digits_cnn(**kwargs)
 
 
 def _compile(model, lr=2e-3):
@@ -34,7 +43,7 @@ def _compile(model, lr=2e-3):
 def _variants(data, epochs: int, log):
     """Yields (name, description, keras model) for every technique available."""
     x_train, y_train, _, _ = data
-    float_model = _compile(build_digits_cnn())
+    float_model = _compile(_build_cnn())
     t = time.perf_counter()
     float_model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     log(
@@ -83,7 +92,7 @@ def _technique_variants(float_model, data, epochs, log):
 
     student_kwargs = {"width": 16, "dense_units": 48}
     t = time.perf_counter()
-    alone = _compile(build_digits_cnn(**student_kwargs))
+    alone = _compile(_build_cnn(**student_kwargs))
     alone.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     log(
         f"trained the student alone ({alone.count_params()} params) in "
@@ -93,7 +102,7 @@ def _technique_variants(float_model, data, epochs, log):
     t = time.perf_counter()
     distilled = distill(
         float_model,
-        build_digits_cnn(**student_kwargs),
+        _build_cnn(**student_kwargs),
         x_train,
         y_train,
         epochs=epochs,
@@ -112,85 +121,241 @@ def _technique_variants(float_model, data, epochs, log):
 
 
 def _measure(name, description, model, data, target, out_dir, log):
-    from tfslim.benchmarking.benchmark import benchmark
-    from tfslim.litert.converter import convert
-    from tfslim.litert.inspection import inspect
+    import tfslim
 
     x_train, _, x_test, y_test = data
-    result = convert(model, target=target, calibration_data=x_train[:200])
+    result = tfslim.convert(model, target=target, calibration_data=x_train[:200])
     path = out_dir / f"digits_{name}_{target}.tflite"
     result.save(path, overwrite=True)
-    targets = list(_BOARDS) if result.target.is_micro else ["mobile"]
-    report = inspect(result.flatbuffer, target=targets)
-    bench = benchmark(
-        result.flatbuffer, data=(x_test, y_test), keras_model=model, runs=50, warmup=5, xnnpack=True
+    footprint = tfslim.measure(
+        result,
+        data=(x_test, y_test),
+        keras_model=model,
+        boards=list(_BOARDS) if result.target.is_micro else None,
+        latency_runs=50,
+        warmup=5,
     )
-    acc = bench["accuracy"]
-    row = {
-        "model": name,
-        "description": description,
-        "target": target,
-        "quantization": result.quantization,
-        "file": path.name,
-        "params": int(model.count_params()),
-        "size_bytes": report["size_bytes"],
-        "gzip_bytes": report["gzip_bytes"],
-        "fully_integer": report["fully_integer"],
-        "sparsity": report["sparsity"],
-        "macs": report["macs"],
-        "ops": report["ops"],
-        "keras_accuracy": acc.get("keras"),
-        "tflite_accuracy": acc["tflite"],
-        "agreement": acc.get("agreement"),
-        "latency_ms_median": bench["latency"]["xnnpack"]["latency_ms"]["median"],
-        "arena_bytes": report["micro"]["arena_bytes"],
-        "boards": {k: v["fits"] for k, v in report["targets"].items()},
-        "mcu_latency_estimate_ms": {
-            k: v["latency_estimate"]["value_ms"]
-            for k, v in report["targets"].items()
-            if v["latency_estimate"]
-        },
-    }
+    row = {"model": name, "description": description, "file": path.name}
+    row.update(footprint.to_dict())
     log(
-        f"  {name:>10} {target:>6}: {row['size_bytes']:>7} B, keras {row['keras_accuracy']:.4f}"
-        f" -> tflite {row['tflite_accuracy']:.4f}, {row['latency_ms_median']} ms"
+        f"  {name:>12} {target:>6}: {row['flash_bytes']:>7} B, keras {row['keras_quality']:.4f}"
+        f" -> tflite {row['quality']:.4f}, host {row['latency_ms']} ms"
     )
     return row
 
 
+def _columns():
+    from tfslim.benchmarking.report import Column, footprint_columns
+
+    def fits(row):
+        return ", ".join(b for b, reasons in row["board_reasons"].items() if not reasons) or "none"
+
+    return [
+        Column("model", "model", str, "left"),
+        Column("target", "target", str, "left"),
+        Column("quant", "quantization", str, "left"),
+        *footprint_columns(_BOARDS, quality=None),
+        Column("Keras acc", "keras_quality"),
+        Column("TFLite acc", "quality"),
+        Column("agree", "agreement"),
+        Column("fits", fits, str, "left"),
+    ]
+
+
+def _dense_reference(row, rows):
+    """The least sparse row of the same target and parameter count (the unpruned model)."""
+    same = [
+        r
+        for r in rows
+        if r["target"] == row["target"] and r["params"] == row["params"] and r is not row
+    ]
+    best = min(same, key=lambda r: r["sparsity"], default=None)
+    return best if best is not None and best["sparsity"] < row["sparsity"] - 0.2 else None
+
+
+def _pruning_notes(rows, micro_targets) -> list[str]:
+    """One line per pruned row, stating what its measured figures show."""
+    notes = []
+    for row in rows:
+        if row["sparsity"] < 0.25:
+            continue
+        ref = _dense_reference(row, rows)
+        zeros = f"{row['sparsity']:.0%} of its weights are zero"
+        head = f"- **{row['model']}** ({row['target']}): {row['flash_bytes']:,} B"
+        if ref is not None:
+            head += f", {row['flash_bytes'] / ref['flash_bytes']:.2f}x dense {ref['model']}"
+        if row["target"] in micro_targets:
+            gzip = f"gzip {row['gzip_bytes']:,} B"
+            if ref is not None:
+                gzip += f", {row['gzip_bytes'] / ref['gzip_bytes']:.2f}x dense"
+            if row["sparse_tensors"] == 0:
+                notes.append(
+                    f"{head}; {zeros}, but TFLite Micro reads only dense tensors, so the file "
+                    f"stores every zero and saves no flash: unstructured zeros only compress "
+                    f"({gzip}, what an over-the-air update ships)."
+                )
+            else:
+                notes.append(f"{head}; {zeros}, {row['sparse_tensors']} tensors sparse ({gzip}).")
+            continue
+        if row["sparse_tensors"] == 0:
+            notes.append(f"{head}; {zeros}, stored dense ({row['gzip_bytes']:,} B gzipped).")
+            continue
+        line = f"{head}; {zeros}, {row['sparse_tensors']} tensors in TFLite's sparse format"
+        if ref is not None and row["latency_ms"] is not None and ref["latency_ms"] is not None:
+            line += f"; host latency {row['latency_ms']} ms vs {ref['latency_ms']} ms dense"
+            if row["latency_runtime"] == "builtin" and ref["latency_runtime"] == "xnnpack":
+                line += (
+                    ": XNNPACK refused the sparse model, so LiteRT ran its builtin sparse "
+                    "kernels instead of XNNPACK"
+                )
+            elif row["latency_ms"] > ref["latency_ms"]:
+                line += f" ({row['latency_runtime']} kernels both)"
+        notes.append(line + ".")
+    return notes
+
+
 def _markdown(report: dict) -> str:
+    from tfslim.benchmarking.report import format_table
+
+    rows = report["models"]
+    micro = {r["target"] for r in rows if r["mcu_latency_estimate_ms"]}
+    n_test = report["test_samples"]
     lines = [
         "# tfslim demo report",
         "",
         f"Data: {report['dataset']}. Training: {report['epochs']} epochs. "
-        f"Total time: {report['seconds']:.0f} s. All sizes, arenas, latencies and accuracies "
-        "are measured (LiteRT and TFLite Micro interpreters); MCU latencies are estimates "
-        "from MACs (`macs * cycles_per_mac / clock`).",
+        f"Total time: {report['seconds']:.0f} s. Sizes, arenas, latencies and accuracies are "
+        "measured (LiteRT and TFLite Micro interpreters).",
         "",
-        "| model | target | quant | size | gzip | Keras acc | TFLite acc | agree | "
-        "latency (ms) | arena | fits |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "- **host latency**: median LiteRT latency of one inference on the CPU that ran this "
+        "report (XNNPACK where it accepts the model), not a microcontroller's.",
+        "- **<board> ms (estimate)**: microcontroller latency *estimated* from MACs, "
+        "`macs * cycles_per_mac / clock_hz` with each board's figures (`tfslim targets`); "
+        "shown for the microcontroller files.",
+        "- **RAM (TFLM arena)**: the smallest TFLite Micro tensor arena that allocates and runs "
+        "the model (measured for the microcontroller files).",
+        f"- **agree**: class agreement, the fraction of the {n_test} test images on which the "
+        "TFLite model predicts the same class as the Keras model it was converted from.",
+        "",
+        format_table(rows, _columns()),
     ]
-    for r in report["models"]:
-        fits = ", ".join(k for k, v in r["boards"].items() if v) or "none"
-        arena = f"{r['arena_bytes']:,} B" if r["arena_bytes"] else "-"
-        lines.append(
-            f"| {r['model']} | {r['target']} | {r['quantization']} | {r['size_bytes']:,} B | "
-            f"{r['gzip_bytes']:,} B | {r['keras_accuracy']:.4f} | {r['tflite_accuracy']:.4f} | "
-            f"{r['agreement']:.4f} | {r['latency_ms_median']} | {arena} | {fits} |"
-        )
+    notes = _pruning_notes(rows, micro)
+    if notes:
+        lines += ["", "Pruned models:", "", *notes]
     lines += ["", "Ops:", ""]
     lines += [
-        f"- {r['file']}: " + ", ".join(f"{k} x{v}" for k, v in r["ops"].items())
-        for r in report["models"]
+        f"- {r['file']}: " + ", ".join(f"{k} x{v}" for k, v in r["ops"].items()) for r in rows
     ]
     lines += ["", "Descriptions:", ""]
-    lines += [
-        f"- **{r['model']}**: {r['description']}"
-        for r in report["models"]
-        if r["target"] == "mobile"
-    ]
+    seen = []
+    for r in rows:
+        if r["model"] not in seen:
+            seen.append(r["model"])
+            lines.append(f"- **{r['model']}**: {r['description']}")
     return "\n".join(lines) + "\n"
+
+
+def _check_out_dir(out_dir, overwrite: bool) -> Path:
+    if not isinstance(out_dir, str | os.PathLike):
+        raise TypeError(
+            "Invalid type for argument `out_dir`. Expected a directory path. "
+            f"Received: out_dir of type {type(out_dir).__name__}"
+        )
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(
+            "Invalid value for argument `out_dir`. Expected a directory, not a file. "
+            f"Received: out_dir={str(out_dir)!r}"
+        )
+    if not out_dir.parent.is_dir():
+        raise FileNotFoundError(
+            "Invalid value for argument `out_dir`. Expected a directory whose parent exists. "
+            f"Received: out_dir={str(out_dir)!r}"
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            "Invalid value for argument `out_dir`. Expected a new or empty directory; pass "
+            f"overwrite=True to replace the demo's files. Received: out_dir={str(out_dir)!r} "
+            "(not empty)"
+        )
+    return out_dir
+
+
+def _stale_prefix(out_dir: Path) -> str:
+    return f".{out_dir.name}.demo-"
+
+
+def _clean_stale(out_dir: Path) -> None:
+    """Removes the hidden folders of demo runs that were killed (their process is gone).
+
+    A run killed between its two renames leaves the previous output under `old`; it is
+    put back first, so no complete output is ever lost.
+    """
+    prefix = _stale_prefix(out_dir)
+    for path in sorted(out_dir.parent.glob(f"{prefix}*")):
+        kind, _, rest = path.name[len(prefix) :].partition("-")
+        pid = rest.partition("-")[0]
+        if not pid.isdigit() or _alive(int(pid)) or not path.is_dir():
+            continue
+        if kind == "old" and not out_dir.exists():
+            os.replace(path, out_dir)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-links (or copies) `src` to `dst`, so the old folder keeps its own copy."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        dst.mkdir()
+        for child in src.iterdir():
+            _link_tree(child, dst / child.name)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+def _swap_in(new: Path, out_dir: Path) -> None:
+    """Makes the complete `new` folder `out_dir`, keeping files the demo does not own."""
+    if out_dir.is_dir():
+        owned = {"report.md", "report.json"}
+        try:
+            old_report = json.loads((out_dir / "report.json").read_text())
+            owned |= {r["file"] for r in old_report["models"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        for entry in out_dir.iterdir():
+            if entry.name not in owned and not (new / entry.name).exists():
+                _link_tree(entry, new / entry.name)
+        old = Path(
+            tempfile.mkdtemp(
+                prefix=f"{_stale_prefix(out_dir)}old-{os.getpid()}-", dir=out_dir.parent
+            )
+        )
+        os.replace(out_dir, old)
+        os.replace(new, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out_dir)
+
+
+def _default_dir_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def run_demo(
@@ -198,51 +363,69 @@ def run_demo(
     out_dir: "str | Path" = "tflite_models",
     epochs: int | None = None,
     quick: bool = False,
+    overwrite: bool = False,
     as_json: bool = False,
     log=print,
 ) -> dict:
     """Runs the demo and writes .tflite files plus report.md / report.json.
+
+    Everything is written into a fresh hidden folder beside `out_dir` and swapped in when
+    complete; files in `out_dir` that the demo did not write (e.g. `reference/`) are kept.
 
     Args:
         out_dir: str or Path. Output directory (created if missing; its parent must
             exist). Defaults to `"tflite_models"`.
         epochs: int or None. Training epochs; None means 15 (3 with `quick`).
         quick: bool. Fewer epochs, for smoke tests. Defaults to `False`.
+        overwrite: bool. Replace the demo files of an earlier run in a non-empty
+            `out_dir`. Defaults to `False`.
         as_json: bool. Print the JSON report instead of the table. Defaults to `False`.
         log: callable. Progress printer. Defaults to `print`.
 
     Returns:
-        The report dict.
-    """
-    import keras
+        The report dict; each of its `models` rows holds the `tfslim.Footprint` fields.
 
+    Raises:
+        FileExistsError: if `out_dir` is not empty and `overwrite` is False.
+    """
     if epochs is None:
         epochs = 3 if quick else 15
     check_int("epochs", epochs)
-    out_dir = Path(out_dir)
-    if not out_dir.parent.is_dir():
-        raise FileNotFoundError(
-            "Invalid value for argument `out_dir`. Expected a directory whose parent exists. "
-            f"Received: out_dir={str(out_dir)!r}"
-        )
-    out_dir.mkdir(exist_ok=True)
+    out_dir = _check_out_dir(out_dir, overwrite)
+
+    import keras
+
+    from tfslim.datasets import load_digits_data
+
+    _clean_stale(out_dir)
     quiet = log if not as_json else (lambda *_: None)
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
     data = load_digits_data()
-    rows = []
-    for name, description, model in _variants(data, epochs, quiet):
-        for target in ("mobile", "mcu"):
-            rows.append(_measure(name, description, model, data, target, out_dir, quiet))
-    report = {
-        "dataset": f"scikit-learn digits, {len(data[0])} train / {len(data[2])} test",
-        "regenerate": "tfslim demo --out <this directory>",
-        "epochs": epochs,
-        "seconds": round(time.perf_counter() - start, 1),
-        "models": rows,
-    }
-    _io.atomic_write(out_dir / "report.json", json.dumps(report, indent=2), overwrite=True)
-    _io.atomic_write(out_dir / "report.md", _markdown(report), overwrite=True)
+    new = Path(
+        tempfile.mkdtemp(prefix=f"{_stale_prefix(out_dir)}new-{os.getpid()}-", dir=out_dir.parent)
+    )
+    try:
+        os.chmod(new, _default_dir_mode())  # mkdtemp makes 0700; outputs get the usual mode.
+        rows = []
+        for name, description, model in _variants(data, epochs, quiet):
+            for target in ("mobile", "mcu"):
+                rows.append(_measure(name, description, model, data, target, new, quiet))
+        report = {
+            "dataset": f"scikit-learn digits, {len(data[0])} train / {len(data[2])} test",
+            "regenerate": "tfslim demo --out <this directory> --overwrite",
+            "epochs": epochs,
+            "test_samples": int(len(data[2])),
+            "seconds": round(time.perf_counter() - start, 1),
+            "models": rows,
+        }
+        from tfslim.benchmarking.report import write_report_files
+
+        write_report_files(new, "report", markdown=_markdown(report), data=report)
+        _swap_in(new, out_dir)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     if as_json:
         print(json.dumps(report, indent=2))
     else:

@@ -32,9 +32,9 @@ def run_builtin_search(
     target: str = "nano33ble",
     max_trials: int = 8,
     out_dir: "str | os.PathLike" = "tfslim_tune",
-    max_mcu_latency_ms: float | None = 2.0,
+    max_mcu_latency_estimate_ms: float | None = 2.0,
     max_flash_bytes: int | None = None,
-    max_ram_bytes: int | None = None,
+    max_arena_bytes: int | None = None,
     epochs: int = 2,
     distillation: bool = True,
     seed: int = 0,
@@ -51,9 +51,11 @@ def run_builtin_search(
         max_trials: int. Trials. Defaults to `8`.
         out_dir: str or path-like. Where the tuner state and the report go.
             Defaults to `"tfslim_tune"`.
-        max_mcu_latency_ms: float or None. Defaults to `2.0`.
+        max_mcu_latency_estimate_ms: float or None. Cap on the estimated MCU latency
+            (`tfslim.Footprint.mcu_latency_estimate_ms`). Defaults to `2.0`.
         max_flash_bytes: int or None. Overrides the target's flash. Defaults to `None`.
-        max_ram_bytes: int or None. Overrides the target's RAM. Defaults to `None`.
+        max_arena_bytes: int or None. Overrides the target's RAM (TFLite Micro arena).
+            Defaults to `None`.
         epochs: int. Training epochs per trial. Defaults to `2`.
         distillation: bool. Train a float teacher (`tfslim.architectures.build_digits_cnn`,
             3 epochs) and add distillation temperature 4 to the search (temperature 0 = none).
@@ -80,9 +82,9 @@ def run_builtin_search(
     overrides = {
         k: v
         for k, v in (
-            ("max_mcu_latency_ms", max_mcu_latency_ms),
+            ("max_mcu_latency_estimate_ms", max_mcu_latency_estimate_ms),
             ("max_flash_bytes", max_flash_bytes),
-            ("max_ram_bytes", max_ram_bytes),
+            ("max_arena_bytes", max_arena_bytes),
         )
         if v is not None
     }

@@ -2,10 +2,11 @@
 
 Each trial builds a float model from the hypermodel, applies the compression the trial
 draws (QAT, pruning sparsity, distillation temperature), converts it with
-`tfslim.convert` for the target, and records the int8 model's quality beside its measured
-footprint: file size, TFLite Micro arena, LiteRT latency and the labelled MCU latency
-estimate. A trial over budget is *completed* as infeasible (its figures kept), never failed,
-so KerasTuner's consecutive-failure stop is not triggered and the search goes on.
+`tfslim.convert` for the target, and records its `tfslim.Footprint` (`tfslim.measure`): the
+int8 model's quality beside its flash, TFLite Micro arena, host LiteRT latency and the
+labelled MCU latency estimate. A trial over budget is *completed* as infeasible (its figures
+kept), never failed, so KerasTuner's consecutive-failure stop is not triggered and the search
+goes on.
 """
 
 import json
@@ -14,14 +15,16 @@ import os
 import keras
 import keras_tuner
 
+from tfslim import _io
 from tfslim._checks import check_int
-from tfslim.tuning.budget import Budget
+from tfslim.benchmarking.footprint import Footprint
+from tfslim.tuning.budget import BUDGET_FIGURES, Budget, limited_figures
 from tfslim.tuning.pareto import pareto_front
 
-__all__ = ["FOOTPRINT_METRICS", "FootprintTuner"]
+__all__ = ["FOOTPRINT_METRICS", "FootprintTuner", "front_records"]
 
-# Trial figures that the front trades against quality (all minimized).
-FOOTPRINT_METRICS = ("flash_bytes", "ram_bytes", "latency_ms", "mcu_latency_ms")
+# Footprint figures that the front trades against quality (all minimized).
+FOOTPRINT_METRICS = tuple(BUDGET_FIGURES.values())
 _OBJECTIVE = "score"
 
 
@@ -158,7 +161,7 @@ class FootprintTuner(keras_tuner.Tuner):
         predicted = {"flash_bytes": estimate["params"]}
         latency = self.target.estimate_latency_ms(estimate["macs"])
         if latency is not None:
-            predicted["mcu_latency_ms"] = latency["value_ms"]
+            predicted["mcu_latency_estimate_ms"] = latency["value_ms"]
         # Figures that cannot be predicted (RAM, host latency) do not count against it.
         return self.budget.overshoot(predicted, missing=0.0) <= margin
 
@@ -173,18 +176,37 @@ class FootprintTuner(keras_tuner.Tuner):
         sparsity = hp.Choice("sparsity", list(self.sparsities))
         temperature = hp.Choice("temperature", list(self.temperatures))
         model = self._train(self.hypermodel.build(hp), x, y, qat, sparsity, temperature)
-        figures = self._measure(model, x, validation_data, qat)
-        violations = self.budget.violations(figures) + figures.pop("target_reasons")
+        result, footprint = self._measure(model, x, validation_data, qat)
+        # The target's own verdict also catches ops TFLite Micro cannot run.
+        violations = self.budget.violations(footprint) + footprint.board_reasons.get(
+            self.target.name, []
+        )
         feasible = not violations
         os.makedirs(self.get_trial_dir(trial.trial_id), exist_ok=True)
-        model.save(self._trial_file(trial.trial_id, "model.keras"))
-        with open(self.tflite_path(trial.trial_id), "wb") as f:
-            f.write(figures.pop("flatbuffer"))
-        with open(self._trial_file(trial.trial_id, "figures.json"), "w") as f:
-            json.dump({**figures, "feasible": feasible, "violations": violations}, f, indent=1)
-        overshoot = self.budget.overshoot(figures) if feasible is False else 0.0
-        score = figures["quality"] if feasible else figures["quality"] - 1.0 - min(overshoot, 1.0)
-        metrics = {k: float(v) for k, v in figures.items() if v is not None}
+        # A resumed or rerun trial replaces its own files; each write is atomic, so a
+        # killed trial never leaves a half-written model beside its figures.
+        _io.save_keras_model(model, self._trial_file(trial.trial_id, "model.keras"), overwrite=True)
+        _io.atomic_write(self.tflite_path(trial.trial_id), result.flatbuffer, overwrite=True)
+        _io.atomic_write(
+            self._trial_file(trial.trial_id, "figures.json"),
+            json.dumps(
+                {**footprint.to_dict(), "feasible": feasible, "violations": violations}, indent=1
+            ),
+            overwrite=True,
+        )
+        quality = footprint.quality
+        overshoot = self.budget.overshoot(footprint) if not feasible else 0.0
+        score = quality if feasible else quality - 1.0 - min(overshoot, 1.0)
+        metrics = {
+            k: float(v)
+            for k, v in {
+                **limited_figures(footprint),
+                "quality": quality,
+                "params": footprint.params,
+                "macs": footprint.macs,
+            }.items()
+            if v is not None
+        }
         metrics.update({_OBJECTIVE: float(score), "feasible": float(feasible)})
         return metrics
 
@@ -219,28 +241,21 @@ class FootprintTuner(keras_tuner.Tuner):
         )
         return pruning.strip_pruning(model) if sparsity else model
 
-    def _measure(self, model, x, validation_data, qat) -> dict:
+    def _measure(self, model, x, validation_data, qat):
+        """The conversion result and its `Footprint` on the validation data."""
         import tfslim
+        from tfslim.benchmarking.measure import measure
 
         calibration = None if qat else x[: self.calibration_samples]
         result = tfslim.convert(model, target=self.target, calibration_data=calibration)
-        report = tfslim.inspect(result.flatbuffer, target=self.target)
-        verdict = report["targets"][self.target.name]
-        bench = tfslim.benchmark(result.flatbuffer, runs=self.latency_runs, warmup=2, xnnpack=True)
-        quality = tfslim.evaluate(result.flatbuffer, tuple(validation_data))["tflite"]
-        estimate = verdict["latency_estimate"]
-        return {
-            "quality": quality,
-            "flash_bytes": report["size_bytes"],
-            "ram_bytes": report.get("micro", {}).get("arena_bytes"),
-            "latency_ms": bench["latency"]["xnnpack"]["latency_ms"]["median"],
-            "mcu_latency_ms": None if estimate is None else estimate["value_ms"],
-            "params": report["params"],
-            "macs": report["macs"],
-            # The target's own verdict also catches ops TFLite Micro cannot run.
-            "target_reasons": list(verdict["reasons"]),
-            "flatbuffer": result.flatbuffer,
-        }
+        footprint = measure(
+            result,
+            target=self.target,
+            data=tuple(validation_data),
+            latency_runs=self.latency_runs,
+            warmup=2,
+        )
+        return result, footprint
 
     # ----------------------------------------------------------------- results
     def save_model(self, trial_id, model, step=0):
@@ -251,31 +266,48 @@ class FootprintTuner(keras_tuner.Tuner):
         return keras.saving.load_model(self._trial_file(trial.trial_id, "model.keras"))
 
     def trial_records(self) -> list[dict]:
-        """One dict per completed trial: id, hyperparameters, quality, footprint, feasible."""
+        """One dict per completed trial: `trial_id`, `hyperparameters`, every
+        `tfslim.Footprint` field (same names), `score`, `feasible` and `violations`."""
         records = []
         trials = self.oracle.get_best_trials(num_trials=10**6)
         for trial in trials:
             if not trial.metrics.exists("quality"):
                 continue
             record = {"trial_id": trial.trial_id, "hyperparameters": trial.hyperparameters.values}
-            for name in ("quality", "score", *FOOTPRINT_METRICS, "params", "macs"):
-                if trial.metrics.exists(name):
-                    record[name] = float(trial.metrics.get_last_value(name))
-                else:
-                    record[name] = None
+            record.update(self._recorded_figures(trial))
+            record["score"] = float(trial.metrics.get_last_value(_OBJECTIVE))
             record["feasible"] = bool(trial.metrics.get_last_value("feasible"))
-            record["violations"] = self._recorded_violations(trial.trial_id, record)
             records.append(record)
         return sorted(records, key=lambda r: r["trial_id"])
 
-    def _recorded_violations(self, trial_id, record) -> list[str]:
-        """The violations `run_trial` wrote (budget and target verdict), or the budget's
-        own when the trial's figures file is not there."""
+    def _recorded_figures(self, trial) -> dict:
+        """The footprint and violations `run_trial` wrote; rebuilt from the oracle's
+        metrics when the trial's figures file is not on this machine."""
         try:
-            with open(self._trial_file(trial_id, "figures.json")) as f:
-                return list(json.load(f)["violations"])
-        except (OSError, KeyError, ValueError):
-            return self.budget.violations(record)
+            with open(self._trial_file(trial.trial_id, "figures.json")) as f:
+                saved = json.load(f)
+            return {**Footprint.from_dict(saved).to_dict(), "violations": saved["violations"]}
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
+
+        def metric(name):
+            if not trial.metrics.exists(name):
+                return None
+            value = float(trial.metrics.get_last_value(name))
+            return int(value) if name.endswith("bytes") or name in ("params", "macs") else value
+
+        estimate = metric("mcu_latency_estimate_ms")
+        figures = {
+            "flash_bytes": metric("flash_bytes"),
+            "arena_bytes": metric("arena_bytes"),
+            "latency_ms": metric("latency_ms"),
+            "mcu_latency_estimate_ms": {} if estimate is None else {self.target.name: estimate},
+            "quality": metric("quality"),
+            "params": metric("params"),
+            "macs": metric("macs"),
+            "target": self.target.name,
+        }
+        return {**figures, "violations": self.budget.violations(figures)}
 
     def pareto_records(
         self, *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
@@ -293,7 +325,7 @@ class FootprintTuner(keras_tuner.Tuner):
                 "Invalid value for argument `min_quality`. Expected a number or None. "
                 f"Received: min_quality={min_quality!r}"
             )
-        return _front_of(self.trial_records(), objectives, min_quality)
+        return front_records(self.trial_records(), objectives=objectives, min_quality=min_quality)
 
     def pareto_front(
         self, *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
@@ -312,13 +344,34 @@ class FootprintTuner(keras_tuner.Tuner):
         return os.path.join(self.get_trial_dir(trial_id), name)
 
 
-def _front_of(records, objectives, min_quality) -> list[dict]:
-    """The feasible records on the front of quality against `objectives`, best first."""
-    usable = [r for r in records if r["feasible"] and all(r[m] is not None for m in objectives)]
+def front_records(
+    records: list[dict], *, objectives=FOOTPRINT_METRICS, min_quality: float | None = None
+) -> list[dict]:
+    """The feasible trial records on the front of quality against `objectives`, best first.
+
+    A per-board figure (`mcu_latency_estimate_ms`) counts with its slowest board.
+
+    Args:
+        records: list of dict. `FootprintTuner.trial_records()`.
+        objectives: footprint figures to minimize. Defaults to `FOOTPRINT_METRICS`.
+        min_quality: float or None. Leave out trials below this quality first.
+            Defaults to `None`.
+    """
+    objectives = list(objectives)
+
+    def point(record):
+        values = {"quality": record.get("quality")}
+        for name in objectives:
+            value = record.get(name)
+            values[name] = max(value.values(), default=None) if isinstance(value, dict) else value
+        return values
+
+    usable = [(r, point(r)) for r in records if r["feasible"]]
+    usable = [(r, p) for r, p in usable if all(v is not None for v in p.values())]
     if min_quality is not None:
-        usable = [r for r in usable if r["quality"] >= min_quality]
-    front = pareto_front(usable, maximize=["quality"], minimize=list(objectives))
-    return sorted((usable[i] for i in front), key=lambda r: -r["quality"])
+        usable = [(r, p) for r, p in usable if p["quality"] >= min_quality]
+    front = pareto_front([p for _, p in usable], maximize=["quality"], minimize=objectives)
+    return sorted((usable[i][0] for i in front), key=lambda r: -r["quality"])
 
 
 def _is_number(value) -> bool:
