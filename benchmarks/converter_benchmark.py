@@ -3,7 +3,8 @@
     python benchmarks/converter_benchmark.py [--epochs 15] [--json out.json]
 
 Trains the demo CNN (75k parameters) on scikit-learn digits, converts it in each mode
-and measures every figure (LiteRT interpreter, one thread, XNNPACK on).
+and measures every figure with `tfslim.measure` (LiteRT interpreter, one thread, XNNPACK
+where it accepts the model); the columns carry `tfslim.Footprint`'s names.
 """
 
 import argparse
@@ -25,6 +26,7 @@ def main() -> None:
 
     import tfslim
     from tfslim.architectures.digits import build_digits_cnn
+    from tfslim.benchmarking.report import Column, format_bytes, format_table
     from tfslim.datasets import load_digits_data
 
     keras.utils.set_random_seed(0)
@@ -45,38 +47,42 @@ def main() -> None:
             model, quantization=mode, io_dtype=io, calibration_data=x_train[:200]
         )
         seconds = time.perf_counter() - t
-        bench = tfslim.benchmark(
-            result, data=(x_test, y_test), keras_model=model, runs=args.runs, xnnpack=True
+        footprint = tfslim.measure(
+            result,
+            data=(x_test, y_test),
+            keras_model=model,
+            latency_runs=args.runs,
+            warmup=10,
         )
         rows.append(
             {
                 "mode": mode if mode != "int8" else f"int8 ({result.io_dtype} I/O)",
-                "size_bytes": result.size_bytes,
-                "latency_ms": bench["latency"]["xnnpack"]["latency_ms"]["median"],
-                "accuracy": bench["accuracy"]["tflite"],
-                "keras_accuracy": bench["accuracy"]["keras"],
-                "agreement": bench["accuracy"]["agreement"],
+                **footprint.to_dict(),
                 "convert_s": round(seconds, 2),
             }
         )
     base = rows[0]
+    for r in rows:
+        r["flash_ratio"] = r["flash_bytes"] / base["flash_bytes"]
+        r["latency_ratio"] = r["latency_ms"] / base["latency_ms"]
+        r["delta_pt"] = 100 * (r["quality"] - base["quality"])
     print(
         f"\nDigits CNN, {model.count_params():,} parameters, {args.epochs} epochs; "
-        f"Keras float accuracy {base['keras_accuracy']:.4f} on {len(x_test)} test images.\n"
+        f"Keras float accuracy {base['keras_quality']:.4f} on {len(x_test)} test images; "
+        "host latency: LiteRT median on this CPU, one thread.\n"
     )
-    header = (
-        f"{'mode':<22}{'size (B)':>10}{'x float32':>11}{'latency ms':>12}{'x float32':>11}"
-        f"{'accuracy':>10}{'delta pt':>10}{'agree':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['mode']:<22}{r['size_bytes']:>10,}{r['size_bytes'] / base['size_bytes']:>11.3f}"
-            f"{r['latency_ms']:>12.4f}{r['latency_ms'] / base['latency_ms']:>11.2f}"
-            f"{r['accuracy']:>10.4f}{100 * (r['accuracy'] - base['accuracy']):>+10.2f}"
-            f"{r['agreement']:>8.4f}"
-        )
+    columns = [
+        Column("mode", "mode", str, "left"),
+        Column("flash", "flash_bytes", format_bytes),
+        Column("x float32", "flash_ratio", lambda v: f"{v:.3f}"),
+        Column("host latency ms", "latency_ms", lambda v: f"{v:.4f}"),
+        Column("x float32", "latency_ratio", lambda v: f"{v:.2f}"),
+        Column("kernels", "latency_runtime", str, "left"),
+        Column("quality", "quality", lambda v: f"{v:.4f}"),
+        Column("delta pt", "delta_pt", lambda v: f"{v:+.2f}"),
+        Column("agree", "agreement", lambda v: f"{v:.4f}"),
+    ]
+    print(format_table(rows, columns))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

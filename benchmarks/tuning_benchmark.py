@@ -57,20 +57,14 @@ def plain_random_search(trials, epochs, budget, target, seed, directory, data):
     for trial in tuner.oracle.get_best_trials(trials):
         model = tuner.load_model(trial)
         result = tfslim.convert(model, target=target, calibration_data=x_train[:100])
-        report = tfslim.inspect(result.flatbuffer, target=target)
-        estimate = report["targets"][target]["latency_estimate"]
-        figures = {
-            "flash_bytes": report["size_bytes"],
-            "ram_bytes": report["micro"]["arena_bytes"],
-            "mcu_latency_ms": estimate["value_ms"],
-        }
-        violations = budget.violations(figures) + report["targets"][target]["reasons"]
+        # The same measurement the FootprintTuner makes of its own trials.
+        footprint = tfslim.measure(result, target=target, data=(x_test, y_test), latency_runs=20)
+        violations = budget.violations(footprint) + footprint.board_reasons[target]
         rows.append(
             {
                 "trial_id": trial.trial_id,
                 "val_accuracy_float": trial.score,
-                "quality": tfslim.evaluate(result.flatbuffer, (x_test, y_test))["tflite"],
-                **figures,
+                **footprint.to_dict(),
                 "feasible": not violations,
             }
         )
@@ -90,31 +84,29 @@ def main():
     import keras
 
     import tfslim
+    from tfslim.benchmarking.report import Column, footprint_columns, format_table
     from tfslim.datasets import load_digits_data
     from tfslim.tuning import Budget, run_builtin_search
 
     out = args.out or tempfile.mkdtemp(prefix="tfslim_tuning_bench_")
-    budget = Budget.from_target(args.target, max_mcu_latency_ms=args.max_mcu_latency_ms)
+    budget = Budget.from_target(args.target, max_mcu_latency_estimate_ms=args.max_mcu_latency_ms)
     t0 = time.time()
     report = run_builtin_search(
         target=args.target,
         max_trials=args.trials,
         out_dir=os.path.join(out, "tfslim"),
         epochs=args.epochs,
-        max_mcu_latency_ms=args.max_mcu_latency_ms,
+        max_mcu_latency_estimate_ms=args.max_mcu_latency_ms,
         seed=args.seed,
     )
     t_ours = time.time() - t0
     front = report["front"]
-    # Re-inspect every front model: the claim is that each one fits.
+    # Measure every front model's file again: the claim is that each one fits.
     fits = []
     for r in front:
         path = os.path.join(out, "tfslim", "search", f"trial_{r['trial_id']}", "model.tflite")
-        inspected = tfslim.inspect(path, target=args.target)
-        fits.append(
-            inspected["targets"][args.target]["fits"]
-            and not budget.violations({**r, "flash_bytes": inspected["size_bytes"]})
-        )
+        again = tfslim.measure(path, target=args.target, latency_runs=0)
+        fits.append(again.fits(args.target) and not budget.violations(again))
 
     keras.utils.set_random_seed(args.seed)
     t0 = time.time()
@@ -131,24 +123,23 @@ def main():
         f"\nTarget {args.target}, budget {budget.to_dict()}, {args.trials} trials, "
         f"{args.epochs} epochs\n"
     )
-    print(
-        "| search | trials feasible | best feasible int8 accuracy | flash B | arena B "
-        "| MCU ms (est.) | wall s |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    best_rows = []
     for name, rows, best, secs in (
         ("tfslim FootprintTuner", report["trials"], ours_best, t_ours),
         ("plain RandomSearch", plain, plain_best, t_plain),
     ):
         n_ok = sum(r["feasible"] for r in rows)
-        if best is None:
-            print(f"| {name} | {n_ok}/{len(rows)} | none | - | - | - | {secs:.0f} |")
-        else:
-            print(
-                f"| {name} | {n_ok}/{len(rows)} | {best['quality']:.4f} | "
-                f"{best['flash_bytes']:.0f} | {best['ram_bytes']:.0f} | "
-                f"{best['mcu_latency_ms']:.3f} | {secs:.0f} |"
-            )
+        best_rows.append(
+            {**(best or {}), "search": name, "feasible": f"{n_ok}/{len(rows)}", "wall_s": secs}
+        )
+    columns = [
+        Column("search", "search", str, "left"),
+        Column("trials feasible", "feasible", str),
+        Column("best feasible int8 accuracy", "quality"),
+        *footprint_columns([args.target], quality=None, gzip=False),
+        Column("wall s", "wall_s", lambda v: f"{v:.0f}"),
+    ]
+    print(format_table(best_rows, columns))
     print(f"\nPareto front: {len(front)} models, all fit when re-inspected: {all(fits)}")
     summary = {
         "front_size": len(front),
