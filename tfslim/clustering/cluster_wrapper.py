@@ -321,7 +321,11 @@ class ClusterWeights(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, **kwargs):
         mapping = [(s.variable, self.clustered_value(s, bool(training))) for s in self.clustered]
-        return run_with_values(self.layer, mapping, inputs, *args, training=training, **kwargs)
+        return run_with_values(
+            lambda: self.layer(inputs, *args, training=training, **kwargs),
+            self.layer.variables,
+            mapping,
+        )
 
     def strip_values(self) -> dict:
         """{variable path: clustered NumPy value} for `strip_clustering`."""
@@ -360,14 +364,19 @@ class ClusterWeights(keras.layers.Wrapper):
         return config
 
 
-def run_with_values(layer, mapping, inputs, *args, **kwargs):
-    """Calls `layer` with some of its variables read as the given tensors.
+def run_with_values(fn, variables, mapping):
+    """Runs `fn()` with some variables read as the given tensors; returns its result.
 
-    `keras.StatelessScope` makes every read of a mapped variable return its tensor, so the
-    layer's own `call` runs unchanged. Variables the layer assigns inside the scope (batch
-    norm statistics, range observers) are recorded by the scope, not written; they are
-    written back here. Values an enclosing scope maps (e.g. Keras's `stateless_call`) stay
-    visible inside.
+    `keras.StatelessScope` makes every read of a mapped variable return its tensor, so a
+    layer's own `call` runs unchanged. Variables assigned inside the scope (batch norm
+    statistics, range observers) are recorded by the scope, not written: those among
+    `variables` are written back here. Values an enclosing scope maps (e.g. Keras's
+    `stateless_call`) stay visible inside.
+
+    Args:
+        fn: callable taking no argument.
+        variables: the variables `fn` may assign.
+        mapping: list of (variable, tensor) pairs.
     """
     outer = keras.src.backend.common.stateless_scope.get_stateless_scope()
     mapped = {id(variable) for variable, _ in mapping}
@@ -375,8 +384,8 @@ def run_with_values(layer, mapping, inputs, *args, **kwargs):
         if outer is not None:
             for key, value in outer.state_mapping.items():
                 scope.state_mapping.setdefault(key, value)
-        outputs = layer(inputs, *args, **kwargs)
-    for variable in layer.variables:
+        outputs = fn()
+    for variable in variables:
         if id(variable) in mapped:
             continue
         value = scope.get_current_value(variable)
