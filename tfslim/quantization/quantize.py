@@ -288,6 +288,7 @@ def quantize_model(
     *,
     skip: str | re.Pattern | Iterable | Callable | None = None,
     ema_decay: float = 0.99,
+    preserve: str | None = None,
 ):
     """Returns a quantization-aware training (QAT) copy of `model`.
 
@@ -306,6 +307,10 @@ def quantize_model(
             a callable taking a layer and returning `True` to skip it. Defaults to `None`.
         ema_decay: float. Decay of the moving averages of activation ranges. Defaults to
             `0.99`.
+        preserve: str or `None`. `"clusters"`: `model` is clustered (by
+            `tfslim.cluster_weights`, stripped or not) and QAT keeps every weight on its
+            centroid, so int8 kernels keep at most that many values (zeros stay zero); see
+            `tfslim.clustering.cluster_preserve`. Defaults to `None`.
 
     Returns:
         A new keras.Model sharing no state with `model`, with `model`'s weights.
@@ -332,6 +337,16 @@ def quantize_model(
     >>> [type(layer).__name__ for layer in qat.layers]
     ['InputLayer', 'ActivationQuantizer', 'QuantizeWrapper', 'Flatten', 'QuantizeWrapper']
     """
+    if preserve is not None:
+        # Clustering owns the cluster-preserving variant; imported only when asked for.
+        from tfslim.clustering import cluster_preserve
+
+        if preserve not in cluster_preserve.PRESERVE_CHOICES:
+            raise ValueError(
+                "Invalid value for argument `preserve`. Expected one of "
+                f"{cluster_preserve.PRESERVE_CHOICES} or None. Received: preserve={preserve!r}"
+            )
+        return cluster_preserve.quantize_preserving_clusters(model, skip=skip, ema_decay=ema_decay)
     if _is_tf_keras_model(model):
         if ema_decay != 0.99:  # tfmot's quantizers have their own fixed range tracking.
             raise ValueError(
