@@ -258,6 +258,18 @@ def test_m_by_n_pattern_during_fit(digits):
             r"disagree.*target_sparsity=0\.5",
         ),
         ({"target_sparsity": 0.5, "block_size": (1, 0)}, ValueError, r"`block_size`"),
+        (
+            {"target_sparsity": 0.5, "block_size": 3},
+            TypeError,
+            r"argument `block_size`\. Expected a pair of ints >= 1, e\.g\. \(1, 16\)\. "
+            r"Received: block_size=3 of type int",
+        ),
+        (
+            {"target_sparsity": 0.5, "sparsity_m_by_n": "2:4"},
+            TypeError,
+            r"`sparsity_m_by_n`\. Expected a pair of ints >= 1, e\.g\. \(2, 4\)",
+        ),
+        ({"target_sparsity": 0.5, "log_layers": "yes"}, TypeError, r"`log_layers`.*a bool"),
         ({"target_sparsity": 0.5, "skip_layers": [3]}, TypeError, r"`skip_layers`"),
     ],
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfslim._model_facts import zero_fraction
 from tfslim.pruning.masks import Granularity
 from tfslim.pruning.schedules import PruningSchedule
 
@@ -130,9 +131,4 @@ def find_constraints(model) -> list[PruningConstraint]:
 
 def sparsity_of(variables) -> float:
     """Fraction of exact zeros over `variables` (0.0 when there are none)."""
-    total = zeros = 0
-    for variable in variables:
-        value = np.asarray(variable.numpy())
-        total += value.size
-        zeros += value.size - np.count_nonzero(value)
-    return float(zeros / total) if total else 0.0
+    return zero_fraction(variables)
