@@ -5,14 +5,15 @@ import io
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfslim import _io
-from tfslim._checks import check_int
+from tfslim import _io, _model_facts
+from tfslim._checks import check_bool, check_int, check_shape
 from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
 from tfslim.litert import _worker, micro
@@ -162,12 +163,9 @@ def convert(
     io_dtype = _check_choice("io_dtype", io_dtype or target.io_dtype, _IO_DTYPES)
     if quantization not in ("int8", "int16x8"):
         io_dtype = "float32"
-    for argument, value in (("sparse", sparse), ("verify", verify), ("overwrite", overwrite)):
-        if value is not None and not isinstance(value, bool):
-            raise TypeError(
-                f"Invalid type for argument `{argument}`. Expected a bool. "
-                f"Received: {argument}={value!r}"
-            )
+    sparse = check_bool("sparse", sparse, allow_none=True)
+    verify = check_bool("verify", verify)
+    overwrite = check_bool("overwrite", overwrite)
     sparse_arg = sparse
     sparse = target.sparse_weights if sparse is None else bool(sparse)
     if target.is_micro:
@@ -271,9 +269,7 @@ def _fidelity(flatbuffer: bytes, keras_model, samples) -> dict:
 
 def _zero_fraction(model) -> float:
     """Fraction of exact zeros in the model's kernels (weights of rank >= 2)."""
-    from tfslim.pruning.constraint import sparsity_of
-
-    return sparsity_of([w for w in model.weights if len(w.shape) >= 2])
+    return _model_facts.kernel_zero_fraction(model)
 
 
 def _check_choice(argument, value, choices):
@@ -286,12 +282,8 @@ def _check_choice(argument, value, choices):
 
 
 def _is_qat_model(model) -> bool:
-    """A tfslim or tfmot QAT model (see `tfslim.quantization.is_quantized_model`)."""
-    try:
-        from tfslim.quantization import is_quantized_model
-    except ImportError:
-        return False
-    return bool(is_quantized_model(model))
+    """A tfslim or tfmot QAT model, told by its layers' registered names (no import of either)."""
+    return _model_facts.is_qat_model(model)
 
 
 def _load(model):
@@ -315,13 +307,24 @@ def _load(model):
                 "Invalid value for argument `model`. Expected a .keras file or a SavedModel "
                 f"directory. Received: model={str(path)!r}"
             )
+        if not zipfile.is_zipfile(path):
+            # Keras answers "File not found" for a file that exists but is no archive.
+            raise InvalidModelError(
+                "Invalid value for argument `model`. Expected a .keras file (the zip archive "
+                f"`model.save` writes). Received: model={str(path)!r}, which is not a valid "
+                ".keras file (not a zip archive)"
+            )
+        # `import tfslim` registered tfslim's layers with Keras (see tfslim._registration),
+        # so files holding QAT or pruning layers load without importing those packages here.
         import keras
 
-        _register_tfslim_layers()
         try:
             return keras.saving.load_model(path, compile=False), None
         except Exception as e:
-            raise InvalidModelError(f"{path}: not a loadable .keras model ({e})") from None
+            raise InvalidModelError(
+                f"Invalid value for argument `model`. Expected a loadable .keras file. "
+                f"Received: model={str(path)!r}, which Keras could not load ({e})"
+            ) from None
     import keras
 
     if isinstance(model, keras.Model) or is_tf_keras(model) and hasattr(model, "predict"):
@@ -332,29 +335,39 @@ def _load(model):
     )
 
 
-def _register_tfslim_layers():
-    """Imports tfslim's sub-packages so their layers are registered for loading."""
-    import importlib
-
-    for name in ("tfslim.quantization", "tfslim.pruning"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-
-
 def _input_shapes(model, input_shape, calibration_data):
-    inputs = getattr(model, "inputs", None)
-    with contextlib.suppress(Exception):
-        if inputs:
-            return [tuple(t.shape[1:]) for t in inputs], [t.dtype for t in inputs]
+    """(shapes, dtypes) of the model's inputs, without the batch axis.
+
+    A subclassed model has no `inputs`: its shape comes from `input_shape` (or the
+    calibration array), and a model that was never called is built by calling it once.
+    """
     if input_shape is not None:
-        return [tuple(input_shape)], ["float32"]
-    if isinstance(calibration_data, np.ndarray):
-        return [tuple(calibration_data.shape[1:])], ["float32"]
-    raise ValueError(
-        f"Cannot tell the input shape of {type(model).__name__} (a subclassed model that has "
-        "no `inputs`). Pass `input_shape` (without the batch dimension). Received: "
-        "input_shape=None"
-    )
+        input_shape = check_shape("input_shape", input_shape)
+    inputs = None
+    with contextlib.suppress(Exception):  # Subclassed models raise on `.inputs`.
+        inputs = model.inputs
+    if inputs:
+        return [tuple(t.shape[1:]) for t in inputs], [t.dtype for t in inputs]
+    if input_shape is not None:
+        shape, argument = input_shape, "input_shape"
+    elif isinstance(calibration_data, np.ndarray) and calibration_data.ndim >= 2:
+        shape, argument = tuple(calibration_data.shape[1:]), "calibration_data"
+    else:
+        raise ValueError(
+            f"Cannot tell the input shape of {type(model).__name__} (a subclassed model that "
+            "has no `inputs`). Pass `input_shape` (without the batch dimension). Received: "
+            "input_shape=None"
+        )
+    if not model.built:
+        try:
+            model(np.zeros((1, *shape), np.float32), training=False)
+        except Exception as e:
+            raise ValueError(
+                f"Invalid value for argument `{argument}`: building {type(model).__name__} "
+                f"on inputs of shape {(None, *shape)} failed ({type(e).__name__}: {e}). "
+                "Expected the shape of one sample, without the batch axis."
+            ) from None
+    return [shape], ["float32"]
 
 
 def _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir):
