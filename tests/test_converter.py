@@ -35,10 +35,15 @@ def test_fidelity_is_recorded_and_a_broken_conversion_warns(small_cnn, digits, m
     assert result.fidelity["relative_error"] < 0.2
     # A flatbuffer that computes something else (as TF 2.21's per-channel int16x8
     # FULLY_CONNECTED did) must not pass silently.
-    from tfslim.litert import _worker
+    from tfslim.litert import isolation
 
-    real = _worker.run_batches
-    monkeypatch.setattr(_worker, "run_batches", lambda i, x: [real(i, x)[0][:, ::-1]])
+    real = isolation.run
+
+    def reversed_outputs(*args, **kwargs):
+        result = real(*args, **kwargs)
+        return {**result, "outputs": [y[:, ::-1] for y in result["outputs"]]}
+
+    monkeypatch.setattr(isolation, "run", reversed_outputs)
     with pytest.warns(TfslimWarning, match="converter defect"):
         broken = tfslim.convert(small_cnn, target="mcu", calibration_data=digits[0][:64])
     assert broken.fidelity["agreement"] < 0.5

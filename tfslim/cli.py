@@ -177,7 +177,8 @@ def _cmd_bench(args) -> None:
             v["latency_ms"]["p90"],
             v["latency_ms"]["min"],
             round(v["init_ms"], 2),
-            _fmt_bytes(v["peak_memory_delta_bytes"]),
+            _fmt_bytes(v["model_memory_bytes"]),
+            _fmt_bytes(v["invoke_peak_memory_bytes"]),
         ]
         for k, v in result["latency"].items()
     ]
@@ -185,7 +186,8 @@ def _cmd_bench(args) -> None:
         f"{args.file}: {_fmt_bytes(result['size_bytes'])}, {result['macs']} MACs, "
         f"threads={result['threads']}"
     )
-    print(_table(rows, ["runtime", "runs", "median ms", "p90 ms", "min ms", "init ms", "memory"]))
+    header = ["runtime", "runs", "median ms", "p90 ms", "min ms", "init ms"]
+    print(_table(rows, [*header, "interpreter memory", "peak while invoking"]))
     for v in result["latency"].values():
         if v.get("note"):
             print(f"note: {v['note']}")

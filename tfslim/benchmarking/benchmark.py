@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tfslim._checks import check_int
-from tfslim.litert import _flatbuffer, _worker
+from tfslim.benchmarking import timing
+from tfslim.litert import flatbuffer, interpreter, isolation
 from tfslim.litert.targets import Target, get_target
 
 if TYPE_CHECKING:
@@ -34,14 +35,15 @@ def predict(model: "bytes | str | os.PathLike | ConversionResult", x: np.ndarray
     Returns:
         The first output, shape (N, ...), float32.
     """
-    data, name = _flatbuffer.read_model_bytes(model)
-    _flatbuffer.parse(data, name)
+    data, name = flatbuffer.read_model_bytes(model)
+    flatbuffer.parse(data, name)
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
         raise ValueError(
             f"Invalid value for argument `x`. Expected numeric inputs. Received: dtype={x.dtype}"
         )
-    return _worker.run("predict", data, name=name, data=x.astype(np.float32))["outputs"][0]
+    result = isolation.run(interpreter.predict_task, data, name=name, data=x.astype(np.float32))
+    return result["outputs"][0]
 
 
 def _check_data(data):
@@ -130,9 +132,16 @@ def benchmark(
             Defaults to `20.0`.
 
     Returns:
-        Dict with `size_bytes`, `threads`, `latency` (`xnnpack` and/or `builtin`:
-        init_ms, latency_ms median/p90/min/mean, runs, peak memory), `accuracy` with
-        data, and `mcu_latency_estimate` for a microcontroller target.
+        Dict with `size_bytes`, `threads`, `macs`, `latency`, `accuracy` with data, and
+        `mcu_latency_estimate` for a microcontroller target. `latency` holds `xnnpack`
+        and/or `builtin`, each measured in its own child process that imports only NumPy
+        and LiteRT: `init_ms`, `runs`, `latency_ms` (median, p90, min, mean), `delegate`,
+        `note` and the model's runtime memory from the child's anonymous resident
+        memory: `model_memory_bytes` (what creating and allocating the interpreter
+        added: arena, tensors, delegate state; the memory-mapped model file and the
+        runtime's code are not in it), `invoke_peak_memory_bytes` (the most above the
+        same baseline after any invocation) and `process_peak_rss_bytes` (the whole
+        child, Python included, for context); see `timing.time_invokes`.
 
     Raises:
         InvalidModelError: for a corrupted, truncated or non-TFLite model.
@@ -149,8 +158,8 @@ def benchmark(
             "Invalid value for argument `max_seconds`. Expected a number > 0. "
             f"Received: max_seconds={max_seconds!r}"
         )
-    data_bytes, name = _flatbuffer.read_model_bytes(model)
-    facts = _flatbuffer.analyze(data_bytes, name)
+    data_bytes, name = flatbuffer.read_model_bytes(model)
+    facts = flatbuffer.analyze(data_bytes, name)
     if data is not None:  # Check before spending time on latency runs.
         x, _ = _check_data(data)
         expected = tuple(facts["inputs"][0]["shape"][1:]) if facts["inputs"] else None
@@ -163,8 +172,8 @@ def benchmark(
     configs = [True, False] if xnnpack is None else [bool(xnnpack)]
     result = {"size_bytes": len(data_bytes), "threads": threads, "macs": facts["macs"]}
     result["latency"] = {
-        ("xnnpack" if on else "builtin"): _worker.run(
-            "bench",
+        ("xnnpack" if on else "builtin"): isolation.run(
+            timing.time_invokes,
             data_bytes,
             name=name,
             threads=threads,

@@ -16,7 +16,7 @@ from tfslim import _io, _model_facts
 from tfslim._checks import check_bool, check_int, check_shape
 from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
-from tfslim.litert import _worker, micro
+from tfslim.litert import interpreter, isolation, micro
 from tfslim.litert.calibration import calibration_samples
 from tfslim.litert.targets import Target, check_quantization, get_target
 
@@ -244,12 +244,18 @@ _MAX_RELATIVE_ERROR = 0.5
 
 
 def _fidelity(flatbuffer: bytes, keras_model, samples) -> dict:
-    """Compares converted and Keras outputs on calibration samples, in process."""
+    """Compares converted and Keras outputs on calibration samples.
+
+    The converted model runs in a child process, as `tfslim.predict` does: a flatbuffer
+    that crashes LiteRT ends in an InvalidModelError, not in the caller's death.
+    """
     x = np.concatenate(samples[:32])
     reference = keras_model.predict(x, verbose=0, batch_size=len(x))
     reference = np.asarray(reference[0] if isinstance(reference, list | tuple) else reference)
-    interp, _ = _worker.litert_interpreter(model_content=flatbuffer)
-    got = _worker.run_batches(interp, x)[0].reshape(reference.shape)
+    outputs = isolation.run(
+        interpreter.predict_task, flatbuffer, name="<converted model>", data=x.astype(np.float32)
+    )["outputs"]
+    got = outputs[0].reshape(reference.shape)
     error = float(np.linalg.norm(got - reference) / (np.linalg.norm(reference) + 1e-12))
     fidelity = {"samples": len(x), "relative_error": round(error, 6), "agreement": None}
     if reference.ndim == 2 and reference.shape[1] > 1:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfslim import _io
-from tfslim.litert import _flatbuffer
+from tfslim.litert import flatbuffer, interpreter
 
 if TYPE_CHECKING:
     from tfslim.litert.converter import ConversionResult
@@ -38,8 +38,9 @@ def export_c(
         InvalidModelError: when `model` is not a valid .tflite model.
         ValueError: for an invalid `variable_name` or output suffix.
     """
-    data, name = _flatbuffer.read_model_bytes(model)
-    _flatbuffer.parse(data, name)  # Never embed a file the interpreter would refuse.
+    data, name = flatbuffer.read_model_bytes(model)
+    flatbuffer.parse(data, name)  # Never embed a file the interpreter would refuse.
+    interpreter.check_verified(data, name=name)
     source = Path(output_path)
     if source.suffix not in (".cc", ".c", ".cpp"):
         raise ValueError(

@@ -4,7 +4,7 @@ import gzip
 import os
 from typing import TYPE_CHECKING
 
-from tfslim.litert import _flatbuffer, micro
+from tfslim.litert import flatbuffer, interpreter, micro
 from tfslim.litert.targets import Target, get_target
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ def inspect(
         and, with a target, `targets`.
 
     Raises:
-        InvalidModelError: for an empty, truncated, corrupted or non-TFLite input.
+        InvalidModelError: for an empty, truncated, corrupted or non-TFLite input: the
+            file identifier is checked before a file is read whole, and LiteRT's
+            flatbuffer verifier (run in a child process) must accept the file.
         FileNotFoundError: for a path that does not exist.
 
     Example:
@@ -47,17 +49,19 @@ def inspect(
     >>> report["targets"]["nano33ble"]["fits"]  # doctest: +SKIP
     True
     """
-    data, name = _flatbuffer.read_model_bytes(model)
+    data, name = flatbuffer.read_model_bytes(model)
     targets = [] if target is None else target if isinstance(target, list) else [target]
     targets = [get_target(t) for t in targets]
-    facts = _flatbuffer.analyze(data, name)
+    facts = flatbuffer.analyze(data, name)
     report = {k: v for k, v in facts.items() if k != "op_list"}
     report["gzip_bytes"] = len(gzip.compress(data, compresslevel=9, mtime=0))
     report["sparsity"] = (
         round(1 - facts["nonzero_params"] / facts["params"], 4) if facts["params"] else 0.0
     )
-    if micro_check:
+    if micro_check:  # Verifies the file with LiteRT first.
         report["micro"] = micro.check_micro(data, facts, name=name)
+    else:
+        interpreter.check_verified(data, name=name)
     if targets:
         report["targets"] = {t.name: _verdict(t, report) for t in targets}
     return report
@@ -81,6 +85,8 @@ def _verdict(target: Target, report: dict) -> dict:
         m = report.get("micro")
         if m is None:
             reasons.append("not checked with TFLite Micro (micro_check=False)")
+        elif m.get("error"):
+            reasons.append(m["error"])
         elif not m["supported"]:
             reasons.append(f"ops TFLite Micro cannot run: {', '.join(m['unsupported_ops'])}")
         else:

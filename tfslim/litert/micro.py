@@ -3,13 +3,20 @@
 The supported-op set is the builtin kernels registered by the tflite-micro build this
 package is tested with (its all-ops resolver). The arena is measured, not estimated:
 the smallest arena (16-byte steps) in which the TFLM interpreter allocates and runs the
-model, found by bisection in a child process, next to TFLM's own allocation report.
+model, next to TFLM's own allocation report. One child process (`isolation.run`) verifies
+the file with LiteRT, imports tflite-micro once and forks one short-lived process per
+probed arena: a too-small arena can make TFLM abort or crash instead of raising, and a
+fork contains that. The search starts from TFLM's recorded allocation, then confirms the
+figure 16 bytes below, so a model takes a handful of probes.
 """
 
+import os
 import re
+import signal
 
 from tfslim.errors import UnsupportedOpError
-from tfslim.litert import _flatbuffer, _worker
+from tfslim.litert import interpreter, isolation
+from tfslim.litert.flatbuffer import analyze
 
 __all__ = ["MICRO_OPS", "check_micro", "check_target_ops", "output_layer_names"]
 
@@ -38,7 +45,7 @@ def unsupported_ops(facts: dict) -> list[dict]:
     """Ops TFLM cannot run, each with the tensor (layer) it produces and the reason.
 
     Args:
-        facts: dict. The output of `_flatbuffer.analyze`.
+        facts: dict. The output of `flatbuffer.analyze`.
     """
     problems = []
     for op in facts["op_list"]:
@@ -57,12 +64,24 @@ def unsupported_ops(facts: dict) -> list[dict]:
     return problems
 
 
-def check_micro(model_bytes: bytes, facts: dict, *, name: str = "<model>") -> dict:
-    """Returns the `micro` section of an inspection report.
+def check_micro(
+    model_bytes: bytes, facts: dict, *, name: str = "<model>", max_arena: int | None = None
+) -> dict:
+    """Returns the `micro` section of an inspection report, after LiteRT's verifier.
 
     Keys: `supported` (bool), `unsupported_ops` (op names), `problems` (op, producing
     tensor, reason), `arena_bytes` (measured minimum, None when unsupported),
-    `arena_reported_bytes` (TFLM's RecordingMicroAllocator total at that arena).
+    `arena_reported_bytes` (TFLM's RecordingMicroAllocator total at that arena) and,
+    when TFLite Micro could not run a model our static check allowed, `error`.
+
+    Args:
+        model_bytes: bytes. The .tflite model.
+        facts: dict. The output of `flatbuffer.analyze`.
+        name: str. How errors name the model. Defaults to `"<model>"`.
+        max_arena: int or None. The largest arena probed. Defaults to `MAX_ARENA_BYTES`.
+
+    Raises:
+        InvalidModelError: when LiteRT's flatbuffer verifier refuses the file.
     """
     problems = unsupported_ops(facts)
     section = {
@@ -73,15 +92,164 @@ def check_micro(model_bytes: bytes, facts: dict, *, name: str = "<model>") -> di
         "arena_reported_bytes": None,
     }
     if problems:
+        interpreter.check_verified(model_bytes, name=name)
         return section
-    try:
-        result = _worker.run("micro", model_bytes, name=name)
-    except Exception as e:  # The interpreter refused a model our static check allowed.
-        section.update(supported=False, error=str(e))
+    result = isolation.run(
+        measure_arena_task,
+        model_bytes,
+        name=name,
+        runtime="TFLite Micro interpreter",
+        max_arena=MAX_ARENA_BYTES if max_arena is None else max_arena,
+    )
+    if result["corrupt"] is not None:
+        raise interpreter.corrupt_error(result["corrupt"], name)
+    if result.get("micro_error"):
+        section.update(supported=False, error=result["micro_error"])
         return section
     section["arena_bytes"] = result["arena_bytes"]
     section["arena_reported_bytes"] = result["arena_reported_bytes"]
     return section
+
+
+# The largest tensor arena probed: 16 MiB is beyond the RAM of every board tfslim knows
+# (the largest budget is a few MiB), so a model needing more fits none of them.
+MAX_ARENA_BYTES = 16 * 1024 * 1024
+_FIRST_PROBE = 1024 * 1024
+_PROBE_TIMEOUT_S = 120
+_ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+# What TFLM prints when the arena, not the model, is the problem.
+_TOO_SMALL = ("failed to allocate", "failed to resize buffer", "missing:", "arena size is too")
+
+
+def measure_arena_task(model_path: str, *, max_arena: int) -> dict:
+    """Child task: LiteRT's verifier, then the smallest TFLM arena (16-byte steps).
+
+    Returns `corrupt` (the verifier's reason or None) and either `arena_bytes`,
+    `arena_reported_bytes` and `probes`, or `micro_error` when no arena up to
+    `max_arena` lets TFLM allocate and invoke the model.
+    """
+    with open(model_path, "rb") as f:
+        model = f.read()
+    corrupt = interpreter.verify(model)
+    if corrupt is not None:
+        return {"corrupt": corrupt}
+    from tflite_micro.python.tflite_micro import runtime
+
+    probes = []
+
+    def probe(arena: int) -> tuple[bool, str]:
+        ok, log = _forked_probe(runtime, model, arena)
+        probes.append((arena, ok))
+        return ok, log
+
+    hi = min(_FIRST_PROBE, max_arena)
+    ok, log = probe(hi)
+    while not ok:
+        if not _arena_too_small(log) or hi >= max_arena:
+            bound = " (the search bound)" if hi >= max_arena else ""
+            detail = isolation.last_error_line(log) or "no error message"
+            return {
+                "corrupt": None,
+                "micro_error": f"TFLite Micro could not run it in a {hi}-byte arena{bound}: "
+                f"{detail}",
+            }
+        hi = min(hi * 8, max_arena)
+        ok, log = probe(hi)
+    best_log, lo = log, 0  # Works at `hi`; `lo` is the largest arena known to fail.
+    reported = _reported(log)
+    if reported:
+        start = min(-(-reported // 16) * 16, hi)
+        ok, log = probe(start) if start < hi else (True, best_log)
+        if ok:  # Confirm 16 bytes below; if that works too, bisect below it.
+            hi, best_log = start, log
+            ok, log = probe(hi - 16) if hi > 16 else (False, "")
+            if ok:
+                hi, best_log = hi - 16, log
+            else:
+                lo = hi - 16
+        else:
+            lo, step = start, 256
+            while lo + step < hi:  # Gallop up from the recorded figure.
+                ok, log = probe(lo + step)
+                if ok:
+                    hi, best_log = lo + step, log
+                    break
+                lo += step
+                step *= 4
+    while hi - lo > 16:
+        mid = (lo + hi) // 2 // 16 * 16
+        if mid <= lo:
+            mid = lo + 16
+        ok, log = probe(mid)
+        if ok:
+            hi, best_log = mid, log
+        else:
+            lo = mid
+    return {
+        "corrupt": None,
+        "arena_bytes": hi,
+        "arena_reported_bytes": _reported(best_log) or None,
+        "probes": len(probes),
+    }
+
+
+def _reported(log: str) -> int:
+    totals = _ARENA_TOTAL.findall(log)
+    return int(totals[-1]) if totals else 0
+
+
+def _arena_too_small(log: str) -> bool:
+    text = log.lower()
+    return any(mark in text for mark in _TOO_SMALL)
+
+
+def _forked_probe(runtime, model: bytes, arena: int) -> tuple[bool, str]:
+    """Allocates and invokes the model in TFLM with one arena size, in a fork.
+
+    Returns (success, what TFLM printed, including its allocation report on success).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # The probe: never returns, never runs the parent's exit handlers.
+        code = 3
+        try:
+            os.close(read_end)
+            os.dup2(write_end, 2)  # TFLM reports on the C-level stderr.
+            signal.alarm(_PROBE_TIMEOUT_S)
+            _allocate_and_invoke(runtime, model, arena)
+            code = 0
+        except BaseException as e:  # Any failure is this probe's answer, never a traceback.
+            os.write(2, f"\n{type(e).__name__}: {e}\n".encode(errors="replace"))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    with os.fdopen(read_end, "rb") as pipe:
+        while chunk := pipe.read(65536):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    log = b"".join(chunks).decode(errors="replace")
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+        return False, f"{log}\nTFLite Micro was killed by {name}"
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, log
+
+
+def _allocate_and_invoke(runtime, model: bytes, arena: int) -> None:
+    import numpy as np
+
+    interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
+    i = 0
+    while True:
+        try:
+            detail = interp.get_input_details(i)
+        except IndexError:  # No input with this index.
+            break
+        interp.set_input(np.zeros(detail["shape"], dtype=detail["dtype"]), i)
+        i += 1
+    interp.invoke()
+    interp.print_allocations()
 
 
 def output_layer_names(keras_model) -> list[str]:
@@ -102,7 +270,7 @@ def layer_names(keras_model) -> set[str]:
 
 def check_target_ops(flatbuffer: bytes, target, output_layers=(), known_layers=()) -> None:
     """Raises UnsupportedOpError naming each op (and its layer) TFLite Micro can't run."""
-    facts = _flatbuffer.analyze(flatbuffer)
+    facts = analyze(flatbuffer)
     problems = unsupported_ops(facts)
     edge_ops = ("QUANTIZE", "DEQUANTIZE")  # float <-> int at the model's edges is fine.
     problems += [

@@ -1,7 +1,9 @@
 """Reads a .tflite flatbuffer without running it: ops, tensors, parameters, MACs.
 
 Pure Python over the LiteRT schema, so a corrupted file can raise but never crash the
-process. Works on any .tflite file, not only ones tfslim made.
+process. Works on any .tflite file, not only ones tfslim made. The reader is lenient
+where LiteRT's flatbuffer verifier is strict: before trusting a file from elsewhere, also
+run `interpreter.verify_model` in a child (`isolation.run`), as `tfslim.inspect` does.
 """
 
 import contextlib
@@ -12,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from tfslim.errors import InvalidModelError
+
+__all__ = ["analyze", "check_identifier", "op_name", "parse", "read_model_bytes", "type_name"]
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
@@ -45,7 +49,10 @@ def read_model_bytes(model, *, argument: str = "model") -> tuple[bytes, str]:
                 f"Invalid value for argument `{argument}`. Expected an existing .tflite file. "
                 f"Received: {argument}={str(model)!r} (no such file)"
             )
-        return path.read_bytes(), str(path)
+        with path.open("rb") as f:  # The identifier first: never read a 2 GB video whole.
+            check_identifier(f.read(8), str(path))
+            f.seek(0)
+            return f.read(), str(path)
     raise TypeError(
         f"Invalid type for argument `{argument}`. Expected .tflite bytes, a path to a .tflite "
         f"file, or a tfslim ConversionResult. Received: {argument} of type "
@@ -53,17 +60,22 @@ def read_model_bytes(model, *, argument: str = "model") -> tuple[bytes, str]:
     )
 
 
-def parse(data: bytes, name: str = "<bytes>"):
-    """Parses and sanity-checks a flatbuffer; raises InvalidModelError naming `name`."""
-    if len(data) < 8:
+def check_identifier(head: bytes, name: str = "<bytes>") -> None:
+    """Raises InvalidModelError unless `head` (the first 8 bytes) starts a TFLite file."""
+    if len(head) < 8:
         raise InvalidModelError(
-            f"{name}: not a TFLite model ({len(data)} bytes; a .tflite file is a flatbuffer "
+            f"{name}: not a TFLite model ({len(head)} bytes; a .tflite file is a flatbuffer "
             "with the identifier 'TFL3')"
         )
-    if data[4:8] != b"TFL3":
+    if head[4:8] != b"TFL3":
         raise InvalidModelError(
-            f"{name}: not a TFLite model (file identifier {data[4:8]!r}, expected b'TFL3')"
+            f"{name}: not a TFLite model (file identifier {bytes(head[4:8])!r}, expected b'TFL3')"
         )
+
+
+def parse(data: bytes, name: str = "<bytes>"):
+    """Parses and sanity-checks a flatbuffer; raises InvalidModelError naming `name`."""
+    check_identifier(data[:8], name)
     schema = _schema()
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
