@@ -97,6 +97,7 @@ def convert(
     output_path: "str | os.PathLike | None" = None,
     overwrite: bool = False,
     verify: bool = True,
+    compress: bool = False,
 ) -> ConversionResult:
     """Converts a Keras model to a TFLite flatbuffer suited to a target.
 
@@ -132,6 +133,11 @@ def convert(
             calibration samples beside the Keras model and store the comparison in
             `result.fidelity`; warn (`TfslimWarning`) when they disagree so much that
             the converter, not quantization noise, is to blame. Defaults to `True`.
+        compress: bool. Microcontroller targets only: store kernels with few distinct
+            values (clustered) as bit-packed indices plus value tables, expanded by
+            TFLite Micro's DECODE operator (`tfslim.litert.compression`); tensors whose
+            expanded copy would push the arena over the board's RAM stay dense, with a
+            warning. The details land in `result.compression`. Defaults to `False`.
 
     Returns:
         A `ConversionResult`.
@@ -150,6 +156,16 @@ def convert(
     ('int8', 'int8')
     """
     target = get_target(target)
+    if not isinstance(compress, bool):
+        raise TypeError(
+            "Invalid value for argument `compress`. Expected a bool. "
+            f"Received: compress={compress!r}"
+        )
+    if compress and not target.is_micro:
+        raise ValueError(
+            f"Invalid value for argument `compress` with target={target.name!r}. TFLite Micro "
+            "compression needs a microcontroller target; expected False. Received: compress=True"
+        )
     keras_model, saved_model_dir = _load(model)
     qat = keras_model is not None and _is_qat_model(keras_model)
     # A QAT model carries learned int8 ranges: full integer is what it was trained for.
@@ -232,6 +248,16 @@ def convert(
     )
     if verify and keras_model is not None and samples and not isinstance(samples[0], list):
         result.fidelity = _fidelity(flatbuffer, keras_model, samples)
+    if compress:
+        # After the fidelity check: LiteRT has no DECODE kernel, and LUT compression is
+        # lossless, so the dense model's outputs are the compressed model's.
+        from tfslim.litert import compression
+
+        result.flatbuffer, result.compression = compression.compress_micro(
+            flatbuffer,
+            ram_budget=target.ram_bytes,
+            measure_arena=compression.measure_arena if target.ram_bytes else None,
+        )
     if output_path is not None:
         result.save(output_path, overwrite=overwrite)
     return result
