@@ -8,6 +8,12 @@ import pytest
 import tfslim
 from tfslim.pruning import ConstantSparsity, Pruning, strip_pruning
 
+# These tests measure sparse int8 file sizes; that such files need builtin kernels (XNNPACK
+# refuses them) is the warning tests/test_mobile_runtime.py checks.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:sparse=True with quantization:tfslim.errors.TfslimWarning"
+)
+
 
 def _digits_cnn():
     return keras.Sequential(

@@ -16,7 +16,7 @@ from tfslim import _io, _model_facts
 from tfslim._checks import check_bool, check_int, check_shape
 from tfslim._compat import is_tf_keras
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
-from tfslim.litert import interpreter, isolation, micro
+from tfslim.litert import interpreter, isolation, micro, sparsity
 from tfslim.litert.calibration import calibration_samples
 from tfslim.litert.targets import Target, check_quantization, get_target
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["ConversionResult", "convert"]
 
 _IO_DTYPES = ("int8", "float32")
-_AUTO_SPARSE_MIN = 0.6
 
 
 class ConversionResult:
@@ -119,10 +118,13 @@ def convert(
         io_dtype: str or None. `"int8"` or `"float32"` inputs/outputs for full-integer
             models. None takes the target's default. Defaults to `None`.
         sparse: bool or None. Encode zero-heavy (pruned) weights sparsely. None takes
-            the target's default: on for mobile when at least 60% of the kernel
-            weights are zero (below that the index overhead makes files larger), off
-            for microcontrollers, whose runtime reads dense tensors only.
-            Defaults to `None`.
+            the target's default: on for mobile float models (`"none"`, `"float16"`)
+            when at least 60% of the kernel weights are zero (below that the index
+            overhead makes files larger); off for integer modes, whose sparse files
+            LiteRT's default Interpreter (XNNPACK) cannot allocate (`True` then warns);
+            off for microcontrollers, whose runtime reads dense tensors only.
+            `result.xnnpack_sparse` says whether XNNPACK runs the sparse weights with
+            sparse kernels (see `tfslim.litert.sparsity`). Defaults to `None`.
         input_shape: tuple or None. Input shape without the batch dimension, needed
             only for a subclassed model that has never been called. Defaults to `None`.
         output_path: str, path-like or None. Also write the .tflite file here
@@ -200,11 +202,15 @@ def convert(
     if output_path is not None:
         _io.check_output_path(output_path, overwrite=overwrite)
 
-    if sparse and sparse_arg is None and keras_model is not None:
-        # Sparse encoding stores indices too: below ~60% zeros it makes files larger
-        # (a 50%-pruned int8 CNN grew from 24.8 kB to 34.9 kB), so the automatic
-        # choice only encodes models that are sparse enough to gain.
-        sparse = _zero_fraction(keras_model) >= _AUTO_SPARSE_MIN
+    if sparse and not target.is_micro:
+        # Sparse-encoded integer weights do not load in LiteRT's default (XNNPACK)
+        # Interpreter; the automatic choice encodes only float models with >= 60% zeros.
+        sparse = sparsity.choose_sparse(
+            sparse_arg,
+            quantization,
+            None if keras_model is None else lambda: _zero_fraction(keras_model),
+        )
+        sparsity.warn_if_costly(sparse_arg, quantization)
     needs_calibration = quantization in ("int8", "int16x8") and not qat
     if needs_calibration and calibration_data is None:
         raise ValueError(
@@ -246,6 +252,7 @@ def convert(
     result = ConversionResult(
         flatbuffer, target=target, quantization=quantization, io_dtype=io_dtype, sparse=sparse
     )
+    result.xnnpack_sparse = sparse and sparsity.xnnpack_sparse(flatbuffer)["xnnpack_sparse"]
     if verify and keras_model is not None and samples and not isinstance(samples[0], list):
         result.fidelity = _fidelity(flatbuffer, keras_model, samples)
     if compress:
