@@ -4,7 +4,7 @@ import gzip
 import os
 from typing import TYPE_CHECKING
 
-from tfslim.litert import flatbuffer, interpreter, micro
+from tfslim.litert import flatbuffer, interpreter, isolation, micro
 from tfslim.litert.targets import Target, get_target
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def inspect(
     True
     """
     data, name = flatbuffer.read_model_bytes(model)
+    isolation.start()  # The runtime host starts while the flatbuffer is analysed.
     targets = [] if target is None else target if isinstance(target, list) else [target]
     targets = [get_target(t) for t in targets]
     facts = flatbuffer.analyze(data, name)

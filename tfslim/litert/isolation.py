@@ -1,25 +1,33 @@
 """Runs a task on a model in a child process, so a bad model never takes the caller down.
 
-`run(task, model, ...)` writes the model (and input data, if any) into a temporary folder,
-starts a fresh Python that imports only what the task needs (NumPy and ai-edge-litert or
-tflite-micro, never TensorFlow or Keras), calls `task(model_path, **options)` there and
-returns its result. A task is a module-level function of a module that is cheap to import;
-it returns a dict of JSON values and NumPy arrays (or lists of arrays). A task that raises
-`RuntimeError` or `ValueError` (an interpreter refusing the model) becomes an
-`InvalidModelError` in the caller; so do a child killed by a signal, a child that exits
-without a result, and a child that runs past the timeout, each as one line.
+`run(task, model, ...)` writes the model (and input data, if any) into a temporary folder
+and calls `task(model_path, **options)` in a child process; the child imports only NumPy,
+ai-edge-litert and tflite-micro, never TensorFlow or Keras. A task is a module-level
+function of a module that is cheap to import; it returns a dict of JSON values and NumPy
+arrays (or lists of arrays). A task that raises `RuntimeError` or `ValueError` (an
+interpreter refusing the model) becomes an `InvalidModelError` in the caller; so do a
+child killed by a signal, a child that exits without a result, and a child that runs past
+the timeout, each as one line.
 
-The child side is `main()`; it is started as
-`python -c "from tfslim.litert.isolation import main; main()" REQUEST.json`.
+Where the OS can fork, the child is a fork of a warm host process: started on the first
+call, it imports the runtimes once and forks one process per task, so a task costs a fork
+instead of a Python start and the host survives any crash of a task. The host lives in
+its own session (a Ctrl-C reaches the caller only, which then kills it) and exits when the
+caller closes its pipe or exits. Elsewhere each task gets a fresh Python.
 """
 
+import atexit
+import contextlib
 import importlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,15 +35,14 @@ import numpy as np
 
 from tfslim.errors import InvalidModelError
 
-__all__ = ["run", "main", "TIMEOUT_S"]
+__all__ = ["TIMEOUT_S", "last_error_line", "main", "run", "serve", "start", "stop"]
 
 TIMEOUT_S = 600
 # The folder holding the caller's `tfslim` goes last on the child's path: it only matters
 # when tfslim is not installed (a checkout on the caller's sys.path).
-_CHILD = (
-    f"import sys; sys.path.append({str(Path(__file__).resolve().parents[2])!r}); "
-    "from tfslim.litert.isolation import main; main()"
-)
+_PATH = f"import sys; sys.path.append({str(Path(__file__).resolve().parents[2])!r}); "
+_CHILD = _PATH + "from tfslim.litert.isolation import main; main()"
+_HOST = _PATH + "from tfslim.litert.isolation import serve; serve()"
 
 
 def run(
@@ -77,25 +84,18 @@ def run(
         request = {"task": target, "options": options, "has_data": data is not None}
         (tmp / "request.json").write_text(json.dumps(request))
         try:
-            proc = subprocess.run(
-                [sys.executable, "-c", _CHILD, str(tmp / "request.json")],
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                env=_child_env(),
-            )
-        except subprocess.TimeoutExpired:
+            status, stderr = _execute(tmp / "request.json", timeout)
+        except TimeoutError:
             raise InvalidModelError(
                 f"{name}: the {runtime} did not finish within {timeout:g} s"
             ) from None
         result_path = tmp / "result.json"
-        if proc.returncode < 0:
+        if status < 0:
             raise InvalidModelError(
-                f"{name}: the {runtime} crashed on it (killed by {_signal_name(-proc.returncode)})"
+                f"{name}: the {runtime} crashed on it (killed by {_signal_name(-status)})"
             )
-        if proc.returncode != 0 or not result_path.exists():
-            detail = last_error_line(proc.stderr) or f"exit code {proc.returncode}"
+        if status != 0 or not result_path.exists():
+            detail = last_error_line(stderr) or f"exit code {status}"
             raise InvalidModelError(f"{name}: the {runtime} could not run it ({detail})")
         result = json.loads(result_path.read_text())
         if "error" in result:
@@ -107,6 +107,104 @@ def _child_env() -> dict:
     # PYTHONSAFEPATH keeps the caller's working directory off the child's path: a stray
     # numpy.py there must not shadow the real one.
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONSAFEPATH="1")
+
+
+def _execute(request: Path, timeout: float) -> tuple[int, str]:
+    """Runs one request; returns (exit status, negative for a signal; its stderr)."""
+    if not hasattr(os, "fork"):
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, str(request)],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                env=_child_env(),
+            )
+        except subprocess.TimeoutExpired:
+            raise TimeoutError from None
+        return proc.returncode, proc.stderr
+    with _HOST_LOCK:
+        status = _host().call(request, timeout)
+    stderr_path = request.parent / "stderr.txt"
+    stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+    return status, stderr
+
+
+class _Host:
+    """The caller's side of the warm host process (see the module docstring)."""
+
+    def __init__(self):
+        self.owner = os.getpid()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOST],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_child_env(),
+            start_new_session=True,
+        )
+
+    def usable(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def call(self, request: Path, timeout: float) -> int:
+        try:
+            self.proc.stdin.write(f"{timeout:g}\t{request}\n".encode())
+            self.proc.stdin.flush()
+            # The host kills a task at `timeout`; this only guards against a lost host.
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout + 60)
+            line = self.proc.stdout.readline().decode() if ready else ""
+        except BaseException:  # Ctrl-C or a broken pipe: the host's state is unknown.
+            self.close()
+            raise
+        kind, _, value = line.strip().partition(" ")
+        if kind == "exit":
+            return int(value)
+        if kind == "signal":
+            if int(value) == signal.SIGALRM:
+                raise TimeoutError
+            return -int(value)
+        self.close()
+        if not ready:
+            raise TimeoutError
+        return 1  # The host died: a fresh one serves the next call.
+
+    def close(self) -> None:
+        if self.owner != os.getpid():
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # The host and its running task.
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+_HOST_LOCK = threading.Lock()
+_HOSTS: list[_Host] = []
+
+
+def _host() -> _Host:
+    if not (_HOSTS and _HOSTS[-1].usable()):
+        _HOSTS[:] = [_Host()]
+    return _HOSTS[-1]
+
+
+def start() -> None:
+    """Starts the warm host now, if the OS can fork and none runs, without waiting for
+    it: its start-up then overlaps the caller's own work before the first `run`."""
+    if hasattr(os, "fork"):
+        with _HOST_LOCK:
+            _host()
+
+
+@atexit.register
+def stop() -> None:
+    """Stops the warm host (and any task it runs); the next `run` starts a new one."""
+    for host in _HOSTS:
+        host.close()
+    _HOSTS.clear()
 
 
 def _signal_name(number: int) -> str:
@@ -176,3 +274,41 @@ def main(argv: "list[str] | None" = None) -> None:
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(result))
     tmp.replace(folder / "result.json")
+
+
+def serve() -> None:
+    """The warm host: imports the runtimes, then forks one process per request line
+    (`TIMEOUT<TAB>REQUEST.json`) and answers `exit N` or `signal N` on stdout."""
+    for module in ("ai_edge_litert.interpreter", "tflite_micro.python.tflite_micro.runtime"):
+        with contextlib.suppress(ImportError):  # A task needing it reports it missing.
+            importlib.import_module(module)
+    answers = sys.stdout.buffer
+    for line in sys.stdin:
+        timeout, _, request = line.rstrip("\n").partition("\t")
+        pid = os.fork()
+        if pid == 0:
+            _run_forked(request, float(timeout))
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            answers.write(f"signal {os.WTERMSIG(status)}\n".encode())
+        else:
+            answers.write(f"exit {os.WEXITSTATUS(status)}\n".encode())
+        answers.flush()
+
+
+def _run_forked(request: str, timeout: float) -> None:
+    """One task in a fork of the host; never returns."""
+    code = 1
+    try:
+        log = os.open(Path(request).parent / "stderr.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.dup2(log, 2)
+        os.dup2(log, 1)  # Never onto the host's answer pipe.
+        signal.alarm(max(1, int(timeout + 0.999)))
+        main([request])
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
