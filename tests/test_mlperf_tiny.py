@@ -28,12 +28,14 @@ def _count(model, layer_type):
     return sum(isinstance(layer, layer_type) for layer in model.layers)
 
 
-def test_public_names_are_exported():
+def test_reference_models_table_names_each_builder():
     import tfslim.architectures as arch
 
-    for name in arch.__all__:
-        assert getattr(arch, name) is not None
     assert set(MLPERF_TINY_MODELS) == {"ds_cnn", "mobilenet_v1", "resnet8", "fc_autoencoder"}
+    for name, spec in MLPERF_TINY_MODELS.items():
+        assert isinstance(spec, arch.ReferenceModel) and spec.name == name
+        assert spec.build is getattr(arch, name) is getattr(mlperf_tiny_module, name), name
+        assert spec.params > 0 and spec.int8_bytes > 0 and all(d >= 1 for d in spec.input_shape)
 
 
 def test_docstring_examples_run():

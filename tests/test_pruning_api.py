@@ -13,9 +13,11 @@ MODULES = [
 ]
 
 
-def test_every_public_name_imports():
+def test_public_names_are_the_pruning_classes_and_functions():
     for name in tfslim.pruning.__all__:
-        assert getattr(tfslim.pruning, name) is not None, name
+        obj = getattr(tfslim.pruning, name)
+        assert obj.__module__.startswith("tfslim.pruning."), (name, obj.__module__)
+        assert obj.__name__ == name
 
 
 def test_top_level_names():
