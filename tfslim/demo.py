@@ -9,6 +9,7 @@ A rerun builds everything in a fresh hidden sibling folder and swaps it in at th
 interrupted run leaves the previous folder whole: never new models beside an old report.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -292,7 +293,7 @@ def _clean_stale(out_dir: Path) -> None:
     put back first, so no complete output is ever lost.
     """
     prefix = _stale_prefix(out_dir)
-    for path in sorted(out_dir.parent.glob(f"{prefix}*")):
+    for path in sorted(out_dir.parent.glob(f"{glob.escape(prefix)}*")):
         kind, _, rest = path.name[len(prefix) :].partition("-")
         pid = rest.partition("-")[0]
         if not pid.isdigit() or _alive(int(pid)) or not path.is_dir():
@@ -392,6 +393,7 @@ def run_demo(
         epochs = 3 if quick else 15
     check_int("epochs", epochs)
     out_dir = _check_out_dir(out_dir, overwrite)
+    shown, out_dir = out_dir, out_dir.resolve()  # A symlinked folder is swapped at its target.
 
     import keras
 
@@ -431,5 +433,5 @@ def run_demo(
     else:
         log("")
         log(_markdown(report))
-        log(f"wrote {len(rows)} .tflite files and report.md / report.json to {out_dir}/")
+        log(f"wrote {len(rows)} .tflite files and report.md / report.json to {shown}/")
     return report
