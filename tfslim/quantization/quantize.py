@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable
 import keras
 
 from tfslim._compat import import_tfmot, is_tf_keras
-from tfslim.errors import InvalidModelError, UnsupportedOpError
+from tfslim.errors import UnsupportedOpError
+from tfslim.quantization import _graph, registry
 from tfslim.quantization import activations as acts
-from tfslim.quantization import registry
+from tfslim.quantization.batch_norm import QuantizeBatchNormalization
+from tfslim.quantization.quantize_activation import QuantizeActivation
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer, check_ema_decay
-from tfslim.quantization.rescaling import QuantizeRescaling
+from tfslim.quantization.rescaling import QuantizeRescaling, affine_of
 
 
 def _is_tf_keras_model(model) -> bool:
@@ -48,11 +50,12 @@ def _quantize_tf_keras(model, skip):
 
 
 def _all_layer_names(model) -> set[str]:
+    """Names of every layer and `keras.ops` operation of `model`, nested models included."""
     names = set()
-    for layer in model.layers:
-        names.add(layer.name)
-        if hasattr(layer, "layers"):
-            names |= _all_layer_names(layer)
+    for op in getattr(model, "operations", None) or model.layers:
+        names.add(op.name)
+        if hasattr(op, "layers"):
+            names |= _all_layer_names(op)
     return names
 
 
@@ -92,22 +95,7 @@ def _check_model(model):
             f"Functional) or a tf_keras model. Received: model={model!r} of type "
             f"{type(model).__name__}"
         )
-    if isinstance(model, keras.Sequential):
-        if getattr(model, "_functional", None) is None:
-            raise InvalidModelError(
-                "Invalid value for argument `model`. Expected a built Sequential model (start "
-                "it with keras.Input(shape) or call it on data first). Received: unbuilt "
-                f"Sequential model {model.name!r}"
-            )
-        return model._functional
-    if not isinstance(model, keras.src.models.Functional):
-        raise InvalidModelError(
-            "Invalid value for argument `model`. Expected a Sequential or Functional model: a "
-            "subclassed model has no layer graph to rewrite for quantization-aware training. "
-            f"Received: model={model.name!r} of class {type(model).__name__}. Rebuild it with "
-            "the functional API (keras.Model(inputs, outputs))."
-        )
-    return model
+    return _graph.functional_graph(model)
 
 
 def _clone(layer, **overrides):
@@ -116,12 +104,25 @@ def _clone(layer, **overrides):
     return type(layer).from_config(config)
 
 
+def _clone_op(op):
+    """A fresh copy of a `keras.ops` operation (they hold no state but their arguments)."""
+    try:
+        return type(op).from_config(op.get_config())
+    except (TypeError, ValueError, NotImplementedError):
+        return op
+
+
+# Activations a copied Keras layer already computes with the ops the converter needs.
+_COPIED_ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "softmax", "hard_swish")
+
+
 class _Rewriter:
     def __init__(self, skip_fn, ema_decay):
         self.skip_fn = skip_fn
         self.ema_decay = ema_decay
         self.copies = []  # (new layer, old layer) pairs whose weights to copy once built.
         self.submodels = {}
+        self.problems = []  # Every unsupported layer or op, reported together.
 
     def quantizer(self, name, fixed=None, *, nonnegative=False):
         return ActivationQuantizer(
@@ -130,9 +131,7 @@ class _Rewriter:
 
     def rewrite(self, model, *, quantize_inputs, name):
         graph = _check_model(model)
-        nodes = []
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            nodes.extend(n for n in graph._nodes_by_depth[depth] if n.operation and not n.is_input)
+        nodes = _graph.nodes(graph)
         consumers = {}
         for node in nodes:
             for x in node.input_tensors:
@@ -143,11 +142,14 @@ class _Rewriter:
             users = consumers.get(id(tensor), [])
             if len(users) != 1 or id(tensor) in outputs or len(users[0].input_tensors) != 1:
                 return None
+            if self.skip_fn(users[0].operation):
+                return None
             return users[0]
 
+        self.sole_consumer = sole_consumer
         new_inputs, tensors = [], {}
         for x in graph.inputs:
-            input_name = x._keras_history.operation.name
+            input_name = _graph.input_name(x)
             new_x = keras.Input(batch_shape=x.shape, dtype=x.dtype, name=input_name)
             new_inputs.append(new_x)
             if quantize_inputs and "float" in str(x.dtype):
@@ -158,82 +160,122 @@ class _Rewriter:
         for node in nodes:
             if id(node) in absorbed:
                 continue
-            layer = node.operation
-            last = node
-            args, kwargs = node.arguments.fill_in(tensors)
-            cls = type(layer).__name__
-            if isinstance(layer, keras.Model):
-                out = self.submodel(layer)(*args, **kwargs)
-            elif self.skip_fn(layer):
-                clone = _clone(layer)
-                self.copies.append((clone, layer))
-                out = self.quantizer(f"{layer.name}_quantizer")(clone(*args, **kwargs))
-            else:
-                kind = registry.role(layer)
-                if kind is None:
-                    raise UnsupportedOpError(
-                        f"Layer {layer.name!r} of class {cls} is not supported by "
-                        "quantize_model: it has no int8 TFLite kernel that tfslim can train "
-                        f"for. Supported layers: {', '.join(registry.SUPPORTED_LAYERS)} "
-                        "(channels-last, linear/relu/relu6/sigmoid/tanh/softmax/hard_swish "
-                        f"activations). Pass skip=[{layer.name!r}] to quantize_model to keep "
-                        "it in float."
-                    )
-                if cls == "Rescaling":
-                    out = QuantizeRescaling(
-                        scale=float(layer.scale),
-                        offset=float(layer.offset),
-                        ema_decay=self.ema_decay,
-                        name=layer.name,
-                    )(*args)
-                elif kind == "weighted":
-                    # The wrapper may absorb the following batch norm and activation: its
-                    # output replaces the last absorbed node's.
-                    out, last = self.weighted(node, args, sole_consumer, absorbed)
-                else:
-                    out = self.copy_layer(node, layer, kind, args, kwargs, sole_consumer)
+            op = node.operation
+            args, kwargs = _graph.node_arguments(node, tensors)
+            out, last = self.rewrite_node(node, op, args, kwargs, absorbed)
             for x, y in zip(last.outputs, keras.tree.flatten(out), strict=True):
                 tensors[id(x)] = y
 
-        new_outputs = keras.tree.pack_sequence_as(
-            graph._outputs_struct, [tensors[id(x)] for x in graph.outputs]
-        )
-        if len(new_inputs) == 1 and not isinstance(graph._inputs_struct, (list, dict)):
+        new_outputs = _graph.pack_outputs(graph, [tensors[id(x)] for x in graph.outputs])
+        if _graph.single_input(graph):
             new_inputs = new_inputs[0]
         return keras.Model(new_inputs, new_outputs, name=name)
 
-    def copy_layer(self, node, layer, kind, args, kwargs, sole_consumer):
-        """Copies a pass-through, requantizing or activation layer, with its quantizer."""
-        cls = type(layer).__name__
-        clone = _clone(layer)
-        if cls == "UpSampling2D" and None not in args[0].shape[1:3]:
-            # Keras repeats rows and columns (TILE, which TFLite Micro lacks); a
-            # nearest/bilinear resize gives the same values as one RESIZE_* kernel.
-            height, width = args[0].shape[1:3]
-            clone = keras.layers.Resizing(
-                height * layer.size[0],
-                width * layer.size[1],
-                interpolation=layer.interpolation,
-                name=layer.name,
+    def float_copy(self, op, args, kwargs):
+        """The operation copied as it is (a skipped or unsupported one), computing in float."""
+        if not registry.is_layer(op):
+            return _clone_op(op)(*args, **kwargs)
+        clone = _clone(op)
+        self.copies.append((clone, op))
+        return clone(*args, **kwargs)
+
+    def rewrite_node(self, node, op, args, kwargs, absorbed):
+        """Returns (new output, the last original node it replaces)."""
+        if isinstance(op, keras.Model):
+            return self.submodel(op)(*args, **kwargs), node
+        if self.skip_fn(op):
+            # No quantizer after it: the converter keeps it (and what consumes its float
+            # output, up to the next quantizer) in float, as it was trained.
+            return self.float_copy(op, args, kwargs), node
+        kind = registry.role(op)
+        if kind == "divide" and len(node.input_tensors) != 1:
+            kind = None
+            self.problems.append(
+                f"keras.ops operation {type(op).__name__} {op.name!r} dividing by a tensor "
+                "(TFLite has no int8 DIV kernel; multiply by a reciprocal instead)"
             )
-        self.copies.append((clone, layer))
-        out = clone(*args, **kwargs)
-        if kind == "requantize":
-            user = sole_consumer(node.outputs[0])
+        elif kind == "batch_norm" and op.axis not in (-1, len(args[0].shape) - 1):
+            kind = None
+            self.problems.append(
+                f"BatchNormalization {op.name!r} with axis={op.axis} (only the last axis)"
+            )
+        elif kind is None:
+            self.problems.append(registry.reason(op))
+        if kind is None:
+            # Keep building the graph, so that one call reports every problem.
+            return self.float_copy(op, args, kwargs), node
+        if kind == "weighted":
+            # The wrapper may absorb the following batch norm and activation: its
+            # output replaces the last absorbed node's.
+            return self.weighted(node, args, absorbed)
+        if kind == "affine":
+            return self.affine(node, op, args, absorbed)
+        if kind == "batch_norm":
+            bn = _clone(op)
+            self.copies.append((bn, op))
+            wrapper = QuantizeBatchNormalization(bn, ema_decay=self.ema_decay, name=op.name)
+            return wrapper(args[0]), node
+        if kind == "activation":
+            return self.activation(op, args, kwargs), node
+        return self.copy(node, op, kind, args, kwargs), node
+
+    def affine(self, node, op, args, absorbed):
+        """`Rescaling` / `Normalization` (a pair of them composed) as one int8 MUL and ADD."""
+        scale, offset = affine_of(op)
+        last = node
+        user = self.sole_consumer(node.outputs[0])
+        if user is not None and registry.role(user.operation) == "affine":
+            second_scale, second_offset = affine_of(user.operation)
+            scale, offset = scale * second_scale, offset * second_scale + second_offset
+            absorbed.add(id(user))
+            last = user
+        layer = QuantizeRescaling(
+            scale=scale, offset=offset, ema_decay=self.ema_decay, name=last.operation.name
+        )
+        return layer(args[0]), last
+
+    def activation(self, op, args, kwargs):
+        act = registry.activation_of(op)
+        if registry.is_layer(op) and act in _COPIED_ACTIVATIONS:
+            cls = type(op).__name__
+            if cls in ("Activation", "ReLU", "Softmax"):
+                clone = _clone(op)
+                self.copies.append((clone, op))
+                out = clone(*args, **kwargs)
+                fixed = acts.fixed_range(act)
+                nonnegative = acts.is_nonnegative(act)
+                return self.quantizer(f"{op.name}_quantizer", fixed, nonnegative=nonnegative)(out)
+        return QuantizeActivation(act, ema_decay=self.ema_decay, name=op.name)(args[0])
+
+    def copy(self, node, op, kind, args, kwargs):
+        """Copies a pass-through or requantizing layer or op, with its quantizer."""
+        cls = type(op).__name__
+        if not registry.is_layer(op):
+            out = _clone_op(op)(*args, **kwargs)
+        else:
+            clone = _clone(op)
+            if cls == "UpSampling2D" and None not in args[0].shape[1:3]:
+                # Keras repeats rows and columns (TILE, which TFLite Micro lacks); a
+                # nearest/bilinear resize gives the same values as one RESIZE_* kernel.
+                height, width = args[0].shape[1:3]
+                clone = keras.layers.Resizing(
+                    height * op.size[0],
+                    width * op.size[1],
+                    interpolation=op.interpolation,
+                    name=op.name,
+                )
+            self.copies.append((clone, op))
+            out = clone(*args, **kwargs)
+        if kind in ("requantize", "divide"):
+            user = self.sole_consumer(node.outputs[0])
             fused = (
                 cls in registry.FUSES_RELU
                 and user is not None
                 and registry.role(user.operation) == "activation"
-                and acts.layer_activation_name(user.operation) in ("relu", "relu6")
-                and not self.skip_fn(user.operation)
+                and registry.activation_of(user.operation) in ("relu", "relu6")
             )
             if not fused:
-                out = self.quantizer(f"{layer.name}_quantizer")(out)
-        elif kind == "activation":
-            act = acts.layer_activation_name(layer)
-            fixed = acts.fixed_range(act)
-            nonnegative = act in ("relu", "relu6")
-            out = self.quantizer(f"{layer.name}_quantizer", fixed, nonnegative=nonnegative)(out)
+                out = self.quantizer(f"{op.name}_quantizer")(out)
         return out
 
     def submodel(self, model):
@@ -241,30 +283,28 @@ class _Rewriter:
             self.submodels[id(model)] = self.rewrite(model, quantize_inputs=False, name=model.name)
         return self.submodels[id(model)]
 
-    def weighted(self, node, args, sole_consumer, absorbed):
+    def weighted(self, node, args, absorbed):
         layer = node.operation
         activation = acts.activation_name(layer.activation)
         batch_norm = None
         last = node
-        user = sole_consumer(node.outputs[0])
+        user = self.sole_consumer(node.outputs[0])
         if (
             activation == "linear"
             and user is not None
             and type(user.operation).__name__ == "BatchNormalization"
-            and not self.skip_fn(user.operation)
             and user.operation.axis in (-1, len(node.outputs[0].shape) - 1)
         ):
             batch_norm = user.operation
             absorbed.add(id(user))
             last = user
-            user = sole_consumer(user.outputs[0])
+            user = self.sole_consumer(user.outputs[0])
         if (
             activation == "linear"
             and user is not None
             and registry.role(user.operation) == "activation"
-            and not self.skip_fn(user.operation)
         ):
-            activation = acts.layer_activation_name(user.operation)
+            activation = registry.activation_of(user.operation)
             absorbed.add(id(user))
             last = user
         inner = _clone(layer, activation="linear")
@@ -282,6 +322,22 @@ class _Rewriter:
             self.copies.append((bn, batch_norm))
         return out, last
 
+    def check(self, model):
+        """Raises one `UnsupportedOpError` listing every unsupported layer and op."""
+        if not self.problems:
+            return
+        names = [re.search(r"'([^']+)'", p).group(1) for p in self.problems]
+        raise UnsupportedOpError(
+            f"quantize_model cannot quantize {len(self.problems)} operation(s) of model "
+            f"{model.name!r}: none has an int8 TFLite kernel tfslim trains for. "
+            + "; ".join(self.problems)
+            + f". Supported layers: {', '.join(registry.SUPPORTED_LAYERS)}; keras.ops "
+            f"operations: {', '.join(registry.SUPPORTED_OPS)} and the activations "
+            f"{', '.join(acts.SUPPORTED)} (also as `activation=` of a layer). Pass "
+            f"skip={names!r} to quantize_model to keep them in float (what a skipped "
+            "operation computes stays float in the converted model)."
+        )
+
 
 def quantize_model(
     model,
@@ -294,17 +350,26 @@ def quantize_model(
 
     The copy computes, in float, exactly what the fully-int8 TFLite model will compute: weights
     rounded to int8 (per channel for convolutions, per tensor for Dense), batch norms folded
-    into the preceding layer, ReLU/ReLU6 fused, every activation rounded to int8 with a range
-    observed during training. Compile and fit it like any model, then convert it with
-    `tfslim.convert(qat_model, target="mcu")` (no calibration data needed).
+    into the preceding layer (a standalone one becomes an int8 MUL and ADD), ReLU/ReLU6
+    fused, every activation rounded to int8 with a fixed or observed range. `keras.ops` calls
+    in the graph (`x + 3.0`, `keras.ops.mean`, ...) are rewritten like layers; swish, hard
+    swish, hard sigmoid, GELU and leaky ReLU get their int8 kernels' ranges; `Rescaling` and
+    `Normalization` become int8 MUL/ADD after the input quantizer. Compile and fit it like
+    any model, then convert it with `tfslim.convert(qat_model, target="mcu")` (no
+    calibration data needed).
 
     A `tf_keras` model is handed to `tfmot.quantization.keras.quantize_model`.
 
     Args:
         model: keras.Model. A built Sequential or Functional model (nested Functional or
             Sequential sub-models are quantized too), or a tf_keras model.
-        skip: Layers to keep in float: a layer name or regular expression, a list of them, or
-            a callable taking a layer and returning `True` to skip it. Defaults to `None`.
+        skip: Layers or `keras.ops` operations to leave unquantized: a name or regular
+            expression, a list of them, or a callable taking a layer (or operation) and
+            returning `True` to skip it. A skipped operation is copied as it is, trains in
+            float and gets no quantizer after it, so the converter runs it, and whatever reads
+            its float output up to the next quantizer, with float kernels (which TFLite
+            Micro refuses); its input stays int8, so an op whose int8 kernel fixes its output
+            range (LOGISTIC, TANH, SOFTMAX) is still converted to int8. Defaults to `None`.
         ema_decay: float. Decay of the moving averages of activation ranges. Defaults to
             `0.99`.
         preserve: str or `None`. `"clusters"`: `model` is clustered (by
@@ -316,8 +381,9 @@ def quantize_model(
         A new keras.Model sharing no state with `model`, with `model`'s weights.
 
     Raises:
-        UnsupportedOpError: a layer has no int8 kernel tfslim covers (the message names it
-            and the `skip` option).
+        UnsupportedOpError: layers or operations have no int8 kernel tfslim covers; one
+            error lists all of them with the cause (class, name, activation or op) and the
+            `skip` value that keeps them in float.
         InvalidModelError: `model` is subclassed or an unbuilt Sequential.
         RuntimeError: the Keras backend is not TensorFlow.
 
@@ -358,6 +424,7 @@ def quantize_model(
     _check_model(model)
     rewriter = _Rewriter(_skip_predicate(skip, _all_layer_names(model)), check_ema_decay(ema_decay))
     qat = rewriter.rewrite(model, quantize_inputs=True, name=model.name)
+    rewriter.check(model)
     for new, old in rewriter.copies:
         new.set_weights(old.get_weights())
     return qat
@@ -389,8 +456,8 @@ def float_layers(model) -> list[str]:
         if isinstance(layer, keras.Model):
             names.extend(float_layers(layer))
         elif (
-            not isinstance(layer, (QuantizeWrapper, ActivationQuantizer))
-            and (registry.role(layer) in (None, "weighted"))
+            not type(layer).__module__.startswith("tfslim.quantization.")
+            and (registry.role(layer) in (None, "weighted", "affine", "batch_norm"))
             and type(layer).__name__ != "InputLayer"
         ):
             names.append(layer.name)

@@ -91,10 +91,10 @@ class QuantizeWrapper(keras.layers.Layer):
                 f"(pass the activation as `activation`). Received: layer={layer.name!r} with "
                 f"activation={acts.activation_name(layer.activation)}"
             )
-        if activation not in acts.SUPPORTED:
+        if not acts.is_supported(activation):
             raise ValueError(
-                f"Invalid value for argument `activation`. Expected one of {acts.SUPPORTED}. "
-                f"Received: activation={activation}"
+                f"Invalid value for argument `activation`. Expected one of {acts.SUPPORTED} "
+                f"or 'leaky_relu(<slope>)'. Received: activation={activation}"
             )
         self.layer = layer
         self.batch_norm = batch_norm
@@ -105,11 +105,11 @@ class QuantizeWrapper(keras.layers.Layer):
         self.output_quantizer = ActivationQuantizer(
             ema_decay=ema_decay,
             fixed_range=fixed,
-            nonnegative=activation in ("relu", "relu6"),
+            nonnegative=acts.is_nonnegative(activation),
             name="output_quantizer",
         )
         self.pre_activation_quantizer = None
-        if activation in acts.STANDALONE:
+        if activation not in acts.FUSABLE:
             self.pre_activation_quantizer = ActivationQuantizer(
                 ema_decay=ema_decay, name="pre_activation_quantizer"
             )

@@ -1,20 +1,27 @@
-"""Which Keras layers quantize-aware training covers, and how each maps onto TFLite int8.
+"""Which Keras layers and `keras.ops` operations quantization-aware training covers, and how
+each maps onto TFLite int8.
 
-Every layer in a model belongs to one of these roles:
+Every operation in a model's graph (a layer call or a `keras.ops` call such as `x + 3.0`)
+belongs to one of these roles:
 
 - weighted: Dense and convolutions, replaced by a `QuantizeWrapper` (fake-quantized kernel,
   folded batch norm, fused activation, quantized output).
 - passthrough: ops whose int8 kernel keeps the input's scale and zero point (max pooling,
-  reshapes, padding, nearest upsampling, dropout). They keep their input's range, so no
-  quantizer follows them.
-- requantize: ops that produce a new range (add, multiply, concatenate, global average
-  pooling, rescaling, a batch norm not folded into a layer). A quantizer follows them.
-- activation: ReLU/ReLU6/Activation/Softmax layers, fused into their producer where TFLite
-  fuses them, otherwise quantized after.
+  reshapes, transposes, slices, padding, nearest upsampling, dropout). They keep their input's
+  range, so no quantizer follows them.
+- requantize: ops that produce a new range (add, subtract, multiply, concatenate, mean, global
+  average pooling, clip). A quantizer follows them.
+- affine: `Rescaling` and `Normalization`, a `QuantizeRescaling` (int8 MUL and ADD).
+- batch_norm: a `BatchNormalization` no layer absorbed, a `QuantizeBatchNormalization`.
+- activation: activation layers and `keras.ops` activations, fused into their producer where
+  TFLite fuses them, otherwise quantized after.
 """
+
+import keras
 
 from tfslim.quantization import activations as acts
 from tfslim.quantization.quantize_wrapper import WEIGHTED_LAYERS
+from tfslim.quantization.rescaling import affine_of
 
 PASSTHROUGH = frozenset(
     {
@@ -26,9 +33,14 @@ PASSTHROUGH = frozenset(
         "AveragePooling2D",
         "Reshape",
         "Flatten",
+        "Permute",
+        "Cropping1D",
+        "Cropping2D",
         "Dropout",
         "SpatialDropout1D",
         "SpatialDropout2D",
+        "GaussianNoise",
+        "GaussianDropout",
         "ZeroPadding1D",
         "ZeroPadding2D",
         "UpSampling1D",
@@ -43,49 +55,159 @@ REQUANTIZE = frozenset(
         "Add",
         "Subtract",
         "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
         "Concatenate",
         "GlobalAveragePooling1D",
         "GlobalAveragePooling2D",
-        "Rescaling",
-        "BatchNormalization",
     }
 )
 
-ACTIVATION = frozenset({"Activation", "ReLU", "Softmax"})
+ACTIVATION = frozenset({"Activation", "ReLU", "LeakyReLU", "Softmax"})
+
+# keras.ops operations (class names in keras.src.ops) by role.
+PASSTHROUGH_OPS = frozenset(
+    {
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "ExpandDims",
+        "GetItem",
+        "Slice",
+        "Max",
+        "Amax",
+        "MaxPool",
+        "Pad",
+        "Tile",
+        "BroadcastTo",
+        "Flip",
+        "Ravel",
+        # MINIMUM/MAXIMUM with constants keep the scale (TFLite fuses a clip into its
+        # producer's output range).
+        "Clip",
+        "Identity",
+        "Copy",
+    }
+)
+REQUANTIZE_OPS = frozenset(
+    {
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "Stack",
+        "Mean",
+        "Average",
+        "AveragePool",
+        "Negative",
+        "Abs",
+        "Absolute",
+        "Square",
+        "Matmul",
+    }
+)
+# Division becomes an int8 MUL only by a constant: TFLite has no int8 DIV kernel.
+DIVIDE_OPS = frozenset({"Divide", "TrueDivide"})
 
 # Ops whose TFLite kernel takes a fused ReLU/ReLU6, so the quantizer goes after the ReLU.
-FUSES_RELU = frozenset({"Add", "Subtract", "Multiply", "Concatenate"})
+FUSES_RELU = frozenset({"Add", "Subtract", "Multiply", "Concatenate", "Divide", "TrueDivide"})
 
-SUPPORTED_LAYERS = tuple(sorted(set(WEIGHTED_LAYERS) | PASSTHROUGH | REQUANTIZE | ACTIVATION))
+AFFINE = frozenset({"Rescaling", "Normalization"})
+
+SUPPORTED_LAYERS = tuple(
+    sorted(
+        set(WEIGHTED_LAYERS)
+        | PASSTHROUGH
+        | REQUANTIZE
+        | ACTIVATION
+        | AFFINE
+        | {"BatchNormalization"}
+    )
+)
+SUPPORTED_OPS = tuple(sorted(PASSTHROUGH_OPS | REQUANTIZE_OPS | DIVIDE_OPS))
 
 
-def role(layer) -> str | None:
-    """Returns the role of `layer` ("weighted", "passthrough", ...) or `None` if unsupported."""
-    cls = type(layer).__name__
-    module = type(layer).__module__
-    if not module.startswith("keras."):
-        return None
-    data_format = getattr(layer, "data_format", "channels_last")
+def is_layer(operation) -> bool:
+    """Whether `operation` is a layer (as opposed to a `keras.ops` operation node)."""
+    return isinstance(operation, keras.layers.Layer)
+
+
+def activation_of(operation) -> str | None:
+    """The activation an activation layer or `keras.ops` activation computes, or `None`."""
+    if is_layer(operation):
+        return acts.layer_activation_name(operation)
+    return acts.op_activation_name(operation)
+
+
+def _is_keras(operation) -> bool:
+    return type(operation).__module__.startswith("keras.")
+
+
+def role(operation) -> str | None:
+    """Returns the role of a layer or operation ("weighted", ...) or `None` if unsupported."""
+    return _role_and_reason(operation)[0]
+
+
+def reason(operation) -> str:
+    """Why `operation` is unsupported, naming its class, name and the cause."""
+    return _role_and_reason(operation)[1] or ""
+
+
+def _role_and_reason(operation):
+    cls = type(operation).__name__
+    if not is_layer(operation):
+        return _op_role(operation)
+    what = f"{cls} {operation.name!r}"
+    if not _is_keras(operation):
+        return None, f"{what}: a custom layer (not a Keras layer tfslim knows)"
+    data_format = getattr(operation, "data_format", "channels_last")
     if data_format not in (None, "channels_last"):
-        return None
+        return None, f"{what} with data_format={data_format!r} (only channels_last)"
     if cls in WEIGHTED_LAYERS:
-        if getattr(layer, "padding", None) == "causal":
-            return None
-        return "weighted" if acts.activation_name(layer.activation) is not None else None
+        if getattr(operation, "padding", None) == "causal":
+            return None, f"{what} with padding='causal'"
+        if acts.activation_name(operation.activation) is None:
+            return None, f"{what} with activation={acts.describe(operation.activation)}"
+        return "weighted", None
     if cls in PASSTHROUGH:
-        if cls in ("UpSampling2D", "Resizing") and layer.interpolation not in (
+        if cls in ("UpSampling2D", "Resizing") and operation.interpolation not in (
             "nearest",
             "bilinear",
         ):
-            return None
-        if cls == "Resizing" and (layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio):
-            return None
-        return "passthrough"
-    if cls == "Rescaling":
-        scalar = all(isinstance(v, (int, float)) for v in (layer.scale, layer.offset))
-        return "requantize" if scalar else None
+            return None, f"{what} with interpolation={operation.interpolation!r}"
+        if cls == "Resizing" and (operation.crop_to_aspect_ratio or operation.pad_to_aspect_ratio):
+            return None, f"{what} cropping or padding to an aspect ratio"
+        return "passthrough", None
+    if cls in AFFINE:
+        if affine_of(operation) is None:
+            return None, f"{what}: not per tensor or per last-axis channel (or not adapted)"
+        return "affine", None
+    if cls == "BatchNormalization":  # The rewriter checks that it normalises the last axis.
+        return "batch_norm", None
     if cls in REQUANTIZE:
-        return "requantize"
+        return "requantize", None
     if cls in ACTIVATION:
-        return "activation" if acts.layer_activation_name(layer) is not None else None
-    return None
+        if acts.layer_activation_name(operation) is None:
+            detail = getattr(operation, "activation", None)
+            return None, f"{what} computing {acts.describe(detail) if detail else 'this'}"
+        return "activation", None
+    return None, f"{what}: no int8 TFLite kernel tfslim trains for"
+
+
+def _op_role(op):
+    cls = type(op).__name__
+    what = f"keras.ops operation {cls} {op.name!r}"
+    if not _is_keras(op):
+        return None, f"{what}: a custom operation"
+    if acts.op_activation_name(op) is not None:
+        return "activation", None
+    if cls in PASSTHROUGH_OPS:
+        return "passthrough", None
+    if cls in REQUANTIZE_OPS:
+        return "requantize", None
+    if cls in DIVIDE_OPS:
+        return "divide", None
+    return None, f"{what}: no int8 TFLite kernel tfslim trains for"

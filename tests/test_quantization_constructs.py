@@ -1,0 +1,310 @@
+"""QAT constructs of deployed architectures (keras.ops nodes, activations, preprocessing,
+standalone batch norm, squeeze-and-excite, skip): each converts to integer-only TFLite ops for
+`target="mcu"` and the int8 model computes what the QAT Keras model computes."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+import tfslim  # noqa: E402
+from tfslim.errors import UnsupportedOpError  # noqa: E402
+from tfslim.quantization import quantize_model  # noqa: E402
+
+L = keras.layers
+ops = keras.ops
+SHAPE = (8, 8, 3)
+
+
+def run_tflite(flatbuffer, x):
+    """Runs an int8-I/O flatbuffer sample by sample; returns dequantized outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    (in_scale, in_zero), (out_scale, out_zero) = inp["quantization"], out["quantization"]
+    results = []
+    for sample in x:
+        q = np.clip(np.round(sample[None] / in_scale + in_zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], q)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"]).astype("float32") - out_zero)
+    return np.concatenate(results) * out_scale, out_scale
+
+
+def op_dtypes(flatbuffer):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # Without XNNPACK, which would hide the ops behind one DELEGATE node.
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    tensors = interpreter.get_tensor_details()
+    return [
+        (op["op_name"], {tensors[i]["dtype"].__name__ for i in [*op["inputs"], *op["outputs"]]})
+        for op in interpreter._get_ops_details()
+    ]
+
+
+def data(n=64, shape=SHAPE, low=-2.0, high=2.0):
+    return np.random.default_rng(0).uniform(low, high, (n, *shape)).astype("float32")
+
+
+def check_deploys_as_trained(model, x, *, expected_ops=(), steps=3, target="mcu"):
+    """Quantizes `model`, observes ranges on `x`, converts (int8 I/O) and compares."""
+    qat = quantize_model(model)
+    for i in range(steps):
+        qat(x[i * 16 : (i + 1) * 16], training=True)
+    flatbuffer = tfslim.convert(qat, target=target, io_dtype="int8").flatbuffer
+    names = []
+    for name, dtypes in op_dtypes(flatbuffer):
+        assert name != "DEQUANTIZE" and dtypes <= {"int8", "int32"}, (name, dtypes)
+        names.append(name)
+    for op in expected_ops:
+        assert op in names, names
+    reference = qat.predict(x, verbose=0)
+    got, step = run_tflite(flatbuffer, x)
+    reference = reference.reshape(got.shape)
+    # Int8 kernels may round an intermediate value to the neighbouring step; more than that
+    # (or a drift in many outputs) would mean the QAT model trains something else.
+    error = np.abs(got - reference)
+    assert np.max(error) <= 3 * step + 1e-6, (np.max(error) / step, names)
+    assert np.mean(error > 1.01 * step) <= 0.05, (np.mean(error > 1.01 * step), names)
+    relative = np.linalg.norm(got - reference) / (np.linalg.norm(reference) + 1e-12)
+    assert relative <= 0.05, relative
+    return qat, names
+
+
+def functional(make, shape=SHAPE):
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, make(inputs))
+
+
+def conv(x, filters=4, **kwargs):
+    return L.Conv2D(filters, 3, padding="same", **kwargs)(x)
+
+
+OP_CASES = {
+    "add_constant_relu6_multiply_constant": (
+        lambda x: L.ReLU(6.0)(conv(x) + 3.0) * (1.0 / 6.0),
+        ["ADD", "MUL"],
+    ),
+    "hard_swish_as_mobilenet_v3_writes_it": (
+        lambda x: (lambda y: y * (L.ReLU(6.0)(y + 3.0) * (1.0 / 6.0)))(conv(x)),
+        ["MUL"],
+    ),
+    "add_tensors": (lambda x: ops.add(conv(x, 3), x), ["ADD"]),
+    "subtract_tensors": (lambda x: ops.subtract(x, conv(x, 3)), ["SUB"]),
+    "multiply_tensors": (lambda x: ops.multiply(conv(x, 3), x), ["MUL"]),
+    "divide_by_constant": (lambda x: conv(x) / 4.0, []),
+    "subtract_constant": (lambda x: conv(x) - 0.5, []),
+    "mean": (lambda x: ops.mean(conv(x), axis=(1, 2), keepdims=True), ["MEAN"]),
+    "reshape_transpose": (
+        lambda x: ops.transpose(ops.reshape(conv(x), (-1, 16, 16)), (0, 2, 1)),
+        ["TRANSPOSE"],
+    ),
+    "concatenate": (lambda x: ops.concatenate([conv(x, 2), x], axis=-1), ["CONCATENATION"]),
+    "clip": (lambda x: ops.clip(conv(x), -0.5, 2.0), []),
+    "sigmoid_op": (lambda x: ops.sigmoid(conv(x)), ["LOGISTIC"]),
+    "relu_op_fused": (lambda x: ops.relu(conv(x) + 1.0), ["ADD"]),
+    "slice": (lambda x: conv(x)[:, 1:5, :, :2], []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OP_CASES))
+def test_keras_ops_nodes_deploy_as_trained(case):
+    make, expected = OP_CASES[case]
+    check_deploys_as_trained(functional(make), data(), expected_ops=expected)
+
+
+ACTIVATIONS = {
+    "swish": ["LOGISTIC", "MUL"],
+    "silu": ["LOGISTIC", "MUL"],
+    "hard_swish": ["HARD_SWISH"],
+    "hard_silu": ["HARD_SWISH"],
+    "hard_sigmoid": ["ADD", "MUL"],
+    "gelu": ["GELU"],
+    "leaky_relu": ["LEAKY_RELU"],
+}
+
+
+@pytest.mark.parametrize("form", ["layer", "argument", "op"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_activation_deploys_as_trained(activation, form):
+    if form == "layer":
+        make = lambda x: L.Activation(activation)(conv(x))  # noqa: E731
+    elif form == "argument":
+        make = lambda x: conv(x, activation=activation)  # noqa: E731
+    else:
+        fn = getattr(ops, activation)
+        make = lambda x: fn(conv(x))  # noqa: E731
+    # TFLite Micro has no GELU kernel (the mcu check refuses it): int8 for LiteRT only.
+    target = "mobile" if activation == "gelu" else "mcu"
+    _, names = check_deploys_as_trained(
+        functional(make), data(), expected_ops=ACTIVATIONS[activation], target=target
+    )
+    assert names.count("CONV_2D") == 1
+
+
+@pytest.mark.parametrize(
+    "layer, op",
+    [
+        (lambda: L.LeakyReLU(negative_slope=0.1), "LEAKY_RELU"),
+        (lambda: L.ReLU(negative_slope=0.05), "LEAKY_RELU"),
+    ],
+)
+def test_activation_layers_deploy_as_trained(layer, op):
+    make = lambda x: layer()(conv(x))  # noqa: E731
+    check_deploys_as_trained(functional(make), data(), expected_ops=[op])
+
+
+def normalization(mean, variance):
+    layer = L.Normalization(mean=mean, variance=variance)
+    return layer
+
+
+@pytest.mark.parametrize(
+    "make_preprocessing",
+    [
+        lambda: [L.Rescaling(1.0 / 255.0)],
+        lambda: [L.Rescaling(1.0 / 127.5, offset=-1.0)],
+        lambda: [L.Rescaling([0.01, 0.02, 0.03])],
+        lambda: [normalization([100.0, 120.0, 90.0], [3000.0, 2500.0, 3500.0])],
+        lambda: [L.Rescaling(1 / 255.0), normalization([0.5, 0.4, 0.3], [0.05, 0.06, 0.07])],
+    ],
+)
+def test_preprocessing_at_the_input_is_quantized(make_preprocessing):
+    def make(x):
+        for layer in make_preprocessing():
+            x = layer(x)
+        return conv(x, activation="relu")
+
+    model = functional(make)
+    qat, names = check_deploys_as_trained(model, data(low=0.0, high=255.0), expected_ops=["MUL"])
+    kinds = [type(layer).__name__ for layer in qat.layers]
+    assert "Normalization" not in kinds and "Rescaling" not in kinds
+    assert kinds.count("QuantizeRescaling") == 1  # Rescaling + Normalization compose.
+
+
+def test_identity_normalization_leaves_only_the_input_quantizer():
+    model = functional(lambda x: conv(normalization([0.0] * 3, [1.0] * 3)(x)))
+    qat, names = check_deploys_as_trained(model, data())
+    assert "MUL" not in names and "ADD" not in names
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        # Pre-activation residual block: BN follows an Add, not a convolution.
+        lambda x: L.ReLU()(L.BatchNormalization()(L.Add()([x, conv(x, 3)]))),
+        # Densely connected: BN after a concatenation, then a convolution.
+        lambda x: conv(L.BatchNormalization()(L.Concatenate()([x, conv(x, 2)]))),
+        # BN right after the input.
+        lambda x: conv(L.BatchNormalization()(x)),
+    ],
+)
+def test_standalone_batch_norm_is_int8_mul_add(make):
+    model = functional(make)
+    for layer in model.layers:  # Non-trivial statistics, as after float training.
+        if isinstance(layer, L.BatchNormalization):
+            rng = np.random.default_rng(1)
+            c = layer.moving_mean.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, c),
+                    rng.uniform(-1, 1, c),
+                    rng.uniform(-1, 1, c),
+                    rng.uniform(0.5, 2, c),
+                ]
+            )
+    qat, names = check_deploys_as_trained(model, data(), expected_ops=["MUL", "ADD"])
+    assert "QuantizeBatchNormalization" in [type(layer).__name__ for layer in qat.layers]
+    # Inference uses the copied moving statistics: the float model's own output.
+    x = data(8)
+    np.testing.assert_allclose(
+        quantize_model(model).predict(x, verbose=0).shape, model.predict(x, verbose=0).shape
+    )
+
+
+def se_mobilenet_v3(x):
+    """Squeeze-and-excite as keras.applications.MobileNetV3 writes it."""
+    x = conv(x, 8)
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.Conv2D(4, 1, padding="same")(s)
+    s = L.ReLU()(s)
+    s = L.Conv2D(8, 1, padding="same")(s)
+    s = L.ReLU(6.0)(s + 3.0) * (1.0 / 6.0)
+    return L.Multiply()([x, s])
+
+
+def se_efficientnet(x):
+    """Squeeze-and-excite as keras.applications.EfficientNet writes it."""
+    x = L.Activation("swish")(L.BatchNormalization()(conv(x, 8, use_bias=False)))
+    s = L.GlobalAveragePooling2D()(x)
+    s = L.Reshape((1, 1, 8))(s)
+    s = L.Conv2D(2, 1, padding="same", activation="swish")(s)
+    s = L.Conv2D(8, 1, padding="same", activation="sigmoid")(s)
+    return L.multiply([x, s])
+
+
+@pytest.mark.parametrize("block", [se_mobilenet_v3, se_efficientnet])
+def test_squeeze_and_excite_deploys_as_trained(block):
+    check_deploys_as_trained(functional(block), data(), expected_ops=["MEAN", "MUL"])
+
+
+def test_all_refusals_in_one_error_naming_the_cause():
+    def make(x):
+        x = L.Conv2D(4, 3, activation="selu", name="se_reduce")(x)
+        x = L.LSTM(4, name="rnn")(L.Reshape((36, 4))(x))
+        y = ops.log(ops.abs(x) + 1.0)
+        return L.Dense(2)(y)
+
+    model = functional(make)
+    with pytest.raises(UnsupportedOpError) as info:
+        quantize_model(model)
+    message = str(info.value)
+    assert "3 operation(s)" in message, message
+    assert "Conv2D 'se_reduce' with activation='selu'" in message
+    assert "LSTM 'rnn'" in message
+    assert "keras.ops operation Log" in message
+    log_name = next(op.name for op in model.operations if type(op).__name__ == "Log")
+    assert f"skip=['se_reduce', 'rnn', '{log_name}']" in message
+    # The names in the message are what `skip` takes.
+    qat = quantize_model(model, skip=["se_reduce", "rnn", log_name])
+    assert isinstance(qat, keras.Model)
+
+
+def test_divide_by_a_tensor_is_refused_naming_the_op():
+    model = functional(lambda x: conv(x) / (ops.abs(conv(x)) + 1.0))
+    with pytest.raises(UnsupportedOpError, match=r"Divide '.*' dividing by a tensor.*skip="):
+        quantize_model(model)
+
+
+def test_skipped_layer_runs_in_float_and_mcu_refuses_it():
+    model = functional(
+        lambda x: L.Dense(3)(L.Flatten()(conv(L.Activation("swish", name="keep")(conv(x)))))
+    )
+    x = data()
+    qat = quantize_model(model, skip=["keep"])
+    for i in range(3):
+        qat(x[i * 16 : (i + 1) * 16], training=True)
+    result = tfslim.convert(qat, target="mobile", io_dtype="float32")
+    dtypes = dict(op_dtypes(result.flatbuffer))
+    # The skipped swish's MUL and the convolution reading its float output run in float.
+    assert dtypes["MUL"] == {"float32"}
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=result.flatbuffer)
+    interpreter.allocate_tensors()
+    got = []
+    for sample in x:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample[None])
+        interpreter.invoke()
+        got.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    got = np.concatenate(got)
+    reference = qat.predict(x, verbose=0)
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 0.05
+    with pytest.raises(UnsupportedOpError, match="MUL"):
+        tfslim.convert(qat, target="mcu")
