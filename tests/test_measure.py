@@ -5,7 +5,6 @@ import pytest
 import tfslim
 
 
-@pytest.mark.slow
 def test_footprint_matches_inspect_and_evaluate(mcu_tflite, digits):
     data = (digits[2][:100], digits[3][:100])
     fp = tfslim.measure(
