@@ -207,6 +207,7 @@ print(code, round(time.perf_counter() - start, 2), heavy)
         (["tune", "--max-flash", "-5"], "--max-flash"),
         (["tune", "--max-arena", "0"], "--max-arena"),
         (["tune", "--max-latency-ms", "-1"], "--max-mcu-latency-ms"),
+        (["tune", "--max-mcu-latency-ms", "inf"], "--max-mcu-latency-ms"),
         (["tune", "--out", "{dir}/full"], "--overwrite"),
         (["convert", "{dir}/m.keras", "-o", "{dir}/full/keep.txt"], "--overwrite"),
         (["convert", "{dir}/absent.keras", "-o", "{dir}/new.tflite"], "no such file"),

@@ -7,6 +7,7 @@ Keras is imported, so a mistake fails in well under a second, not after 20 s of 
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -50,8 +51,8 @@ def _check_output_file(path: str, overwrite: bool) -> None:
 def _check_number(flag: str, value, *, integer: bool, minimum: float, inclusive: bool) -> None:
     if value is None:
         return
-    ok = value >= minimum if inclusive else value > minimum
-    if not ok or value != value:  # NaN compares false
+    ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+    if not ok:
         kind = "an int" if integer else "a number"
         op = ">=" if inclusive else ">"
         raise ValueError(f"{flag}: expected {kind} {op} {minimum:g}, got {value}")
