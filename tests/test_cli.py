@@ -73,6 +73,9 @@ def test_targets_lists_boards_with_sources(capsys):
     for name in ("mobile", "mcu", "nano33ble", "stm32f746", "nucleo-l4r5zi", "esp32s3", "rp2040"):
         assert name in out
     assert "Sources:" in out
+    # The latency model's figures: cycles per MAC beside each board's clock.
+    nano = next(line for line in out.splitlines() if line.startswith("nano33ble "))
+    assert "64 MHz" in nano and " 2 " in nano and "cycles/MAC" in out
     code, out, _ = _run(capsys, "targets", "--json")
     assert {t["name"] for t in json.loads(out)} >= {"nano33ble", "rp2040"}
 

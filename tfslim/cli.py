@@ -100,11 +100,17 @@ def _cmd_targets(args) -> None:
             _fmt_bytes(t.flash_bytes),
             _fmt_bytes(t.ram_bytes),
             f"{t.clock_hz / 1e6:.0f} MHz" if t.clock_hz else "-",
+            "-" if getattr(t, "cycles_per_mac", None) is None else f"{t.cycles_per_mac:g}",
             t.description,
         ]
         for t in targets
     ]
-    print(_table(rows, ["target", "kind", "default", "flash", "ram", "clock", "device"]))
+    header = ["target", "kind", "default", "flash", "ram", "clock", "cycles/MAC", "device"]
+    print(_table(rows, header))
+    print(
+        "\nMCU latency ESTIMATE = macs * cycles/MAC / clock (effective cycles per int8 MAC "
+        "of the board's optimized kernels; `tfslim inspect` shows it per model)."
+    )
     print("\nSources:")
     for t in targets:
         print(f"  {t.name}: {t.source}")
