@@ -308,3 +308,51 @@ def test_skipped_layer_runs_in_float_and_mcu_refuses_it():
     assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 0.05
     with pytest.raises(UnsupportedOpError, match="MUL"):
         tfslim.convert(qat, target="mcu")
+
+
+def test_new_layers_round_trip_through_config_and_keras_file(tmp_path):
+    from tfslim.quantization import (
+        QuantizeActivation,
+        QuantizeBatchNormalization,
+        QuantizeRescaling,
+    )
+
+    def make(x):
+        x = L.Rescaling([0.5, 1.0, 2.0], offset=0.25)(x)
+        x = L.BatchNormalization()(L.Add()([x, conv(x, 3)]))
+        return ops.leaky_relu(x + conv(x, 3), negative_slope=0.1)
+
+    qat = quantize_model(functional(make))
+    x = data(16)
+    qat(x, training=True)
+    kinds = {type(layer).__name__: layer for layer in qat.layers}
+    for cls in (QuantizeActivation, QuantizeBatchNormalization, QuantizeRescaling):
+        layer = kinds[cls.__name__]
+        clone = cls.from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+    assert kinds["QuantizeRescaling"].scale == [0.5, 1.0, 2.0]
+    assert kinds["QuantizeActivation"].activation == "leaky_relu(0.1)"
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_small_end_to_end():
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=10
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    y = (x[..., 0].mean((1, 2)) > x[..., 1].mean((1, 2))).astype("int64")
+    qat = quantize_model(model)
+    qat.compile("adam", "sparse_categorical_crossentropy")
+    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    result = tfslim.convert(qat, target="mcu")
+    report = tfslim.inspect(result)
+    assert report["fully_integer"], report["float_ops"]
+    assert report["ops"]["HARD_SWISH"] >= 10
+    got, step = run_tflite(result.flatbuffer, x[:16])
+    reference = qat.predict(x[:16], verbose=0)
+    assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) <= 0.05

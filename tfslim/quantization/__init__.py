@@ -1,5 +1,6 @@
 """Quantization-aware training for Keras 3 models that deploy as fully-int8 TFLite."""
 
+from tfslim.quantization.batch_norm import QuantizeBatchNormalization
 from tfslim.quantization.callbacks import (
     FreezeQuantization,
     activation_ranges,
@@ -8,8 +9,10 @@ from tfslim.quantization.callbacks import (
 )
 from tfslim.quantization.finetune import quantize_and_finetune
 from tfslim.quantization.quantize import float_layers, is_quantized_model, quantize_model
+from tfslim.quantization.quantize_activation import QuantizeActivation
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
+from tfslim.quantization.rescaling import QuantizeRescaling
 
 __all__ = [
     "ActivationQuantizer",
@@ -18,6 +21,9 @@ __all__ = [
     "quantize_and_finetune",
     "set_batch_norm_frozen",
     "set_quantizers_frozen",
+    "QuantizeActivation",
+    "QuantizeBatchNormalization",
+    "QuantizeRescaling",
     "QuantizeWrapper",
     "float_layers",
     "is_quantized_model",
