@@ -47,6 +47,9 @@ _LAZY = {
     "PolynomialDecay": "tfslim.pruning",
     "PruningSchedule": "tfslim.pruning",
     "PruneLowMagnitude": "tfslim.pruning",
+    "ChannelPruning": "tfslim.pruning",
+    "strip_channels": "tfslim.pruning",
+    "reestimate_batch_norm": "tfslim.pruning",
     # Clustering.
     "cluster_weights": "tfslim.clustering",
     "strip_clustering": "tfslim.clustering",

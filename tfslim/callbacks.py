@@ -5,6 +5,7 @@
 
 from tfslim.distillation.schedule import DistillationSchedule
 from tfslim.pruning.callback import Pruning
+from tfslim.pruning.channel import ChannelPruning
 from tfslim.quantization.callbacks import FreezeQuantization
 
-__all__ = ["DistillationSchedule", "FreezeQuantization", "Pruning"]
+__all__ = ["ChannelPruning", "DistillationSchedule", "FreezeQuantization", "Pruning"]

@@ -6,13 +6,16 @@ inside the compiled train step (as weight constraints applied by the optimizer).
 `strip_pruning` returns a plain model with the zeros baked in.
 """
 
+from tfslim.pruning.batch_norm_adaptation import reestimate_batch_norm
 from tfslim.pruning.callback import Pruning
+from tfslim.pruning.channel import ChannelPruning, strip_channels
 from tfslim.pruning.masks import Granularity
 from tfslim.pruning.prune import prune_low_magnitude, strip_pruning
 from tfslim.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfslim.pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "ChannelPruning",
     "ConstantSparsity",
     "Granularity",
     "PolynomialDecay",
@@ -20,5 +23,7 @@ __all__ = [
     "Pruning",
     "PruningSchedule",
     "prune_low_magnitude",
+    "reestimate_batch_norm",
+    "strip_channels",
     "strip_pruning",
 ]

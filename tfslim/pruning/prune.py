@@ -154,7 +154,9 @@ def strip_pruning(model):
     `PruneLowMagnitude` wrappers are replaced by copies of the layers they wrap (weights times
     masks), in a new Sequential/Functional model whose saved `.keras` file needs no tfslim.
     A model pruned by the `Pruning` callback holds no wrappers: its variables are already zero
-    where pruned; any pruning constraint still attached is removed and `model` itself returned.
+    where pruned; any pruning constraint still attached is removed and `model` itself returned,
+    unless whole channels are zero (as `tfslim.callbacks.ChannelPruning` leaves them): then a
+    smaller Sequential/Functional model without them (`tfslim.pruning.strip_channels`).
     `tf_keras` models go to tfmot's `strip_pruning`.
 
     Args:
@@ -188,6 +190,11 @@ def strip_pruning(model):
         for constraint in find_constraints(model):
             constraint.bake()
             constraint.detach()
+        if policy.is_graph_model(model):
+            # Whole channels zeroed by `ChannelPruning` are removed: a smaller model.
+            from tfslim.pruning.channel import strip_channels
+
+            return strip_channels(model)
         return model
     if not policy.is_graph_model(model):
         raise ValueError(

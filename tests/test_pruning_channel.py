@@ -1,0 +1,251 @@
+"""Channel pruning: coupled groups, masks during fit, a physically smaller stripped model."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfslim
+from tfslim.pruning.channel import ChannelPruning, channel_scores, strip_channels
+from tfslim.pruning.channel_graph import ChannelGraph, group_weights
+
+
+def _fit_pruned(model, x, y, fraction=0.5, epochs=1, **kwargs):
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    callback = ChannelPruning(fraction, schedule="constant", **kwargs)
+    history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[callback])
+    return callback, history
+
+
+def _assert_same_predictions(model, small, x):
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )
+
+
+def _residual_se_concat_model():
+    """Residual Add, depthwise conv, squeeze-and-excite, Concatenate and Flatten -> Dense."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU()(x)
+    branch = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    branch = keras.layers.Conv2D(16, 1, activation="relu", name="pw")(branch)
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True)(branch)
+    gate = keras.layers.Conv2D(4, 1, activation="relu", name="se_reduce")(gate)
+    gate = keras.layers.Conv2D(16, 1, activation="sigmoid", name="se_expand")(gate)
+    branch = keras.layers.Multiply()([branch, gate])
+    x = keras.layers.Add()([x, branch])
+    other = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="side")(x)
+    x = keras.layers.Concatenate()([x, other])
+    x = keras.layers.Conv2D(12, 3, activation="relu", name="head")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(24, activation="relu", name="fc")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_graph_couples_residual_depthwise_and_squeeze_excite():
+    graph = ChannelGraph(_residual_se_concat_model())
+    groups = {tuple(sorted(layer.name for layer in g.sources)): g for g in graph.groups()}
+    # stem, pw and se_expand write the same 16 channels (Add, Multiply); dw carries them.
+    assert set(groups) == {
+        ("pw", "se_expand", "stem"),
+        ("se_reduce",),
+        ("side",),
+        ("head",),
+        ("fc",),
+    }
+    coupled = groups[("pw", "se_expand", "stem")]
+    layers = {layer.name for layer, _, _ in group_weights(graph, coupled)}
+    assert layers == {"stem", "stem_bn", "dw", "pw", "se_expand"}
+    assert coupled.size == 16
+    # The model's output channels (the 10 classes) are never pruned.
+    assert all("logits" not in {la.name for la in g.sources} for g in graph.groups())
+
+
+def test_strip_gives_a_smaller_model_with_the_same_predictions(digits):
+    x, y, x_test, _ = digits
+    model = _residual_se_concat_model()
+    callback, history = _fit_pruned(model, x, y, epochs=2)
+    assert history.history["channel_fraction"][-1] == pytest.approx(0.5, abs=0.02)
+    small = tfslim.strip_pruning(model)
+    assert small is not model
+    assert small.get_layer("stem").filters == 8 and small.get_layer("pw").filters == 8
+    assert small.get_layer("se_reduce").filters == 2 and small.get_layer("side").filters == 4
+    assert small.get_layer("head").filters == 6 and small.get_layer("fc").units == 12
+    assert small.get_layer("logits").units == 10
+    assert small.get_layer("dw").kernel.shape == (3, 3, 8, 1)
+    # Concatenate of 8 + 4 kept channels feeds head; Flatten repeats 6 kept channels 36 times.
+    assert small.get_layer("head").kernel.shape == (3, 3, 12, 6)
+    assert small.get_layer("fc").kernel.shape == (6 * 6 * 6, 12)
+    assert small.count_params() < 0.35 * model.count_params()
+    _assert_same_predictions(model, small, x_test[:64])
+    # The masks are gone: training the small model goes on without the callback.
+    assert all(v.constraint is None for v in model.trainable_variables)
+
+
+def test_sequential_digits_cnn_and_l2_and_bn_gamma_criteria(digits):
+    from tfslim.architectures.digits import build_digits_cnn
+
+    x, y, x_test, _ = digits
+    for criterion in ("l2", "bn_gamma"):
+        keras.utils.set_random_seed(0)
+        model = build_digits_cnn(width=16, dense_units=32)
+        _fit_pruned(model, x, y, fraction=0.25, criterion=criterion)
+        small = strip_channels(model)
+        convs = [la for la in small.layers if isinstance(la, keras.layers.Conv2D)]
+        assert [c.filters for c in convs] == [12, 24]
+        _assert_same_predictions(model, small, x_test[:32])
+    seq = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    _fit_pruned(seq, x, y)
+    small = tfslim.strip_pruning(seq)
+    assert isinstance(small, keras.Sequential)
+    assert [
+        la.get_config().get("filters", la.get_config().get("units")) for la in small.layers
+    ] == [4, None, 8, 10]
+    _assert_same_predictions(seq, small, x_test[:32])
+
+
+def test_scores_rank_filters_by_norm():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.layers[0].kernel.assign(np.array([[1, -5, 0.5]] * 4, dtype="float32"))
+    graph = ChannelGraph(model)
+    (group,) = [g for g in graph.groups()] or [None]
+    assert group is None  # the only Dense writes the model output: nothing to prune
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    model.layers[0].kernel.assign(np.array([[1, -5, 0.5]] * 4, dtype="float32"))
+    graph = ChannelGraph(model)
+    (group,) = graph.groups()
+    scores = channel_scores(group_weights(graph, group), 3, "l1")
+    assert np.argsort(scores).tolist() == [2, 0, 1]
+
+
+def test_unpruned_model_is_returned_as_is(digits):
+    model = _residual_se_concat_model()
+    assert strip_channels(model) is model
+    assert tfslim.strip_pruning(model) is model
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"target_fraction": 1.0},
+            r"`target_fraction`. Expected a float in \[0, 1\). Received: "
+            r"target_fraction=1.0",
+        ),
+        ({"target_fraction": 0.5, "criterion": "l3"}, r"Received: criterion='l3'"),
+        ({"target_fraction": 0.5, "schedule": "cubic"}, r"Received: schedule='cubic'"),
+        ({"target_fraction": 0.5, "updates": 0}, r"Received: updates=0"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ChannelPruning(**kwargs)
+
+
+def test_subclassed_model_is_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = keras.layers.Dense(4), keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+    model = Net()
+    model(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="subclassed model"):
+        ChannelGraph(model)
+
+
+def test_reestimate_batch_norm_refreshes_statistics():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dropout(0.5)(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, x)
+    bn = model.get_layer("bn")
+    bn.trainable = False
+    data = np.random.default_rng(0).normal(2.0, 3.0, size=(256, 4)).astype("float32")
+    kernel_before = [w.numpy().copy() for w in bn.trainable_weights]
+    used = tfslim.reestimate_batch_norm(model, (data, np.zeros(256)), steps=4, batch_size=64)
+    assert used == 4
+    # Cumulative mean over exactly the 4 batches, dropout off (variance is not inflated).
+    np.testing.assert_allclose(bn.moving_mean.numpy(), data.mean(0), rtol=1e-5)
+    batch_vars = np.stack([data[i : i + 64].var(0) for i in range(0, 256, 64)])
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batch_vars.mean(0), rtol=1e-4)
+    assert bn.trainable is False and bn.momentum == 0.99
+    assert model.layers[1].rate == 0.5
+    for before, after in zip(kernel_before, bn.trainable_weights, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())
+    with pytest.raises(ValueError, match="Expected a model with BatchNormalization"):
+        tfslim.reestimate_batch_norm(
+            keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), data[:, :2]
+        )
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tfslim.pruning import batch_norm_adaptation, channel
+
+    for module in (channel, batch_norm_adaptation):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted >= 2 and result.failed == 0
+
+
+def _mlperf(name):
+    from tfslim.architectures import mlperf_tiny
+
+    return {
+        "resnet8": lambda: (mlperf_tiny.resnet8(), (32, 32, 3)),
+        "ds_cnn": lambda: (mlperf_tiny.ds_cnn(), (49, 10, 1)),
+        "mobilenet_v1": lambda: (mlperf_tiny.mobilenet_v1(), (96, 96, 3)),
+        "mobilenet_v2": lambda: (
+            keras.applications.MobileNetV2(
+                alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10
+            ),
+            (32, 32, 3),
+        ),
+    }[name]()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "mobilenet_v1", "mobilenet_v2"])
+def test_reference_models_shrink_and_predict_the_same(name):
+    model, shape = _mlperf(name)
+    classes = model.output_shape[-1]
+    rng = np.random.default_rng(0)
+    x = rng.random((32, *shape), dtype=np.float32)
+    y = rng.integers(0, classes, 32)
+    _fit_pruned(model, x, y)
+    small = tfslim.strip_pruning(model)
+    assert small.count_params() < 0.35 * model.count_params()
+    _assert_same_predictions(model, small, x[:8])
+
+
+@pytest.mark.slow
+def test_qat_and_distillation_run_on_the_smaller_model(digits):
+    x, y, x_test, y_test = digits
+    model = _residual_se_concat_model()
+    _fit_pruned(model, x, y, epochs=2)
+    small = strip_channels(model, batch_norm_data=x, batch_norm_steps=5)
+    qat = tfslim.quantize_model(small)
+    qat.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    qat.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    result = tfslim.convert(qat, target="mcu")
+    assert result.quantization == "int8"
+    assert tfslim.evaluate(result, (x_test, y_test))["tflite"] > 0.3
+    student = strip_channels(_fit_pruned(_residual_se_concat_model(), x, y)[0].model)
+    distilled = tfslim.distill(model, student, x, y, epochs=1)
+    assert distilled.count_params() == student.count_params()

@@ -1,0 +1,340 @@
+"""Channel (filter) pruning during `fit`, and `strip_channels`: a physically smaller model.
+
+`ChannelPruning` masks whole output channels of coupled layer groups (see
+`tfslim.pruning.channel_graph`): every per-channel weight that writes a pruned channel (filter,
+bias, depthwise filter, batch-norm gamma and beta) is multiplied by the group's 0/1 mask after
+each optimizer update, inside the compiled step (a weight constraint, like `Pruning`'s masks),
+so a pruned channel is exactly zero at every tensor of its group. `strip_channels` then rebuilds
+the model without those channels (fewer filters and units, weights copied): it predicts what
+the masked model predicts, with fewer parameters, MACs, bytes and milliseconds on any runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+
+from tfslim._compat import is_tf_keras
+from tfslim.pruning import policy
+from tfslim.pruning.channel_graph import _DEPTHWISE, ChannelGraph, group_weights
+
+_CRITERIA = ("l1", "l2", "bn_gamma")
+_SCHEDULES = ("polynomial", "constant")
+
+
+class ChannelMask:
+    """Weight constraint multiplying one axis of a variable by a group's channel mask."""
+
+    def __init__(self, variable, mask, axis: int):
+        self.variable, self.mask = variable, mask
+        rank = len(variable.shape)
+        self.shape = [1] * rank
+        self.shape[axis % rank] = int(variable.shape[axis])
+        self.wrapped = None
+        self.attached = False
+
+    def __call__(self, value):
+        if self.wrapped is not None:
+            value = self.wrapped(value)
+        return value * keras.ops.reshape(keras.ops.cast(self.mask, value.dtype), self.shape)
+
+    def attach(self):
+        self.wrapped = self.variable.constraint
+        self.variable.constraint = self
+        self.attached = True
+
+    def detach(self):
+        if self.attached and self.variable.constraint is self:
+            self.variable.constraint = self.wrapped
+        self.attached = False
+
+    def bake(self):
+        mask = np.reshape(np.asarray(self.mask.numpy()), self.shape)
+        self.variable.assign(np.asarray(self.variable.numpy()) * mask.astype("float32"))
+
+
+def channel_scores(weights: list[tuple], size: int, criterion: str) -> np.ndarray:
+    """Importance of each channel of a group: summed, per-layer normalized filter norms.
+
+    `l1` / `l2`: norm of each output filter of the group's kernels (conv, dense, depthwise);
+    `bn_gamma`: |gamma| of the group's batch normalizations (network slimming), falling back to
+    `l1` for a group without one.
+    """
+    scores = np.zeros(size)
+    if criterion == "bn_gamma":
+        gammas = [
+            np.abs(np.asarray(v.numpy()))
+            for layer, v, _ in weights
+            if isinstance(layer, keras.layers.BatchNormalization) and v.name == "gamma"
+        ]
+        if gammas:
+            for gamma in gammas:
+                scores += gamma / (gamma.mean() + 1e-12)
+            return scores
+        criterion = "l1"
+    for _, variable, axis in weights:
+        if variable.name not in ("kernel", "depthwise_kernel"):
+            continue
+        value = np.moveaxis(np.asarray(variable.numpy()), axis, -1).reshape(-1, size)
+        norm = np.abs(value).sum(0) if criterion == "l1" else np.sqrt((value**2).sum(0))
+        scores += norm / (norm.mean() + 1e-12)
+    return scores
+
+
+def _kept_channels(weights: list[tuple], size: int) -> np.ndarray:
+    """Channels with any non-zero weight writing them."""
+    alive = np.zeros(size, dtype=bool)
+    for _, variable, axis in weights:
+        value = np.moveaxis(np.asarray(variable.numpy()), axis, -1).reshape(-1, size)
+        alive |= np.any(value != 0, axis=0)
+    return np.flatnonzero(alive)
+
+
+class ChannelPruning(keras.callbacks.Callback):
+    """Prunes whole output channels during `fit`, coupled layers together.
+
+    At the start of `fit` the callback builds the model's channel-dependency graph (residual
+    `Add`, depthwise convolutions, `Concatenate`, squeeze-and-excite `Multiply` and
+    `Flatten -> Dense` couple channels; see `tfslim.pruning.channel_graph`), and attaches a
+    channel mask to every per-channel weight of each prunable group. On schedule it ranks the
+    channels of each group by `criterion` and masks the lowest until `target_fraction` of the
+    group's channels are gone (masks only lose ones). The masks are applied inside the compiled
+    train step; the callback's per-batch work is one integer comparison. At the end of `fit`
+    the zeros are baked in and the masks detached; `tfslim.strip_pruning` (or `strip_channels`)
+    then returns the physically smaller model. Logs `channel_fraction` (pruned fraction of the
+    prunable channels) each epoch.
+
+    Args:
+        target_fraction: float in [0, 1). Fraction of each group's channels to remove.
+        criterion: `"l1"` or `"l2"` norm of the filters, or `"bn_gamma"` (|gamma| of the
+            group's batch normalization). Defaults to `"l1"`.
+        schedule: `"polynomial"` (from 0 to `target_fraction` over the first 70% of the
+            steps, cubic, in `updates` steps) or `"constant"` (`target_fraction` at the first
+            step). Defaults to `"polynomial"`.
+        updates: int. Number of mask updates of the polynomial schedule. Defaults to `10`.
+        skip_layers: layer names or classes whose output channels are kept. Defaults to `()`.
+
+    Raises:
+        ValueError: for an invalid argument, or (at the start of `fit`) a subclassed model or a
+            model with no prunable channel group.
+
+    Example:
+
+    >>> import keras, numpy as np, tfslim
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                           keras.layers.Dense(2)])
+    >>> model.compile("adam", "mse")
+    >>> history = model.fit(np.ones((32, 8)), np.ones((32, 2)), epochs=2, verbose=0,
+    ...                     callbacks=[tfslim.callbacks.ChannelPruning(0.5)])
+    >>> small = tfslim.strip_pruning(model)
+    >>> small.layers[0].units
+    8
+    """
+
+    def __init__(
+        self,
+        target_fraction: float,
+        *,
+        criterion: str = "l1",
+        schedule: str = "polynomial",
+        updates: int = 10,
+        skip_layers: Iterable[str | type] = (),
+    ):
+        super().__init__()
+        valid = isinstance(target_fraction, float | int) and not isinstance(target_fraction, bool)
+        if not valid or not 0 <= target_fraction < 1:
+            raise ValueError(
+                "Invalid value for argument `target_fraction`. Expected a float in [0, 1). "
+                f"Received: target_fraction={target_fraction!r}"
+            )
+        for argument, value, choices in (
+            ("criterion", criterion, _CRITERIA),
+            ("schedule", schedule, _SCHEDULES),
+        ):
+            if value not in choices:
+                raise ValueError(
+                    f"Invalid value for argument `{argument}`. Expected one of {list(choices)}. "
+                    f"Received: {argument}={value!r}"
+                )
+        if not isinstance(updates, int) or isinstance(updates, bool) or updates < 1:
+            raise ValueError(
+                f"Invalid value for argument `updates`. Expected an int >= 1. "
+                f"Received: updates={updates!r}"
+            )
+        self.target_fraction = float(target_fraction)
+        self.criterion = criterion
+        self.schedule = schedule
+        self.updates = updates
+        self.skip_layers = policy.check_skip_layers(skip_layers)
+        self._groups: list[tuple] = []  # (space, weights, mask variable)
+        self._constraints: list[ChannelMask] = []
+        self._update_steps: dict[int, float] = {}
+        self._step = 0
+
+    def _fraction_schedule(self) -> dict[int, float]:
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        if self.schedule == "constant":
+            return {0: self.target_fraction}
+        if not epochs or not steps:
+            raise ValueError(
+                "ChannelPruning(schedule='polynomial') needs the number of steps per epoch, "
+                "but `fit` does not know it. Pass `steps_per_epoch` to `fit` or use "
+                f"schedule='constant'. Received: epochs={epochs}, steps={steps}"
+            )
+        end = max(1, int(0.7 * int(epochs) * int(steps)))
+        points = np.linspace(0, end, self.updates + 1)[1:]
+        return {int(s): self.target_fraction * (1 - (1 - s / end) ** 3) for s in points}
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if is_tf_keras(model) or not isinstance(model, keras.Model):
+            raise TypeError(
+                "ChannelPruning needs a Keras 3 model. Received: model of type "
+                f"{type(model).__name__}"
+            )
+        graph = ChannelGraph(model)
+        self._groups, self._constraints = [], []
+        for group in graph.groups():
+            if any(policy.is_skipped(layer, self.skip_layers) for layer in group.sources):
+                continue
+            weights = group_weights(graph, group)
+            if not weights:
+                continue
+            initial = np.zeros(group.size, dtype="float32")
+            initial[_kept_channels(weights, group.size)] = 1.0
+            with model.distribute_strategy.scope():
+                mask = keras.Variable(initial, trainable=False, name="channel_mask")
+            for _, variable, axis in weights:
+                if variable.trainable:
+                    constraint = ChannelMask(variable, mask, axis)
+                    constraint.attach()
+                    self._constraints.append(constraint)
+            self._groups.append((group, weights, mask))
+        if not self._groups:
+            raise ValueError(
+                f"ChannelPruning found no prunable channel group in model '{model.name}'. "
+                f"Layers: {policy.describe_layers(model)}"
+            )
+        self._update_steps = self._fraction_schedule()
+        self._step = 0
+        model.make_train_function(force=True)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        fraction = self._update_steps.get(self._step)
+        if fraction is not None:
+            self._apply(fraction)
+        self._step += 1
+
+    def _apply(self, fraction: float) -> None:
+        for group, weights, mask in self._groups:
+            current = np.asarray(mask.numpy())
+            n_prune = min(int(round(fraction * group.size)), group.size - 1)
+            pruned = np.flatnonzero(current == 0)
+            if len(pruned) < n_prune:
+                scores = channel_scores(weights, group.size, self.criterion)
+                scores[pruned] = -np.inf
+                order = np.argsort(scores, kind="stable")
+                current = np.ones(group.size, dtype="float32")
+                current[order[:n_prune]] = 0.0
+                current[pruned] = 0.0
+                mask.assign(current)
+        for constraint in self._constraints:
+            constraint.bake()
+
+    def channel_fraction(self) -> float:
+        """Pruned fraction of the prunable channels."""
+        total = sum(group.size for group, _, _ in self._groups)
+        pruned = sum(int((np.asarray(m.numpy()) == 0).sum()) for _, _, m in self._groups)
+        return pruned / total if total else 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["channel_fraction"] = self.channel_fraction()
+
+    def on_train_end(self, logs=None):
+        for constraint in self._constraints:
+            constraint.bake()
+            constraint.detach()
+        if self._constraints:
+            self.model.make_train_function(force=True)
+        self._constraints = []
+
+
+def strip_channels(model, *, batch_norm_data=None, batch_norm_steps: int = 20):
+    """Returns `model` rebuilt without its pruned channels (fewer filters and units).
+
+    A channel is pruned when every weight that writes it (the group's filters, biases,
+    depthwise filters, batch-norm gamma and beta) is zero, as `ChannelPruning` leaves them.
+    The new model has the same layers, names and connections, the kept weights copied, and
+    predicts what `model` predicts (up to float rounding). A model without pruned channels is
+    returned as it is.
+
+    Args:
+        model: a Sequential or Functional Keras 3 model.
+        batch_norm_data: inputs (array, `(x, y)` tuple, dataset or iterable of batches) to
+            re-estimate batch-norm statistics of the smaller model with
+            `tfslim.reestimate_batch_norm`; None leaves them. Defaults to `None`.
+        batch_norm_steps: int. Batches for the re-estimation. Defaults to `20`.
+
+    Returns:
+        A Keras model.
+    """
+    if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) is None:
+        return model  # never built: nothing was trained, nothing pruned
+    graph = ChannelGraph(model)
+    keep = {}
+    for group in graph.groups():
+        kept = _kept_channels(group_weights(graph, group), group.size)
+        if len(kept) == 0:
+            kept = np.array([0])
+        if len(kept) < group.size:
+            keep[group.id] = kept
+    if not keep:
+        return model
+    plans = {}
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        in_layout, out_layout = graph.layer_io.get(layer.name, (None, None))
+        plans[layer.name] = (graph.indices(in_layout, keep), graph.indices(out_layout, keep))
+    pairs = []
+
+    def clone(layer):
+        config = layer.get_config()
+        _, out_idx = plans.get(layer.name, (None, None))
+        if out_idx is not None:
+            if "filters" in config and not isinstance(layer, keras.layers.DepthwiseConv2D):
+                config["filters"] = len(out_idx)
+            elif "units" in config:
+                config["units"] = len(out_idx)
+        if isinstance(layer, keras.Model):
+            copy = keras.models.clone_model(layer)
+        else:
+            copy = layer.__class__.from_config(config)
+        pairs.append((copy, layer))
+        return copy
+
+    stripped = keras.models.clone_model(model, clone_function=clone)
+    for copy, layer in pairs:
+        in_idx, out_idx = plans.get(layer.name, (None, None))
+        values = []
+        for variable in layer.weights:
+            value = np.asarray(variable.numpy())
+            depthwise = isinstance(layer, _DEPTHWISE) or variable.name == "depthwise_kernel"
+            if depthwise and value.ndim >= 3:
+                if out_idx is not None:
+                    value = np.take(value, out_idx, axis=-2)
+            elif variable.name == "kernel" and value.ndim >= 2:
+                if in_idx is not None:
+                    value = np.take(value, in_idx, axis=-2)
+                if out_idx is not None:
+                    value = np.take(value, out_idx, axis=-1)
+            elif out_idx is not None and value.ndim == 1:
+                value = value[out_idx]  # bias, gamma, beta, moving mean and variance
+            values.append(value)
+        copy.set_weights(values)
+    if batch_norm_data is not None:
+        from tfslim.pruning.batch_norm_adaptation import reestimate_batch_norm
+
+        reestimate_batch_norm(stripped, batch_norm_data, steps=batch_norm_steps)
+    return stripped
