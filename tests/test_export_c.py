@@ -49,3 +49,15 @@ def test_export_c_refusals(mcu_tflite, tmp_path):
     with pytest.raises(FileExistsError):
         tfslim.export_c(mcu_tflite, tmp_path / "m.cc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cc", "m.h"]
+
+
+def test_export_c_refuses_what_litert_refuses(tmp_path):
+    from pathlib import Path
+
+    model = bytearray(
+        (Path(__file__).parents[1] / "tflite_models/reference/ds_cnn_int8.tflite").read_bytes()
+    )
+    model[36:44] = bytes(8)  # Our reader still parses this; LiteRT's verifier does not.
+    with pytest.raises(InvalidModelError, match="LiteRT's flatbuffer verifier refused it"):
+        tfslim.export_c(bytes(model), tmp_path / "m.cc")
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,53 @@ def test_missing_file_and_wrong_type():
         tfslim.inspect("/nonexistent/model.tflite")
     with pytest.raises(TypeError, match="argument `model`"):
         tfslim.inspect(3.14)
+
+
+REFERENCE = Path(__file__).parents[1] / "tflite_models" / "reference"
+
+
+@pytest.mark.parametrize("micro_check", [True, False])
+def test_a_file_litert_refuses_is_refused_naming_it(tmp_path, micro_check):
+    model = bytearray((REFERENCE / "ds_cnn_int8.tflite").read_bytes())
+    model[36:44] = bytes(8)  # Zeroed table entries: our lenient reader still parses it.
+    tfslim.litert.flatbuffer.analyze(bytes(model))
+    path = tmp_path / "zeroed.tflite"
+    path.write_bytes(model)
+    with pytest.raises(InvalidModelError) as info:
+        tfslim.inspect(path, target="mcu", micro_check=micro_check)
+    assert str(info.value) == (
+        f"{path}: corrupted TFLite model (LiteRT's flatbuffer verifier refused it: "
+        "The model is not a valid Flatbuffer buffer)"
+    )
+
+
+def test_a_large_non_tflite_file_is_refused_without_reading_it(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "video.tflite"
+    with path.open("wb") as f:  # 3 GB, sparse: no disk space used.
+        f.write(b"\x00\x00\x00\x00ftyp")
+        f.truncate(3 * 1024**3)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidModelError, match=r"not a TFLite model .*b'ftyp'"):
+            tfslim.inspect(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 1024**2
+
+
+def test_ops_litert_cannot_resolve_are_reported_not_refused():
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf((REFERENCE / "ds_cnn_int8.tflite").read_bytes(), 0)
+    code = model.operatorCodes[-1]
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = "MyCustomOp"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    report = tfslim.inspect(bytes(builder.Output()), target="mcu")
+    assert report["micro"]["unsupported_ops"] == ["CUSTOM:MyCustomOp"]
+    assert report["targets"]["mcu"]["reasons"] == ["ops TFLite Micro cannot run: CUSTOM:MyCustomOp"]

@@ -127,3 +127,16 @@ def test_refusal_and_timeout_are_one_line(tasks):
 def test_a_task_that_raises_a_bug_names_the_error(tasks):
     with pytest.raises(InvalidModelError, match=r"could not run it \(.*TypeError"):
         isolation.run(tasks.echo, MODEL)  # Missing keyword arguments.
+
+
+def test_a_host_that_cannot_start_says_why(tmp_path, monkeypatch):
+    (tmp_path / "numpy.py").write_text("raise ImportError('numpy broken for this test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    isolation.stop()
+    try:
+        with pytest.raises(InvalidModelError, match=r"^m: .* \(.*numpy broken for this test"):
+            isolation.run(interpreter.verify_task, MODEL, name="m")
+    finally:
+        monkeypatch.undo()
+        isolation.stop()
+    assert isolation.run(interpreter.verify_task, MODEL)["corrupt"] is None

@@ -80,8 +80,8 @@ def parse(data: bytes, name: str = "<bytes>"):
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
         _check_consistent(model)
-    except InvalidModelError:
-        raise
+    except InvalidModelError as e:
+        raise InvalidModelError(f"{name}: corrupted TFLite model ({e})") from None
     except Exception as e:  # The flatbuffer reader raises assorted errors on bad offsets.
         raise InvalidModelError(f"{name}: corrupted or truncated TFLite model ({e})") from None
     return model

@@ -116,18 +116,23 @@ def predict_task(model_path: str, *, data: np.ndarray) -> dict:
 
 
 # LiteRT builds a model only after the flatbuffers verifier accepted the file ("not a
-# valid Flatbuffer") and every tensor's buffer matched its shape ("invalidly specified").
-# Other build errors name ops this LiteRT cannot resolve: a fact about the runtime, not
-# damage to the file.
-_CORRUPT_MARKS = ("not a valid flatbuffer", "invalidly specified", "invalid model")
+# valid Flatbuffer") and its tables made sense (tensor buffers matching their shapes,
+# signatures naming their method, ...). A build error that names an op this LiteRT cannot
+# resolve (a custom op, a newer builtin) is a fact about the runtime, not damage.
+_OP_RESOLUTION_MARKS = (
+    "didn't find op",
+    "unresolved custom op",
+    "builtin_code out of range",
+    "registration failed",
+)
 
 
 def verify(model_content: bytes) -> str | None:
-    """Checks a flatbuffer with LiteRT's verifier, in this process; returns why it is
+    """Checks a flatbuffer as LiteRT builds it, in this process; returns why it is
     corrupt, or None when LiteRT accepts its structure.
 
-    Only the verifier and LiteRT's schema checks judge: a model whose ops this LiteRT
-    cannot resolve (custom or newer ops) is not corrupt.
+    The flatbuffers verifier and LiteRT's table checks judge; ops this LiteRT cannot
+    resolve (custom or newer ops) do not make a file corrupt.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -137,8 +142,8 @@ def verify(model_content: bytes) -> str | None:
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
     except (RuntimeError, ValueError) as e:
-        text = " ".join(str(e).split())
-        if any(mark in text.lower() for mark in _CORRUPT_MARKS):
+        text = " ".join(str(e).split()) or type(e).__name__
+        if not any(mark in text.lower() for mark in _OP_RESOLUTION_MARKS):
             return text[:300]
     return None
 

@@ -136,19 +136,25 @@ class _Host:
 
     def __init__(self):
         self.owner = os.getpid()
+        # The host's own errors (a failed import, say); open as long as the host, closed
+        # in close(), so no context manager.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _HOST],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.log,
             env=_child_env(),
             start_new_session=True,
         )
 
+    closed = False
+
     def usable(self) -> bool:
-        return self.owner == os.getpid() and self.proc.poll() is None
+        return self.owner == os.getpid() and not self.closed and self.proc.poll() is None
 
     def call(self, request: Path, timeout: float) -> int:
+        """Runs one request; returns its exit status (negative: the signal's number)."""
         try:
             self.proc.stdin.write(f"{timeout:g}\t{request}\n".encode())
             self.proc.stdin.flush()
@@ -165,20 +171,26 @@ class _Host:
             if int(value) == signal.SIGALRM:
                 raise TimeoutError
             return -int(value)
-        self.close()
         if not ready:
+            self.close()
             raise TimeoutError
-        return 1  # The host died: a fresh one serves the next call.
+        # The host died: say why; a fresh one serves the next call.
+        self.log.seek(0)
+        detail = last_error_line(self.log.read().decode(errors="replace"))
+        self.close()
+        (request.parent / "stderr.txt").write_text(detail or "the runtime host exited")
+        return 1
 
     def close(self) -> None:
-        if self.owner != os.getpid():
+        if self.owner != os.getpid() or self.closed:
             return
         with contextlib.suppress(OSError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # The host and its running task.
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        for pipe in (self.proc.stdin, self.proc.stdout, self.log):
             with contextlib.suppress(OSError):
                 pipe.close()
+        self.closed = True
 
 
 _HOST_LOCK = threading.Lock()
@@ -187,6 +199,8 @@ _HOSTS: list[_Host] = []
 
 def _host() -> _Host:
     if not (_HOSTS and _HOSTS[-1].usable()):
+        for old in _HOSTS:
+            old.close()  # Its pipes and any task it left; a no-op in a forked caller.
         _HOSTS[:] = [_Host()]
     return _HOSTS[-1]
 
