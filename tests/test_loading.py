@@ -67,6 +67,8 @@ def test_saved_qat_and_pruned_models_load_in_a_fresh_process(tmp_path):
     for tag, imports in (
         ("keras_first", "import keras, tfslim"),
         ("tfslim_first", "import tfslim, keras"),
+        # TensorFlow probes for Keras with importlib.util.find_spec before importing it.
+        ("tensorflow_after_tfslim", "import tfslim, tensorflow; import keras"),
     ):
         loaded = _run(_LOAD.format(imports=imports), tmp_path, tag)
         assert loaded.returncode == 0, f"{imports}: {loaded.stderr[-2000:]}"

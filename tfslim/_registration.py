@@ -100,18 +100,32 @@ def _run_callbacks() -> None:
 
 
 class _KerasFinder(importlib.abc.MetaPathFinder):
-    """Finds `keras` through the other finders and wraps its loader; removes itself."""
+    """Finds `keras` through the other finders and wraps its loader.
+
+    It stays in `sys.meta_path` until Keras is actually executed: TensorFlow probes
+    `importlib.util.find_spec("keras")` before importing it, and a finder that left on the
+    probe would miss the import.
+    """
+
+    def __init__(self):
+        self._searching = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        if fullname != "keras" or self._searching:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec("keras")
+        finally:
+            self._searching = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         spec.loader = _LoaderWrapper(spec.loader)
         return spec
+
+
+def _remove_finders() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _KerasFinder)]
 
 
 class _LoaderWrapper(importlib.abc.Loader):
@@ -127,6 +141,7 @@ class _LoaderWrapper(importlib.abc.Loader):
         # Later code (importlib.resources, reload) sees Keras's own loader, not this one.
         module.__loader__ = self._loader
         module.__spec__.loader = self._loader
+        _remove_finders()
         try:
             self._loader.exec_module(module)
         except BaseException:
