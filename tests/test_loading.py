@@ -117,6 +117,7 @@ def test_registration_skips_missing_modules_and_warns_on_broken_ones(monkeypatch
     assert imported == ["json"]
 
 
+@pytest.mark.slow  # A fresh process imports Keras: 20-50 s here.
 def test_deferred_callbacks_run_once_right_after_keras_imports():
     code = textwrap.dedent(
         """
