@@ -133,3 +133,57 @@ def test_invalid_preserve_and_unclustered_model():
         tfslim.quantize_model(_model(), preserve="weights")
     with pytest.raises(ValueError, match="has no clustered kernel"):
         tfslim.quantize_model(_model(), preserve="clusters")
+
+
+def _int8_accuracy(flatbuffer, x, y):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(flatbuffer))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    hits = 0
+    for sample, label in zip(x, y, strict=True):
+        interpreter.set_tensor(inp["index"], np.round(sample[None] / scale + zero).astype(np.int8))
+        interpreter.invoke()
+        hits += int(interpreter.get_tensor(out["index"]).argmax() == label)
+    return hits / len(y)
+
+
+@pytest.mark.slow
+def test_prune_cluster_qat_digits_cnn_int8(digits):
+    """Pruning 50% -> 16 clusters (zeros kept) -> CQAT: int8 TFLite with <= 16 values per
+    kernel (per channel for per-channel kernels), the zeros kept, within 1 point of float."""
+    x_train, y_train, x_test, y_test = digits
+    keras.utils.set_random_seed(0)
+
+    def compiled(model, lr):
+        model.compile(
+            keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        return model
+
+    model = compiled(tfslim.architectures.build_digits_cnn(), 2e-3)
+    model.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0)
+    float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    schedule = tfslim.ConstantSparsity(0.5, begin_step=0, frequency=50)
+    pruned = compiled(tfslim.prune_low_magnitude(model, pruning_schedule=schedule), 1e-3)
+    pruned.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    pruned = tfslim.strip_pruning(pruned)
+    clustered = compiled(tfslim.cluster_weights(pruned, 16, preserve_sparsity=True), 1e-3)
+    clustered.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    cqat = compiled(tfslim.quantize_model(clustered, preserve="clusters"), 1e-4)
+    cqat.fit(x_train, y_train, epochs=2, batch_size=32, verbose=0)
+    flatbuffer = tfslim.convert(cqat, target="mcu").flatbuffer
+
+    assert _int8_accuracy(flatbuffer, x_test, y_test) >= float_accuracy - 0.01
+    kernels = int8_kernels(flatbuffer)
+    assert len(kernels) == 4
+    pruned_kernels = [layer.kernel.numpy() for layer in pruned.layers if hasattr(layer, "kernel")]
+    for (kernel, per_channel), source in zip(kernels, pruned_kernels, strict=True):
+        rows = kernel.reshape(kernel.shape[0], -1) if per_channel else kernel.reshape(1, -1)
+        assert max(np.unique(row).size for row in rows) <= 16
+        # TFLite stores (out, ...) where Keras stores (..., out): every pruned zero is kept.
+        layout = np.moveaxis(source, -1, 0)
+        assert np.all(kernel[layout == 0] == 0)
+        assert np.mean(kernel == 0) >= 0.5
