@@ -8,7 +8,13 @@ import keras
 import tensorflow as tf
 
 from tfslim._checks import check_int
-from tfslim.distillation.distiller import Distiller
+from tfslim.distillation.distiller import (
+    DEFAULT_TEMPERATURE,
+    Distiller,
+    _check_model,
+    is_probabilities,
+    logits_crossentropy,
+)
 from tfslim.distillation.schedule import DistillationSchedule, Value
 
 
@@ -25,6 +31,46 @@ def _pruning_callback(pruning):
     return Pruning(float(pruning))
 
 
+def _type_error(argument: str, expected: str, value) -> TypeError:
+    return TypeError(
+        f"Invalid value for argument `{argument}`. Expected {expected}. "
+        f"Received: {argument}={value!r} of type {type(value).__name__}"
+    )
+
+
+def _check_arguments(quantize, optimizer, loss, metrics, callbacks) -> None:
+    if not isinstance(quantize, bool):
+        raise _type_error("quantize", "a bool", quantize)
+    if not isinstance(optimizer, (str, keras.optimizers.Optimizer)):
+        raise _type_error(
+            "optimizer", "an optimizer name or a `keras.optimizers.Optimizer`", optimizer
+        )
+    if loss is None:
+        raise ValueError(
+            "Invalid value for argument `loss`. Expected the student's supervised loss (a name "
+            "or a `keras.losses.Loss`). Received: loss=None"
+        )
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence):
+        raise _type_error("metrics", "a list of metrics, e.g. `['accuracy']`", metrics)
+    if isinstance(callbacks, keras.callbacks.Callback) or not isinstance(callbacks, Sequence):
+        raise _type_error("callbacks", "a list of `keras.callbacks.Callback`", callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise _type_error("callbacks", "a list of `keras.callbacks.Callback`", callback)
+
+
+def _plain_loss(student, x, loss, from_logits):
+    """`loss` for the plain student: its `from_logits=True` form if the student emits logits."""
+    logits_loss = logits_crossentropy(keras.losses.get(loss) if isinstance(loss, str) else loss)
+    if logits_loss is None or from_logits is False:
+        return loss
+    if from_logits is None:
+        sample = next(iter(x.take(1)))[0] if isinstance(x, tf.data.Dataset) else x[:32]
+        if is_probabilities(student(sample, training=False)):
+            return loss  # The given loss reads probabilities as they are.
+    return logits_loss
+
+
 def distill(
     teacher: keras.Model,
     student: keras.Model,
@@ -34,7 +80,7 @@ def distill(
     epochs: int,
     batch_size: int | None = 32,
     validation_data=None,
-    temperature: Value = 3.0,
+    temperature: Value = DEFAULT_TEMPERATURE,
     student_loss_weight: Value = 0.5,
     quantize: bool = False,
     pruning=None,
@@ -63,9 +109,10 @@ def distill(
         epochs: int. Epochs of distillation.
         batch_size: int, ignored for datasets. Defaults to `32`.
         validation_data: as for `keras.Model.fit`. Defaults to `None`.
-        temperature: float, (start, end) pair or function of the epoch. Defaults to `3.0`.
-        student_loss_weight: float in [0, 1], (start, end) pair or function of the epoch.
-            Defaults to `0.5`.
+        temperature: float > 0, (start, end) pair or function of the epoch. Defaults to
+            `1.0`: small students learn best from low temperatures (see `Distiller`).
+        student_loss_weight: float in [0, 1], (start, end) pair or function of the epoch:
+            the weight of the labels, the teacher gets the rest. Defaults to `0.5`.
         quantize: bool, quantization-aware training of the student. Defaults to `False`.
         pruning: target sparsity (float in [0, 1)) or a `tfslim.callbacks.Pruning`. Defaults
             to `None`.
@@ -73,7 +120,8 @@ def distill(
             to `None` (logits distillation).
         from_logits: as for `Distiller`. Defaults to `None` (softmax outputs detected).
         optimizer: optimizer or its name. Defaults to `"adam"`.
-        loss: supervised loss of the student. Defaults to
+        loss: supervised loss of the student. A categorical cross-entropy reads logits and
+            softmax outputs alike (see `from_logits`). Defaults to
             `"sparse_categorical_crossentropy"`.
         metrics: metrics of the student. Defaults to `("accuracy",)`.
         callbacks: more callbacks for `fit` (EarlyStopping, ModelCheckpoint, ...). Defaults
@@ -81,11 +129,14 @@ def distill(
         verbose: as for `fit`. Defaults to `0`.
 
     Returns:
-        The trained student, a plain compiled `keras.Model`.
+        The trained student, a plain `keras.Model` compiled with `loss` (in its
+        `from_logits=True` form for a student that outputs logits) and `metrics`.
 
     Raises:
-        TypeError: a wrong model or `pruning` type.
-        ValueError: see `Distiller`; a non-positive `epochs`.
+        TypeError: a teacher or student that is not a Keras 3 `keras.Model`, or a wrong type
+            of `pruning`, `quantize`, `temperature`, `student_loss_weight`, `callbacks`,
+            `metrics`, `optimizer` or `distillation_losses`.
+        ValueError: see `Distiller`; a non-positive `epochs` or `batch_size`.
 
     Example:
 
@@ -98,8 +149,16 @@ def distill(
     >>> sorted(trained.history.history)[:2]
     ['accuracy', 'distillation_loss']
     """
+    _check_model("teacher", teacher)
+    _check_model("student", student)
     check_int("epochs", epochs)
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
+    _check_arguments(quantize, optimizer, loss, metrics, callbacks)
     pruning_callback = _pruning_callback(pruning)
+    schedule = DistillationSchedule(
+        temperature=temperature, student_loss_weight=student_loss_weight
+    )
     if quantize:
         from tfslim.quantization import quantize_model
 
@@ -115,9 +174,6 @@ def distill(
         temperature=temperature if isinstance(temperature, scalar) else 3.0,
     )
     distiller.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
-    schedule = DistillationSchedule(
-        temperature=temperature, student_loss_weight=student_loss_weight
-    )
     fit_callbacks = [schedule, *([pruning_callback] if pruning_callback else []), *callbacks]
     if isinstance(x, tf.data.Dataset):
         batch_size = None  # A dataset is already batched.
@@ -133,6 +189,8 @@ def distill(
     # The Distiller froze the teacher; give the caller's model back as it came.
     teacher.trainable = teacher_trainable
     trained = distiller.stripped_student()
-    trained.compile(optimizer="adam", loss=loss, metrics=list(metrics))
+    trained.compile(
+        optimizer="adam", loss=_plain_loss(trained, x, loss, from_logits), metrics=list(metrics)
+    )
     trained.history = history
     return trained
