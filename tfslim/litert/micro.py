@@ -230,8 +230,10 @@ def _forked_probe(runtime, model: bytes, arena: int) -> tuple[bool, str]:
     _, status = os.waitpid(pid, 0)
     log = b"".join(chunks).decode(errors="replace")
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
+        try:
+            name = signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:
+            name = f"signal {os.WTERMSIG(status)}"
         return False, f"{log}\nTFLite Micro was killed by {name}"
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, log
 
