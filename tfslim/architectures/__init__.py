@@ -21,12 +21,14 @@ from tfslim.architectures.mlperf_tiny import (
     mobilenet_v1,
     resnet8,
 )
+from tfslim.architectures.mnist1d import build_mnist1d_cnn
 from tfslim.architectures.sizing import randomize_weights
 
 __all__ = [
     "MLPERF_TINY_MODELS",
     "ReferenceModel",
     "build_digits_cnn",
+    "build_mnist1d_cnn",
     "depthwise_separable_block",
     "ds_cnn",
     "fc_autoencoder",
