@@ -139,6 +139,8 @@ def _cmd_inspect(args) -> None:
     print("  ops: " + ", ".join(f"{k}x{v}" for k, v in report["ops"].items()))
     if m:
         status = "supported" if m["supported"] else f"unsupported {m['unsupported_ops']}"
+        if m.get("error"):  # Ops it has, but the interpreter could not run the model.
+            status = m["error"]
         print(
             f"  TFLite Micro: {status}, arena {_fmt_bytes(m['arena_bytes'])} "
             f"(TFLM report {_fmt_bytes(m['arena_reported_bytes'])})"
