@@ -140,3 +140,15 @@ def test_a_host_that_cannot_start_says_why(tmp_path, monkeypatch):
         monkeypatch.undo()
         isolation.stop()
     assert isolation.run(interpreter.verify_task, MODEL)["corrupt"] is None
+
+
+def test_without_fork_each_task_gets_a_fresh_python(tasks, monkeypatch):
+    import os
+
+    monkeypatch.delattr(os, "fork")
+    x = np.ones((2, 2), np.float32)
+    np.testing.assert_array_equal(isolation.run(tasks.echo, b"abc", data=x, scale=3.0)["y"], 3 * x)
+    with pytest.raises(InvalidModelError, match=r"crashed on it \(killed by SIGSEGV\)$"):
+        isolation.run(tasks.kill_self, MODEL, sig=signal.SIGSEGV)
+    with pytest.raises(InvalidModelError, match="did not finish within 1 s"):
+        isolation.run(tasks.sleep, MODEL, timeout=1, seconds=30)
