@@ -240,6 +240,7 @@ def test_feature_distillation_refuses_a_missing_layer(logits_teacher):
         )
 
 
+@pytest.mark.slow
 def test_qat_softmax_student_distils_through_its_logits(logits_teacher, digits):
     x_train, y_train, x_test, y_test = _small(digits)
     student = tfslim.quantize_model(_mlp(16, "student", softmax=True))

@@ -65,7 +65,10 @@ def _plain_loss(student, x, loss, from_logits):
     if logits_loss is None or from_logits is False:
         return loss
     if from_logits is None:
-        sample = next(iter(x.take(1)))[0] if isinstance(x, tf.data.Dataset) else x[:32]
+        if isinstance(x, tf.data.Dataset):
+            sample = next(iter(x.take(1)))[0]
+        else:
+            sample = keras.tree.map_structure(lambda array: array[:32], x)
         if is_probabilities(student(sample, training=False)):
             return loss  # The given loss reads probabilities as they are.
     return logits_loss
