@@ -1,0 +1,282 @@
+"""Clustering benchmark: tfslim (Keras 3) against tfmot (tf_keras) on digits, side by side.
+
+Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--epochs 12]
+
+The digits CNN (`tfslim.architectures.build_digits_cnn`, 75k parameters) is trained once in
+Keras 3 and copied layer for layer, with its weights, to tf_keras, so both frameworks cluster
+the same float model. For 16 and 32 clusters (per tensor, k-means++ init), each framework
+
+- clusters the model and fine-tunes it (`--cluster-epochs`, same Adam learning rate, batch
+  size and data): tfslim with `tfslim.cluster_weights`, tfmot with
+  `tfmot.clustering.keras.cluster_weights`;
+- strips it and runs clustering-preserving QAT (`--qat-epochs`): tfslim's
+  `quantize_model(preserve="clusters")`, tfmot's `Default8BitClusterPreserveQuantizeScheme`;
+- converts with `tfslim.convert(target="mcu")` (full int8, int8 I/O) and measures the int8
+  accuracy in LiteRT, the file size, its gzip size (the phone download) and, compressed with
+  TFLite Micro's LUT compression (`convert(..., compress=True)`), the flash size and the
+  tensor arena TFLite Micro records (dense and compressed).
+
+The reference is the unclustered model: float, and post-training int8 (calibrated on 200
+training images). Step times: the best epoch time (the first, traced epoch excluded) of plain
+`fit` and of clustered `fit`, in interleaved rounds, for each framework. Last, MLPerf Tiny
+ds_cnn and resnet8 (untrained weights: sizes and RAM do not depend on training) at 16
+clusters: flash and arena dense and compressed, and whether each fits each board.
+"""
+
+import argparse
+import contextlib
+import gzip
+import io
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+BATCH = 32
+LR = 1e-3
+BOARDS = ("nano33ble", "stm32f746", "nucleo-l4r5zi", "esp32s3", "rp2040")
+
+
+@contextlib.contextmanager
+def quiet():
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def compiled(model, lr, optimizers):
+    model.compile(optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def int8_accuracy(flatbuffer, x, y):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(flatbuffer))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    hits = 0
+    for sample, label in zip(x, y, strict=True):
+        interpreter.set_tensor(inp["index"], np.round(sample[None] / scale + zero).astype(np.int8))
+        interpreter.invoke()
+        hits += int(interpreter.get_tensor(out["index"]).argmax() == label)
+    return hits / len(y)
+
+
+def files(model, data, *, calibration=None):
+    """int8 file, gzip, compressed flash and arenas of `model` for a microcontroller."""
+    import tfslim
+    from tfslim.litert import compression
+
+    with quiet():
+        dense = tfslim.convert(model, target="mcu", calibration_data=calibration)
+    flatbuffer = bytes(dense.flatbuffer)
+    compressed, report = compression.compress_micro(flatbuffer)
+    return {
+        "int8_acc": int8_accuracy(flatbuffer, data[2], data[3]),
+        "file": len(flatbuffer),
+        "gzip": len(gzip.compress(flatbuffer, compresslevel=9, mtime=0)),
+        "flash": len(compressed),
+        "arena": compression.measure_arena(flatbuffer),
+        "arena_c": compression.measure_arena(compressed) if report["compressed"] else None,
+    }
+
+
+def run_tfslim(float_model, k, data, args):
+    import keras
+
+    import tfslim
+
+    x, y, xt, yt = data
+    clustered = compiled(tfslim.cluster_weights(float_model, k), LR, keras.optimizers)
+    clustered.fit(x, y, epochs=args.cluster_epochs, batch_size=BATCH, verbose=0)
+    acc = clustered.evaluate(xt, yt, verbose=0)[1]
+    cqat = compiled(
+        tfslim.quantize_model(clustered, preserve="clusters"), LR / 10, keras.optimizers
+    )
+    cqat.fit(x, y, epochs=args.qat_epochs, batch_size=BATCH, verbose=0)
+    return {
+        "cluster_acc": acc,
+        "cqat_acc": cqat.evaluate(xt, yt, verbose=0)[1],
+        **files(cqat, data),
+    }
+
+
+def run_tfmot(tk_float, k, data, args):
+    import tf_keras
+
+    import tfslim
+    from tfslim._compat import import_tfmot
+
+    x, y, xt, yt = data
+    clustering = import_tfmot().clustering.keras
+    clustered = clustering.cluster_weights(
+        tk_float,
+        number_of_clusters=k,
+        cluster_centroids_init=clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
+    )
+    clustered = compiled(clustered, LR, tf_keras.optimizers)
+    clustered.fit(x, y, epochs=args.cluster_epochs, batch_size=BATCH, verbose=0)
+    acc = clustered.evaluate(xt, yt, verbose=0)[1]
+    cqat = tfslim.quantize_model(clustering.strip_clustering(clustered), preserve="clusters")
+    cqat = compiled(cqat, LR / 10, tf_keras.optimizers)
+    cqat.fit(x, y, epochs=args.qat_epochs, batch_size=BATCH, verbose=0)
+    return {
+        "cluster_acc": acc,
+        "cqat_acc": cqat.evaluate(xt, yt, verbose=0)[1],
+        **files(cqat, data),
+    }
+
+
+def epoch_timer(base):
+    class EpochTimer(base):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def step_ratios(float_model, data, rounds, epochs=4):
+    """Best epoch time per step: plain fit and clustered fit, each framework, interleaved."""
+    import keras
+    import tf_keras
+    from qat_benchmark import to_tf_keras
+
+    import tfslim
+    from tfslim._compat import import_tfmot
+
+    x, y = data[0], data[1]
+    clustering = import_tfmot().clustering.keras
+    makers = {
+        "keras3": lambda: compiled(keras.models.clone_model(float_model), LR, keras.optimizers),
+        "tfslim": lambda: compiled(tfslim.cluster_weights(float_model, 16), LR, keras.optimizers),
+        "tf_keras": lambda: compiled(to_tf_keras(float_model), LR, tf_keras.optimizers),
+        "tfmot": lambda: compiled(
+            clustering.cluster_weights(to_tf_keras(float_model), number_of_clusters=16),
+            LR,
+            tf_keras.optimizers,
+        ),
+    }
+    bases = {"keras3": keras, "tfslim": keras, "tf_keras": tf_keras, "tfmot": tf_keras}
+    best = {name: float("inf") for name in makers}
+    steps = -(-len(x) // BATCH)
+    for _ in range(rounds):
+        for name, make in makers.items():
+            model = make()
+            timer = epoch_timer(bases[name].callbacks.Callback)
+            model.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0, callbacks=[timer])
+            best[name] = min(best[name], min(timer.times[1:]) / steps)
+    return best
+
+
+def mlperf_rows():
+    import numpy as np
+
+    import tfslim
+    from tfslim.litert import compression
+
+    rows = []
+    for name in ("ds_cnn", "resnet8"):
+        model = getattr(tfslim.architectures, name)()
+        shape = (64, *model.inputs[0].shape[1:])
+        calibration = np.random.default_rng(0).random(shape, dtype=np.float32)
+        clustered = tfslim.strip_clustering(tfslim.cluster_weights(model, 16))
+        with quiet():
+            dense = bytes(tfslim.convert(clustered, target="mcu", calibration_data=calibration))
+        compressed, _ = compression.compress_micro(dense)
+        arena, arena_c = compression.measure_arena(dense), compression.measure_arena(compressed)
+        fits = {}
+        for board in BOARDS:
+            target = tfslim.get_target(board)
+            fits[board] = tuple(
+                (target.flash_bytes is None or flash <= target.flash_bytes)
+                and (target.ram_bytes is None or ram <= target.ram_bytes)
+                for flash, ram in ((len(dense), arena), (len(compressed), arena_c))
+            )
+        rows.append((name, len(dense), arena, len(compressed), arena_c, fits))
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=12, help="float training epochs")
+    parser.add_argument("--cluster-epochs", type=int, default=3)
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved step-time rounds")
+    parser.add_argument("--clusters", type=int, nargs="+", default=[16, 32])
+    args = parser.parse_args()
+
+    import keras
+    from qat_benchmark import to_tf_keras
+
+    import tfslim
+    from tfslim.datasets import load_digits_data
+
+    keras.utils.set_random_seed(0)
+    data = load_digits_data()
+    x, y, xt, yt = data
+    float_model = compiled(tfslim.architectures.build_digits_cnn(), 2e-3, keras.optimizers)
+    float_model.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
+    float_acc = float_model.evaluate(xt, yt, verbose=0)[1]
+    reference = files(float_model, data, calibration=x[:200])
+    print(
+        f"digits CNN, float accuracy {float_acc:.4f}; unclustered int8: accuracy "
+        f"{reference['int8_acc']:.4f}, file {reference['file']:,} B, gzip "
+        f"{reference['gzip']:,} B, TFLM arena {reference['arena']:,} B\n"
+    )
+    header = (
+        "| k | framework | clustered acc | CQAT acc | int8 acc | int8 file | gzip | gzip x dense"
+        " | TFLM flash | flash x dense | arena (compressed) |"
+    )
+    print(header)
+    print("|" + "---|" * 11)
+    for k in args.clusters:
+        for framework in ("tfslim", "tfmot"):
+            keras.utils.set_random_seed(0)
+            if framework == "tfslim":
+                row = run_tfslim(float_model, k, data, args)
+            else:
+                row = run_tfmot(to_tf_keras(float_model), k, data, args)
+            print(
+                f"| {k} | {framework} | {row['cluster_acc']:.4f} | {row['cqat_acc']:.4f} | "
+                f"{row['int8_acc']:.4f} | {row['file']:,} | {row['gzip']:,} | "
+                f"{row['gzip'] / reference['gzip']:.3f} | {row['flash']:,} | "
+                f"{row['flash'] / reference['file']:.3f} | {row['arena']:,} "
+                f"({row['arena_c'] or row['arena']:,}) |",
+                flush=True,
+            )
+    best = step_ratios(float_model, data, args.rounds)
+    print("\n| step (best epoch / steps) | ms | x plain fit |\n|---|---:|---:|")
+    for name, base in (
+        ("keras3", "keras3"),
+        ("tfslim", "keras3"),
+        ("tf_keras", "tf_keras"),
+        ("tfmot", "tf_keras"),
+    ):
+        print(f"| {name} | {1000 * best[name]:.2f} | {best[name] / best[base]:.3f} |")
+    print(
+        "\n| MLPerf Tiny, 16 clusters | int8 file | arena | compressed flash | arena | "
+        + " | ".join(BOARDS)
+        + " |"
+    )
+    print("|" + "---|" * (5 + len(BOARDS)))
+    for name, flash, arena, flash_c, arena_c, fits in mlperf_rows():
+        verdicts = " | ".join(
+            f"{'fits' if a else 'no'} / {'fits' if b else 'no'}" for a, b in fits.values()
+        )
+        print(f"| {name} | {flash:,} | {arena:,} | {flash_c:,} | {arena_c:,} | {verdicts} |")
+    print("\n(board columns: dense / compressed)")
+
+
+if __name__ == "__main__":
+    main()
