@@ -185,10 +185,10 @@ def _pruning_notes(rows, micro_targets) -> list[str]:
         head = f"- **{row['model']}** ({row['target']}): {row['flash_bytes']:,} B"
         if ref is not None:
             head += f", {row['flash_bytes'] / ref['flash_bytes']:.2f}x dense {ref['model']}"
+        gzip = f"gzip {row['gzip_bytes']:,} B"
+        if ref is not None:
+            gzip += f", {row['gzip_bytes'] / ref['gzip_bytes']:.2f}x dense"
         if row["target"] in micro_targets:
-            gzip = f"gzip {row['gzip_bytes']:,} B"
-            if ref is not None:
-                gzip += f", {row['gzip_bytes'] / ref['gzip_bytes']:.2f}x dense"
             if row["sparse_tensors"] == 0:
                 notes.append(
                     f"{head}; {zeros}, but TFLite Micro reads only dense tensors, so the file "
@@ -199,7 +199,10 @@ def _pruning_notes(rows, micro_targets) -> list[str]:
                 notes.append(f"{head}; {zeros}, {row['sparse_tensors']} tensors sparse ({gzip}).")
             continue
         if row["sparse_tensors"] == 0:
-            notes.append(f"{head}; {zeros}, stored dense ({row['gzip_bytes']:,} B gzipped).")
+            notes.append(
+                f"{head}; {zeros}, but the file stores its tensors dense (none in TFLite's "
+                f"sparse format), so the zeros save no flash, only compress ({gzip})."
+            )
             continue
         line = f"{head}; {zeros}, {row['sparse_tensors']} tensors in TFLite's sparse format"
         if ref is not None and row["latency_ms"] is not None and ref["latency_ms"] is not None:
