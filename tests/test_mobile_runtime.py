@@ -12,7 +12,7 @@ import pytest
 
 import tfslim
 from tfslim.errors import TfslimWarning
-from tfslim.litert.sparsity import choose_sparse, xnnpack_sparse
+from tfslim.litert.sparsity import MICRO_FLASH_NOTE, choose_sparse, xnnpack_sparse
 
 MODES = ("none", "float16", "dynamic", "int8", "int16x8")
 COMMITTED = sorted((Path(__file__).parents[1] / "tflite_models").glob("*_mobile.tflite"))
@@ -181,6 +181,31 @@ def test_choose_sparse(sparse, quantization, zeros, expected):
 
 def test_choose_sparse_leaves_saved_models_dense():
     assert choose_sparse(None, "none", None) is False
+
+
+def test_inspect_explains_flash_and_runtime_of_sparse_files(pruned_cnn, digits):
+    import keras
+
+    x = digits[0][:32]
+    mcu = tfslim.convert(pruned_cnn, target="mcu", calibration_data=x)
+    report = tfslim.inspect(mcu, micro_check=False)
+    assert report["sparsity"] > 0.6 and report["sparse_tensors"] == 0
+    assert report["xnnpack_sparse"] is False
+    assert report["notes"] == [MICRO_FLASH_NOTE]
+    assert "not yet implemented" in MICRO_FLASH_NOTE and "ChannelPruning" in MICRO_FLASH_NOTE
+    floats = tfslim.convert(pruned_cnn, quantization="none")  # sparse-encoded automatically
+    notes = tfslim.inspect(floats, micro_check=False)["notes"]
+    assert notes[0] == MICRO_FLASH_NOTE and notes[1].startswith("XNNPACK unpacks the sparse")
+    with pytest.warns(TfslimWarning):
+        sparse_int8 = tfslim.convert(
+            pruned_cnn, quantization="int8", sparse=True, calibration_data=x, verify=False
+        )
+    notes = tfslim.inspect(sparse_int8, micro_check=False)["notes"]
+    assert notes[1].startswith("Sparse integer weights: LiteRT's default Interpreter")
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert (
+        tfslim.inspect(tfslim.convert(plain, quantization="none"), micro_check=False)["notes"] == []
+    )
 
 
 def test_docstring_examples_run():

@@ -4,7 +4,7 @@ import gzip
 import os
 from typing import TYPE_CHECKING
 
-from tfslim.litert import flatbuffer, interpreter, isolation, micro
+from tfslim.litert import flatbuffer, interpreter, isolation, micro, sparsity
 from tfslim.litert.targets import Target, get_target
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ def inspect(
     report["sparsity"] = (
         round(1 - facts["nonzero_params"] / facts["params"], 4) if facts["params"] else 0.0
     )
+    report.update(sparsity.report_entries(data, report))  # xnnpack_sparse, notes
     if micro_check:  # Verifies the file with LiteRT first.
         report["micro"] = micro.check_micro(data, facts, name=name)
     else:

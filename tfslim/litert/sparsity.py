@@ -32,7 +32,13 @@ import numpy as np
 
 from tfslim.errors import TfslimWarning
 
-__all__ = ["SPARSE_INT8_COST", "choose_sparse", "warn_if_costly", "xnnpack_sparse"]
+__all__ = [
+    "SPARSE_INT8_COST",
+    "choose_sparse",
+    "report_entries",
+    "warn_if_costly",
+    "xnnpack_sparse",
+]
 
 # Below this fraction of zeros the sparse index overhead makes files larger (a 50%-pruned
 # int8 CNN grew from 24.8 kB to 34.9 kB).
@@ -315,3 +321,53 @@ def xnnpack_sparse(model) -> dict:
             len(cluster),
         )
     return best
+
+
+# A model this sparse was pruned on purpose (trained models hold almost no exact zeros).
+_PRUNED_MIN = 0.3
+MICRO_FLASH_NOTE = (
+    "Zero weights save no microcontroller flash: TFLite Micro stores tensors dense, and the "
+    "tflite-micro package compresses only with look-up tables (its pruning and Huffman "
+    "compressors are 'not yet implemented', tflite_micro/tensorflow/lite/micro/compression/"
+    "pruning.py and huffman.py); flash shrinks with channel pruning "
+    "(tfslim.callbacks.ChannelPruning) or clustering + LUT compression, and gzip_bytes is an "
+    "over-the-air update size, not flash."
+)
+INTEGER_SPARSE_NOTE = (
+    "Sparse integer weights: LiteRT's default Interpreter (XNNPACK) cannot allocate this file; "
+    f"it runs only with builtin kernels, at {SPARSE_INT8_COST} with XNNPACK."
+)
+
+
+def report_entries(data: bytes, report: dict) -> dict:
+    """`xnnpack_sparse` and one-line `notes` for `tfslim.inspect`'s report of `data`.
+
+    Args:
+        data: the .tflite bytes.
+        report: the report so far (needs `sparsity` and `sparse_tensors`).
+    """
+    notes = []
+    if report.get("sparsity", 0.0) >= _PRUNED_MIN:
+        notes.append(MICRO_FLASH_NOTE)
+    try:
+        graph = _Graph(bytes(data))
+        integer = any(
+            name == "DENSIFY" and graph.dtype(ins[0]) in ("INT8", "UINT8", "INT4")
+            for name, ins, _, _ in graph.ops
+        )
+        check = xnnpack_sparse(data)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        # An unusual but valid file (inspect has verified the flatbuffer already).
+        integer = False
+        check = {"xnnpack_sparse": False, "reason": f"not analysed ({type(e).__name__})"}
+    if integer:
+        notes.append(INTEGER_SPARSE_NOTE)
+    elif report.get("sparse_tensors"):
+        if check["xnnpack_sparse"]:
+            notes.append(f"XNNPACK runs the sparse weights with sparse kernels: {check['reason']}.")
+        else:
+            notes.append(
+                "XNNPACK unpacks the sparse weights when the interpreter is created and runs "
+                f"dense kernels ({check['reason']})."
+            )
+    return {"xnnpack_sparse": check["xnnpack_sparse"], "notes": notes}
