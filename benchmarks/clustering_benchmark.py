@@ -192,7 +192,8 @@ def mlperf_rows():
         calibration = np.random.default_rng(0).random(shape, dtype=np.float32)
         clustered = tfslim.strip_clustering(tfslim.cluster_weights(model, 16))
         with quiet():
-            dense = bytes(tfslim.convert(clustered, target="mcu", calibration_data=calibration))
+            dense = tfslim.convert(clustered, target="mcu", calibration_data=calibration)
+        dense = bytes(dense.flatbuffer)
         compressed, _ = compression.compress_micro(dense)
         arena, arena_c = compression.measure_arena(dense), compression.measure_arena(compressed)
         fits = {}
