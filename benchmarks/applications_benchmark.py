@@ -1,0 +1,278 @@
+"""QAT and conversion on the architectures people deploy: one row per model.
+
+Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/applications_benchmark.py [--models a,b] [--size 32]
+
+Every `keras.applications` family (built with `weights=None`, a small input and `classes=10`),
+MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8 are trained in float, then quantized with
+`tfslim.quantize_model` and trained a few QAT epochs on a learnable synthetic task (ten classes,
+each a fixed random smooth image plus noise). Per row:
+
+- quantize_model ok or the refusal;
+- QAT step / float step: `train_on_batch` steps of both models, interleaved in one run;
+- convert time for `mobile` and `mcu` (tfslim.convert, export and checks included) next to
+  the bare TFLiteConverter on the same SavedModel;
+- fully_integer and the ops left in float of the `mcu` file (or why `mcu` refused it);
+- agreement of the int8 file (LiteRT, XNNPACK) with the QAT Keras model: top-1 and relative L2
+  error of the dequantized outputs, on held-out samples;
+- int8 size; tfmot's `quantize_model` on the tf_keras twin (the same application in
+  `tf_keras.applications`): ok or its error.
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+# Measure this checkout, not an installed copy of tfslim; qat_benchmark's to_tf_keras too.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+APPLICATIONS = {
+    "MobileNet": dict(alpha=0.25),
+    "MobileNetV2": dict(alpha=0.35),
+    "MobileNetV3Small": dict(alpha=0.75),
+    "MobileNetV3Large": dict(alpha=0.75),
+    "EfficientNetB0": {},
+    "EfficientNetV2B0": {},
+    "ResNet50": {},
+}
+# ResNet50 (23.6M parameters) takes minutes to convert on a 2-core host: pass it with
+# --models; the default rows stand in MLPerf Tiny's ResNet-8 for the ResNet family.
+DEFAULT_APPLICATIONS = [name for name in APPLICATIONS if name != "ResNet50"]
+TINY = ("resnet8", "ds_cnn", "kws_conv1d")
+
+
+def kws_conv1d(num_classes=10):
+    """A Conv1D keyword-spotting model on (49 frames, 10 MFCCs), as on microcontrollers."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((49, 10))
+    x = inputs
+    for filters, strides in ((32, 2), (32, 1), (64, 2), (64, 1)):
+        x = layers.Conv1D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+def build(name, size):
+    """Returns (Keras 3 model, builder of the tf_keras twin or None, input shape)."""
+    import keras
+
+    if name in APPLICATIONS:
+        shape = (size, size, 3)
+        kwargs = dict(input_shape=shape, weights=None, classes=10, **APPLICATIONS[name])
+
+        def twin():
+            import tf_keras
+
+            return getattr(tf_keras.applications, name)(**kwargs)
+
+        return getattr(keras.applications, name)(**kwargs), twin, shape
+    from qat_benchmark import to_tf_keras
+
+    from tfslim import architectures
+
+    make = kws_conv1d if name == "kws_conv1d" else getattr(architectures, name)
+    model = make(num_classes=10)
+    return model, lambda: to_tf_keras(model), tuple(model.input_shape[1:])
+
+
+def synthetic(shape, n, seed=0):
+    """Ten classes: a fixed smooth random pattern per class plus noise, scaled to [0, 255]."""
+    rng = np.random.default_rng(0)
+    coarse = rng.normal(size=(10, *[-(-s // 4) for s in shape[:-1]], shape[-1]))
+    templates = coarse
+    for axis in range(1, len(shape)):
+        templates = np.repeat(templates, 4, axis=axis)
+    templates = templates[(slice(None), *[slice(0, s) for s in shape[:-1]])]
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = templates[y] + 0.7 * rng.normal(size=(n, *shape))
+    x = (x - x.min()) / (x.max() - x.min()) * 255.0
+    return x.astype("float32"), y
+
+
+def step_ratio(float_model, qat, x, y, rounds=5, steps=4, batch=32):
+    """QAT train_on_batch time / float train_on_batch time, interleaved, median of rounds."""
+    for model in (float_model, qat):
+        model.train_on_batch(x[:batch], y[:batch])  # Trace.
+    times = {id(float_model): [], id(qat): []}
+    for _ in range(rounds):
+        for model in (float_model, qat):
+            start = time.perf_counter()
+            for i in range(steps):
+                model.train_on_batch(x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch])
+            times[id(model)].append((time.perf_counter() - start) / steps)
+    return float(np.median(times[id(qat)]) / np.median(times[id(float_model)]))
+
+
+def bare_convert_seconds(qat):
+    """The bare TFLiteConverter on the SavedModel tfslim exports (export not included)."""
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as path:
+        spec = tf.TensorSpec((1, *qat.input_shape[1:]), "float32")
+        archive = keras.export.ExportArchive()
+        archive.track(qat)
+        archive.add_endpoint("serve", lambda x: qat(x, training=False), input_signature=[spec])
+        with contextlib.redirect_stdout(io.StringIO()):
+            archive.write_out(path, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(path)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            converter.convert()
+        return time.perf_counter() - start
+
+
+def agreement(flatbuffer, qat, x):
+    """(top-1 agreement, relative L2 error) of the int8 file against the QAT Keras model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    got = []
+    for sample in x:
+        value = sample[None]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            value = np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], value)
+        interpreter.invoke()
+        o = interpreter.get_tensor(out["index"]).astype("float32")
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            o = (o - zero) * scale
+        got.append(o)
+    got = np.concatenate(got)
+    reference = qat.predict(x, verbose=0, batch_size=32).reshape(got.shape)
+    top1 = float(np.mean(got.argmax(-1) == reference.argmax(-1)))
+    relative = float(np.linalg.norm(got - reference) / (np.linalg.norm(reference) + 1e-12))
+    return top1, relative
+
+
+def tfmot_result(twin):
+    if twin is None:
+        return "-"
+    try:
+        from tfslim._compat import import_tfmot
+
+        tfmot = import_tfmot()
+        tfmot.quantization.keras.quantize_model(twin())
+        return "ok"
+    except Exception as e:  # tfmot's own refusal or crash: report its first line.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"error: {type(e).__name__}: {first[:70]}"
+
+
+def run_row(name, args):
+    import keras
+
+    import tfslim
+
+    row = {"model": name}
+    model, twin, shape = build(name, args.size)
+    x, y = synthetic(shape, args.samples)
+    x_test, y_test = synthetic(shape, 64, seed=1)
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0)
+    try:
+        qat = tfslim.quantize_model(model)
+    except Exception as e:
+        row["quantize"] = f"refused: {str(e)[:160]}"
+        row["tfmot"] = tfmot_result(twin)
+        return row
+    row["quantize"] = "ok"
+    qat.compile(
+        keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    qat.fit(x, y, epochs=args.qat_epochs, batch_size=32, verbose=0)
+    row["qat_acc"] = qat.evaluate(x_test, y_test, verbose=0)[1]
+    row["step_ratio"] = step_ratio(model, qat, x, y)
+    for target in ("mobile", "mcu"):
+        start = time.perf_counter()
+        try:
+            result = tfslim.convert(qat, target=target)
+        except Exception as e:
+            row[f"convert_{target}_s"] = time.perf_counter() - start
+            row[f"{target}_error"] = str(e)[:200]
+            continue
+        row[f"convert_{target}_s"] = time.perf_counter() - start
+        if target == "mcu":
+            report = tfslim.inspect(result)
+            row["fully_integer"] = report["fully_integer"]
+            row["float_ops"] = ",".join(report["float_ops"]) or "-"
+            row["int8_bytes"] = report["size_bytes"]
+            row["top1"], row["rel_l2"] = agreement(result.flatbuffer, qat, x_test)
+    if "mcu_error" in row and "mobile_error" not in row:
+        row["fully_integer"] = False
+    row["bare_convert_s"] = bare_convert_seconds(qat)
+    row["tfmot"] = tfmot_result(twin)
+    return row
+
+
+def fmt(value, spec):
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join([*DEFAULT_APPLICATIONS, *TINY]))
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        start = time.perf_counter()
+        row = run_row(name, args)
+        row["total_s"] = time.perf_counter() - start
+        rows.append(row)
+        print(row, flush=True)
+    columns = [
+        ("model", "s"),
+        ("quantize", "s"),
+        ("qat_acc", ".3f"),
+        ("step_ratio", ".2f"),
+        ("convert_mobile_s", ".1f"),
+        ("convert_mcu_s", ".1f"),
+        ("bare_convert_s", ".1f"),
+        ("fully_integer", "s"),
+        ("float_ops", "s"),
+        ("top1", ".3f"),
+        ("rel_l2", ".4f"),
+        ("int8_bytes", "d"),
+        ("tfmot", "s"),
+    ]
+    print()
+    print("| " + " | ".join(c for c, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(fmt(row.get(c), s) for c, s in columns) + " |")
+    for row in rows:
+        for key in ("mcu_error", "mobile_error"):
+            if key in row:
+                print(f"{row['model']} {key}: {row[key]}")
+
+
+if __name__ == "__main__":
+    main()
