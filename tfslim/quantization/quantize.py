@@ -449,7 +449,9 @@ def float_layers(model) -> list[str]:
     """Returns the names of the layers of a QAT `model` that were left in float via `skip`.
 
     When non-empty, the converter must allow float kernels (`TFLITE_BUILTINS` next to
-    `TFLITE_BUILTINS_INT8`); the tensors around these layers are still int8.
+    `TFLITE_BUILTINS_INT8`): a skipped layer has no quantizer after it, so it and whatever
+    reads its float output up to the next quantizer run in float; its input is still int8.
+    Activation layers and `keras.ops` operations are not listed.
     """
     names = []
     for layer in model._flatten_layers(include_self=False, recursive=False):
