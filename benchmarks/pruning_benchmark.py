@@ -446,7 +446,9 @@ def channel_rows(name, build, data, args):
     keras.utils.set_random_seed(0)
 
     def compiled(model, lr):
-        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+        model.compile(
+            keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
         return model
 
     def copy(model):

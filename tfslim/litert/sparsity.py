@@ -47,9 +47,9 @@ FLOAT_MODES = ("none", "float16")
 # Modes whose sparse files the default LiteRT Interpreter (XNNPACK) cannot allocate.
 XNNPACK_REFUSES = ("dynamic", "int8")
 # Measured side by side by `python benchmarks/pruning_benchmark.py --mobile-runtime`
-# (digits CNN pruned to 80%, one thread): sparse int8 with builtin kernels vs dense int8
-# with XNNPACK, median latency.
-SPARSE_INT8_COST = "about 1.5-2x the dense int8 file's latency"
+# (digits CNN pruned to 80%, one thread, median of 7 interleaved rounds): sparse int8 with
+# builtin kernels 0.0722 ms vs dense int8 with XNNPACK 0.0339 ms.
+SPARSE_INT8_COST = "2.1x the latency of the dense int8 file"
 
 _ELEMENTWISE = {
     "ADD",
