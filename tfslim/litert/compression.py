@@ -8,8 +8,9 @@ indices, and a DECODE operator that expands it before its consumer runs. Flash s
 tensor arena, so RAM grows by up to the largest expanded kernel alive at once. This module
 chooses which tensors to compress:
 
-- tensors whose table and indices would not be smaller than the dense bytes, with DECODE's
-  own bookkeeping, stay dense (a 288-byte kernel grew to 448 bytes compressed);
+- tensors whose compressed form would not shrink the file stay dense (a 288-byte kernel
+  grew to 448 bytes compressed; per-channel tables of a small 1x1 kernel cost more than
+  its 4-bit indices save): each candidate is compressed alone once to check;
 - with a RAM budget, the arena of the compressed model is measured with the TFLite Micro
   interpreter; while it is over budget, the largest compressed tensor is left dense again
   and a warning names it.
@@ -158,7 +159,13 @@ def compress_micro(flatbuffer: bytes, *, ram_budget: int | None = None, measure_
             "Argument `measure_arena` is required with a `ram_budget`. Received: measure_arena=None"
         )
     flatbuffer = bytes(flatbuffer)
-    chosen = compression_candidates(flatbuffer)
+    # The estimate cannot see flatbuffer alignment and the DECODE tensors' metadata: each
+    # candidate is compressed alone once and kept only if the file really shrinks.
+    chosen = [
+        c
+        for c in compression_candidates(flatbuffer)
+        if len(_compress(flatbuffer, [c])) < len(flatbuffer)
+    ]
     report = {
         "compressed": [],
         "left_dense": [],
@@ -177,6 +184,8 @@ def compress_micro(flatbuffer: bytes, *, ram_budget: int | None = None, measure_
             break
         report["left_dense"].append(chosen.pop(0)["name"])  # The largest expanded copy.
         out = flatbuffer
+    if len(out) >= len(flatbuffer):
+        chosen, out = [], flatbuffer
     if report["left_dense"]:
         warnings.warn(
             f"Left {len(report['left_dense'])} tensor(s) uncompressed because their "
