@@ -88,18 +88,21 @@ def build(name, size):
 
 
 def synthetic(shape, n, seed=0):
-    """Ten classes: a fixed smooth random pattern per class plus noise, scaled to [0, 255]."""
-    rng = np.random.default_rng(0)
-    coarse = rng.normal(size=(10, *[-(-s // 4) for s in shape[:-1]], shape[-1]))
-    templates = coarse
-    for axis in range(1, len(shape)):
-        templates = np.repeat(templates, 4, axis=axis)
-    templates = templates[(slice(None), *[slice(0, s) for s in shape[:-1]])]
+    """Ten classes, learnable by a convolution and a global pooling: class `c` is a sinusoid
+    of frequency `1 + c / 2` cycles along the first axis with a random phase, plus a per-class
+    offset per channel and noise, scaled to [0, 255]."""
+    offsets = np.random.default_rng(0).normal(0.0, 0.5, (10, shape[-1]))
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, n)
-    x = templates[y] + 0.7 * rng.normal(size=(n, *shape))
-    x = (x - x.min()) / (x.max() - x.min()) * 255.0
-    return x.astype("float32"), y
+    length = shape[0]
+    position = np.arange(length)[None, :] / length
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    wave = np.sin(2 * np.pi * (1 + y[:, None] / 2) * position + phase)
+    wave = wave.reshape(n, length, *[1] * (len(shape) - 1))
+    x = wave + offsets[y].reshape(n, *[1] * (len(shape) - 1), shape[-1])
+    x = x + 0.3 * rng.normal(size=(n, *shape))
+    x = (x + 3.0) / 6.0 * 255.0
+    return np.clip(x, 0, 255).astype("float32"), y
 
 
 def step_ratio(float_model, qat, x, y, rounds=5, steps=4, batch=32):
