@@ -207,6 +207,7 @@ def test_model_of_blocks_saves_and_loads_with_plain_keras(tmp_path):
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_blocks_convert_to_int8_ops_tflite_micro_runs(digits):
     import tfslim
     from tfslim.architectures import randomize_weights

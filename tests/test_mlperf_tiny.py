@@ -70,7 +70,10 @@ def test_reference_layer_structure():
     assert ad.output_shape == (None, 640)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "mobilenet_v1" else n for n in sorted(SMALL)],
+)
 def test_small_configurations_build_and_predict(name):
     model = MLPERF_TINY_MODELS[name].build(**SMALL[name])
     x = np.random.default_rng(0).random((2, *model.input_shape[1:])).astype("float32")
@@ -104,6 +107,7 @@ def test_classifier_activation_none_returns_logits():
     assert model.get_layer("predictions").activation.__name__ == "linear"
 
 
+@pytest.mark.slow
 def test_small_ds_cnn_learns_digits(digits):
     x_train, y_train, x_test, y_test = digits
     model = ds_cnn(
@@ -191,6 +195,7 @@ def _assert_reference_file(spec, report):
     assert report["targets"]["nano33ble"]["fits"]
 
 
+@pytest.mark.slow
 def test_ds_cnn_int8_file_is_within_10_percent_of_the_reference():
     spec, report = _convert_reference("ds_cnn")
     _assert_reference_file(spec, report)
@@ -203,6 +208,7 @@ def test_ds_cnn_int8_file_is_within_10_percent_of_the_reference():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v1", "resnet8", "fc_autoencoder"])
 def test_reference_int8_files_are_within_10_percent(name):
     _assert_reference_file(*_convert_reference(name))
@@ -219,6 +225,7 @@ def test_references_are_fully_qat_wrapped(name):
     assert qat.predict(x, verbose=0).shape == (2, *qat.output_shape[1:])
 
 
+@pytest.mark.slow
 def test_qat_reference_converts_to_int8_for_micro():
     quantization = pytest.importorskip("tfslim.quantization")
     spec = MLPERF_TINY_MODELS["ds_cnn"]

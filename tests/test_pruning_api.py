@@ -30,7 +30,10 @@ def test_top_level_names():
     assert tfslim.PolynomialDecay is tfslim.pruning.PolynomialDecay
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(m, marks=pytest.mark.slow) if m.endswith(".callback") else m for m in MODULES],
+)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

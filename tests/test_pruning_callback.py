@@ -72,6 +72,7 @@ class ZeroProbe(keras.callbacks.Callback):
         self.previous = [k == 0 for k in kernels]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [_sequential, _functional, Subclassed])
 def test_prunes_any_model_and_logs_sparsity(make, digits, tmp_path):
     x, y, _, _ = digits
@@ -102,6 +103,7 @@ def test_prunes_any_model_and_logs_sparsity(make, digits, tmp_path):
     assert _kernel_sparsity(model)["hidden"] < 0.1
 
 
+@pytest.mark.slow
 def test_default_schedule_ramps_over_fit_and_reaches_target(digits):
     x, y, _, _ = digits
     model = _compile(_sequential())
@@ -136,6 +138,7 @@ def test_hooks_called_directly_attach_masks_and_report():
     assert model.get_layer("hidden").kernel.constraint is None
 
 
+@pytest.mark.slow
 def test_user_constraint_is_kept_and_restored(digits):
     x, y, _, _ = digits
     max_norm = keras.constraints.MaxNorm(0.5)
@@ -156,6 +159,7 @@ def test_user_constraint_is_kept_and_restored(digits):
     assert np.sqrt((kernel.numpy() ** 2).sum(0)).max() <= 0.5 + 1e-5
 
 
+@pytest.mark.slow
 def test_resume_from_saved_model_keeps_zeros(digits, tmp_path):
     x, y, _, _ = digits
     schedule = PolynomialDecay(0.0, 0.8, 0, 25, frequency=5)  # 30 steps in all
@@ -184,6 +188,7 @@ def test_resume_from_saved_model_keeps_zeros(digits, tmp_path):
     assert _kernel_sparsity(loaded)["hidden"] == pytest.approx(0.8, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_weights_only_checkpoint_restart_keeps_zeros(digits, tmp_path):
     x, y, _, _ = digits
     model = _compile(_sequential())
@@ -211,6 +216,7 @@ def test_weights_only_checkpoint_restart_keeps_zeros(digits, tmp_path):
     assert all(np.all(k[z] == 0) for k, z in zip(kernels, zeros, strict=True))
 
 
+@pytest.mark.slow
 def test_wrapped_model_is_only_logged(digits):
     x, y, _, _ = digits
     pruned = _compile(
@@ -222,6 +228,7 @@ def test_wrapped_model_is_only_logged(digits):
     assert history.history["sparsity/hidden"][-1] == pytest.approx(0.5, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_m_by_n_pattern_during_fit(digits):
     x, y, _, _ = digits
     model = _compile(
@@ -304,6 +311,7 @@ def test_tf_keras_model_is_refused():
         callback.on_train_begin()
 
 
+@pytest.mark.slow
 def test_keep_schedule_preserves_existing_zeros_only(digits):
     x, y, _, _ = digits
     model = _compile(_sequential())
@@ -335,6 +343,7 @@ def test_log_keys_are_unique_for_repeated_sublayer_names():
     callback.on_train_end()
 
 
+@pytest.mark.slow
 def test_checkpoints_during_fit_are_plain_and_backup_restore_resumes(digits, tmp_path):
     x, y, _, _ = digits
     schedule = PolynomialDecay(0.0, 0.8, 0, 25, frequency=5)  # 10 steps per epoch

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import json
 import numpy as np
@@ -76,6 +78,7 @@ print("RESULT" + json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 def test_masks_identical_on_every_replica():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(

@@ -127,6 +127,7 @@ def test_nested_functional_backbone_is_pruned():
     assert sorted(names) == ["head", "inner"]
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_and_resume(digits, tmp_path):
     x, y, _, _ = digits
     schedule = PolynomialDecay(0.0, 0.8, 0, 36, frequency=4)
@@ -168,6 +169,7 @@ def test_wrapper_config_round_trip():
     assert clone.layer.name == "d"
 
 
+@pytest.mark.slow
 def test_strip_pruning_gives_plain_model_with_zeros(digits, tmp_path):
     x, y, _, _ = digits
     pruned = _compile(prune_low_magnitude(_cnn(), pruning_schedule=ConstantSparsity(0.7, 0, 10, 5)))
@@ -264,6 +266,7 @@ def _sequence_model():
     return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
 
 
+@pytest.mark.slow
 def test_embedding_attention_lstm_are_pruned_and_reload(tmp_path):
     x = np.random.default_rng(0).integers(0, 50, (64, 12))
     y = np.random.default_rng(1).integers(0, 2, 64)

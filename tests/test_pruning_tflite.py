@@ -40,6 +40,7 @@ def _train_pruned(digits, **pruning_kwargs):
     return strip_pruning(model)
 
 
+@pytest.mark.slow
 def test_sparse_encoding_for_mobile_dense_for_mcu(digits):
     x, _, x_test, y_test = digits
     model = _train_pruned(digits)
@@ -60,6 +61,7 @@ def test_sparse_encoding_for_mobile_dense_for_mcu(digits):
     assert abs(tflite_acc - keras_acc) < 0.03
 
 
+@pytest.mark.slow
 def test_block_1x16_is_block_encoded_and_smaller(digits):
     x, _, _, _ = digits
     unstructured = _train_pruned(digits)
@@ -75,6 +77,7 @@ def test_block_1x16_is_block_encoded_and_smaller(digits):
     assert sizes[1] < 0.75 * sizes[0]
 
 
+@pytest.mark.slow
 def test_pruning_preserving_qat_keeps_zeros_in_int8_file(digits):
     from tfslim.quantization import quantize_model
 

@@ -19,6 +19,7 @@ def script():
     return module
 
 
+@pytest.mark.slow
 def test_partial_run_writes_file_and_manifest_entry(script, tmp_path, capsys):
     assert script.main(["--models", "ds_cnn", "--no-qat", "--output-dir", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -37,6 +38,7 @@ def test_partial_run_writes_file_and_manifest_entry(script, tmp_path, capsys):
     assert "ds_cnn" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_partial_run_keeps_other_entries(script, tmp_path):
     committed = json.loads((ROOT / "tflite_models" / "reference" / "manifest.json").read_text())
     existing = dict(committed["models"]["resnet8"], marker=True)

@@ -40,6 +40,7 @@ def test_same_seed_same_values_other_seed_other_values():
     assert not np.array_equal(bias(a), bias(c))
 
 
+@pytest.mark.slow
 def test_untrained_file_size_matches_a_trained_one(digits):
     """Identity batch norms convert to shared all-zero buffers; trained-like ones do not."""
     x_train, y_train, _, _ = digits
