@@ -26,6 +26,7 @@ def test_each_quantization_mode_converts_and_stays_accurate(mode, small_cnn, dig
         assert set(report["ops"]) >= {"QUANTIZE", "DEQUANTIZE", "CONV_2D"}
 
 
+@pytest.mark.slow
 def test_fidelity_is_recorded_and_a_broken_conversion_warns(small_cnn, digits, monkeypatch):
     from tfslim.errors import TfslimWarning
 
@@ -75,6 +76,7 @@ def test_int16x8_mode_on_a_dense_model(digits):
     assert ev["agreement"] >= 0.98 and abs(ev["delta"]) <= 0.01
 
 
+@pytest.mark.slow
 def test_weight_storage_shrinks_with_quantization(small_cnn, digits):
     sizes = {
         m: tfslim.convert(small_cnn, quantization=m, calibration_data=digits[0][:32]).size_bytes
@@ -185,6 +187,7 @@ def test_op_without_tflm_kernel_is_refused_naming_op_and_layer(digits):
     assert tfslim.convert(model, target="mobile").size_bytes > 0
 
 
+@pytest.mark.slow
 def test_keras_file_savedmodel_and_subclassed_models(small_cnn, digits, tmp_path):
     import keras
     import tensorflow as tf
@@ -272,6 +275,7 @@ def test_sparse_encoding_shrinks_a_pruned_model():
     assert not report["micro"]["supported"]
 
 
+@pytest.mark.slow
 def test_mobile_encodes_sparsely_only_when_it_pays(small_cnn):
     import keras
 
