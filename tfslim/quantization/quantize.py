@@ -459,6 +459,8 @@ def float_layers(model) -> list[str]:
             names.extend(float_layers(layer))
         elif (
             not type(layer).__module__.startswith("tfslim.quantization.")
+            # Subclasses elsewhere (clustering's cluster-preserving wrapper) quantize too.
+            and not isinstance(layer, QuantizeWrapper)
             and (registry.role(layer) in (None, "weighted", "affine", "batch_norm"))
             and type(layer).__name__ != "InputLayer"
         ):
