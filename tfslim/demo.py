@@ -170,7 +170,10 @@ def _dense_reference(row, rows):
         for r in rows
         if r["target"] == row["target"] and r["params"] == row["params"] and r is not row
     ]
-    best = min(same, key=lambda r: r["sparsity"], default=None)
+    # Prefer the unpruned model converted the same way (QAT beside pruned + QAT).
+    best = min(
+        same, key=lambda r: (r["quantization"] != row["quantization"], r["sparsity"]), default=None
+    )
     return best if best is not None and best["sparsity"] < row["sparsity"] - 0.2 else None
 
 
