@@ -92,3 +92,18 @@ def test_convert_compresses_for_a_board(digits):
     assert result.size_bytes < 0.65 * dense.size_bytes
     assert result.compression["left_dense"] == []
     assert result.compression["arena_bytes"] > compression.measure_arena(dense.flatbuffer)
+
+
+def test_inspect_and_export_c_take_a_compressed_model(clustered_int8, tmp_path):
+    dense, _ = clustered_int8
+    compressed, _ = compression.compress_micro(dense)
+    report = tfslim.inspect(compressed, target="nano33ble")
+    assert report["ops"]["CUSTOM:TFLM_DECODE"] >= 1
+    assert report["size_bytes"] == len(compressed)
+    assert report["micro"]["supported"] and not report["micro"]["problems"]
+    # DECODE writes the expanded kernels into the arena: measured, larger than dense.
+    dense_arena = tfslim.inspect(dense)["micro"]["arena_bytes"]
+    assert report["micro"]["arena_bytes"] > dense_arena
+    assert report["targets"]["nano33ble"]["ram_bytes"] == report["micro"]["arena_bytes"]
+    source, _ = tfslim.export_c(compressed, tmp_path / "model_data.cc")
+    assert f"{len(compressed)}" in open(source).read()

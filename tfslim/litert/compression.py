@@ -199,40 +199,15 @@ def compress_micro(flatbuffer: bytes, *, ram_budget: int | None = None, measure_
     return out, report
 
 
-_ARENA_PROBE = """
-import sys
-from tflite_micro.python.tflite_micro import runtime
-model = open(sys.argv[1], "rb").read()
-interpreter = runtime.Interpreter.from_bytes(model, arena_size=int(sys.argv[2]))
-interpreter.invoke()
-interpreter.print_allocations()
-"""
-_PROBE_ARENA_BYTES = 16 * 1024 * 1024
-
-
 def measure_arena(flatbuffer: bytes) -> int | None:
-    """The tensor arena TFLite Micro records for `flatbuffer` (DECODE outputs included).
+    """The smallest tensor arena in which TFLite Micro runs `flatbuffer`, DECODE outputs
+    included (None if it does not run).
 
-    The model is allocated and invoked once in a child process with a 16 MiB arena, and
-    the total of TFLite Micro's `RecordingMicroAllocator` is returned (None if the model
-    does not run). Decompressed tensors go to the main arena
-    (`alt_decompression_memory_size=0`, the interpreter's default), as on a board without
-    a separate decompression buffer.
+    Measured like `tfslim.inspect`'s `micro.arena_bytes`. Decompressed tensors go to the
+    main arena (`alt_decompression_memory_size=0`, the interpreter's default), as on a
+    board without a separate decompression buffer.
     """
-    import re
-    import subprocess
-    import sys
-    import tempfile
+    from tfslim.litert import micro
+    from tfslim.litert.flatbuffer import analyze
 
-    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-        f.write(bytes(flatbuffer))
-        f.flush()
-        done = subprocess.run(
-            [sys.executable, "-c", _ARENA_PROBE, f.name, str(_PROBE_ARENA_BYTES)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    totals = re.findall(r"Arena allocation total (\d+) bytes", done.stdout + done.stderr)
-    return int(totals[-1]) if done.returncode == 0 and totals else None
+    return micro.check_micro(bytes(flatbuffer), analyze(bytes(flatbuffer)))["arena_bytes"]

@@ -3,7 +3,7 @@
 Pure Python over the LiteRT schema, so a corrupted file can raise but never crash the
 process. Works on any .tflite file, not only ones tfslim made. The reader is lenient
 where LiteRT's flatbuffer verifier is strict: before trusting a file from elsewhere, also
-run `interpreter.verify_model` in a child (`isolation.run`), as `tfslim.inspect` does.
+run `interpreter.verify` in a child (`isolation.run`), as `tfslim.inspect` does.
 """
 
 import contextlib

@@ -37,6 +37,7 @@ MICRO_OPS = frozenset((
     "SPLIT_V", "SQRT", "SQUARE", "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
     "SVDF", "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "UNIDIRECTIONAL_SEQUENCE_LSTM", "UNPACK",
     "VAR_HANDLE", "WHILE", "ZEROS_LIKE",
+    interpreter.TFLM_DECODE,  # Expands LUT-compressed tensors (`convert(compress=True)`).
 ))
 # fmt: on
 
