@@ -1,5 +1,7 @@
 """Tests for tfslim.litert.compression and `convert(..., compress=True)`."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -106,4 +108,4 @@ def test_inspect_and_export_c_take_a_compressed_model(clustered_int8, tmp_path):
     assert report["micro"]["arena_bytes"] > dense_arena
     assert report["targets"]["nano33ble"]["ram_bytes"] == report["micro"]["arena_bytes"]
     source, _ = tfslim.export_c(compressed, tmp_path / "model_data.cc")
-    assert f"{len(compressed)}" in open(source).read()
+    assert f"{len(compressed)}" in Path(source).read_text()
