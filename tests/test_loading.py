@@ -144,3 +144,22 @@ def test_deferred_callbacks_run_once_right_after_keras_imports():
     result = _run(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_every_module_that_registers_classes_is_covered():
+    """A module with `@register_keras_serializable` is imported by a registering package."""
+    from pathlib import Path
+
+    from tfslim import _registration
+
+    root = Path(_registration.__file__).parent
+    registering = {
+        ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        for path in root.glob("*/*.py")  # Sub-package modules; this module names it too.
+        if "@keras.saving.register_keras_serializable" in path.read_text()
+    }
+    assert registering, "no registering module found"
+    imported = _registration.register_serializables()
+    for module in sorted(registering):
+        assert any(module.startswith(p + ".") for p in imported), module
+        assert module in sys.modules, f"{module} is not imported by its package"

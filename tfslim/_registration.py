@@ -29,6 +29,8 @@ REGISTERING_MODULES: tuple[str, ...] = (
     "tfslim.pruning",
     "tfslim.distillation",
     "tfslim.clustering",
+    # Not imported by tfslim.clustering itself (it needs tfslim.quantization).
+    "tfslim.clustering.cluster_preserve",
 )
 
 _callbacks: list[Callable[[], None]] = []
