@@ -294,6 +294,9 @@ def main():
     parser.add_argument("--channel-epochs", type=int, default=8)
     parser.add_argument("--prune-epochs", type=int, default=4)
     parser.add_argument("--recover-epochs", type=int, default=2)
+    parser.add_argument(
+        "--channel-models", default="mobilenet_v2,resnet8", help="comma-separated, for --channel"
+    )
     parser.add_argument("--mobile-runtime", action="store_true", help="sparse runtime rows only")
     args = parser.parse_args()
     if args.channel:
@@ -508,8 +511,9 @@ def channel_main(args):
     )
     checks = []
     tables = []
-    for name, build in channel_models().items():
-        rows = channel_rows(name, build, data, args)
+    builders = channel_models()
+    for name in args.channel_models.split(","):
+        rows = channel_rows(name, builders[name], data, args)
         ref = rows["unpruned"]
         lines = []
         for label, row in rows.items():
