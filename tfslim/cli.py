@@ -86,11 +86,16 @@ def _load_npz(path: str, argument: str):
 
 
 def _cmd_targets(args) -> None:
+    from tfslim.litert.mcu_latency import COST_MODELS
     from tfslim.litert.targets import list_targets
 
     targets = list_targets()
     if args.json:
-        _print_json([t.to_dict() for t in targets])
+        rows = [t.to_dict() for t in targets]
+        for row in rows:  # The per-op latency figures beside each board's name of them.
+            if row.get("cost_model") in COST_MODELS:
+                row["latency_cost_model"] = COST_MODELS[row["cost_model"]].to_dict()
+        _print_json(rows)
         return
     rows = [
         [
@@ -100,20 +105,50 @@ def _cmd_targets(args) -> None:
             _fmt_bytes(t.flash_bytes),
             _fmt_bytes(t.ram_bytes),
             f"{t.clock_hz / 1e6:.0f} MHz" if t.clock_hz else "-",
+            t.cost_model or "-",
             "-" if getattr(t, "cycles_per_mac", None) is None else f"{t.cycles_per_mac:g}",
             t.description,
         ]
         for t in targets
     ]
-    header = ["target", "kind", "default", "flash", "ram", "clock", "cycles/MAC", "device"]
-    print(_table(rows, header))
+    header = ["target", "kind", "default", "flash", "ram", "clock", "cost model", "MAC-only"]
+    print(_table(rows, [*header, "device"]))
     print(
-        "\nMCU latency ESTIMATE = macs * cycles/MAC / clock (effective cycles per int8 MAC "
-        "of the board's optimized kernels; `tfslim inspect` shows it per model)."
+        "\nMCU latency ESTIMATE, per op: sum of (dispatch + macs * cycles/MAC of its type, or "
+        "elements * cycles/element) / clock; `tfslim inspect --json` shows the breakdown per "
+        "op type. MAC-only (macs * cycles/MAC / clock) where no op list is known."
     )
+    kinds = ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"]
+    elementwise = ["AVERAGE_POOL_2D", "ADD", "SOFTMAX", "RESHAPE"]
+    cost_rows = [
+        [
+            m.name,
+            *(f"{m.cycles_per_mac[k]:g}" for k in kinds),
+            *(f"{m.cycles_per_element[k]:g}" for k in elementwise),
+            f"{m.dispatch_cycles:g}",
+            f"{m.default_cycles_per_mac:g} / {m.default_cycles_per_element:g}",
+        ]
+        for m in COST_MODELS.values()
+    ]
+    cost_header = [
+        "cost model",
+        "conv c/MAC",
+        "dwconv c/MAC",
+        "fc c/MAC",
+        "avgpool c/in",
+        "add c/el",
+        "softmax c/el",
+        "reshape c/el",
+        "dispatch",
+        "other ops (MAC / el)",
+    ]
+    print()
+    print(_table(cost_rows, cost_header))
     print("\nSources:")
     for t in targets:
         print(f"  {t.name}: {t.source}")
+    for m in COST_MODELS.values():
+        print(f"  {m.name} cost model: {m.source}")
 
 
 def _cmd_inspect(args) -> None:

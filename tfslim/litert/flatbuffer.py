@@ -201,6 +201,18 @@ def _macs(op: str, sg, op_t) -> int:
     return 0
 
 
+def _elements(tensor) -> int:
+    shape = tensor.shape if tensor.shape is not None else []
+    return int(np.prod([max(int(d), 1) for d in shape])) if len(shape) else 1
+
+
+def _buffer_bytes(model, tensor) -> int:
+    buf = model.buffers[tensor.buffer]
+    if buf.data is not None:
+        return len(buf.data)
+    return int(buf.size or 0)
+
+
 def analyze(data: bytes, name: str = "<bytes>") -> dict:
     """Static facts about a .tflite model (everything `inspect` reports but `micro`)."""
     model = parse(data, name)
@@ -242,17 +254,32 @@ def _analyze(model, data: bytes) -> dict:
                 for i, c in zip(ins, is_const, strict=True)
             )
             out_name = _tensor_name(sg.tensors[outs[0]]) if outs else ""
+            op_macs = 0
+            # An unusual operand layout leaves that op out of the MAC count.
+            with contextlib.suppress(IndexError, TypeError):
+                op_macs = int(_macs(op, sg, op_t))
+            macs += op_macs
             op_list.append(
                 {
                     "op": op,
                     "output": out_name,
                     "float": any(t in _FLOAT_TYPES for t in types),
                     "hybrid": hybrid,
+                    "macs": op_macs,
+                    # Element counts for the per-op MCU cost model (`mcu_latency`).
+                    "output_elements": sum(_elements(sg.tensors[i]) for i in outs),
+                    "input_elements": sum(
+                        _elements(sg.tensors[i])
+                        for i, c in zip(ins, is_const, strict=True)
+                        if not c
+                    ),
+                    "weight_bytes": sum(
+                        _buffer_bytes(model, sg.tensors[i])
+                        for i, c in zip(ins, is_const, strict=True)
+                        if c
+                    ),
                 }
             )
-            # An unusual operand layout leaves that op out of the MAC count.
-            with contextlib.suppress(IndexError, TypeError):
-                macs += _macs(op, sg, op_t)
     params = nonzero = 0
     sparse_tensors = 0
     for t, values in const_tensors.values():

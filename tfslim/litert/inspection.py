@@ -65,12 +65,16 @@ def inspect(
     else:
         interpreter.check_verified(data, name=name)
     if targets:
-        report["targets"] = {t.name: _verdict(t, report) for t in targets}
+        report["targets"] = {t.name: _verdict(t, report, facts["op_list"]) for t in targets}
     return report
 
 
-def _verdict(target: Target, report: dict) -> dict:
-    """Whether a model fits a target, with every figure the verdict rests on."""
+def _verdict(target: Target, report: dict, ops: list | None = None) -> dict:
+    """Whether a model fits a target, with every figure the verdict rests on.
+
+    With the op list, the latency estimate uses the per-op-type cost model and carries a
+    breakdown per op type.
+    """
     flash = report["size_bytes"]
     reasons = []
     verdict = {
@@ -79,7 +83,7 @@ def _verdict(target: Target, report: dict) -> dict:
         "flash_budget": target.flash_bytes,
         "ram_bytes": None,
         "ram_budget": target.ram_bytes,
-        "latency_estimate": target.estimate_latency_ms(report["macs"]),
+        "latency_estimate": target.estimate_latency_ms(report["macs"], ops=ops),
     }
     if target.flash_bytes is not None and flash > target.flash_bytes:
         reasons.append(f"model is {flash} bytes, flash budget {target.flash_bytes}")

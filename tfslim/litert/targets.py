@@ -30,8 +30,11 @@ class Target:
         ram_bytes: int or None. RAM budget for the tensor arena; None means no budget.
         clock_hz: int or None. CPU clock, for the MCU latency estimate.
         cycles_per_mac: float or None. Effective cycles per int8 multiply-accumulate of
-            the optimized kernels (CMSIS-NN / ESP-NN), for the latency estimate.
+            the optimized kernels (CMSIS-NN / ESP-NN), for the MAC-only latency estimate
+            (used when no per-op list is given).
         source: str. Where the figures come from.
+        cost_model: str or None. Board class of the per-op-type cost model
+            (`tfslim.litert.mcu_latency.COST_MODELS`), used when the op list is known.
     """
 
     name: str
@@ -45,20 +48,55 @@ class Target:
     clock_hz: int | None = None
     cycles_per_mac: float | None = None
     source: str = ""
+    cost_model: str | None = None
 
     @property
     def is_micro(self) -> bool:
         """True when the model runs under TensorFlow Lite Micro."""
         return self.kind == "mcu"
 
-    def estimate_latency_ms(self, macs: int) -> dict | None:
-        """Estimates MCU latency from a MAC count; None when the target has no clock.
+    def estimate_latency_ms(self, macs: int, ops: list | None = None) -> dict | None:
+        """Estimates MCU latency; None when the target has no clock.
+
+        Args:
+            macs: int. The model's multiply-accumulates (`tfslim.inspect(...)["macs"]`).
+            ops: list of dict or None. The per-op list of `flatbuffer.analyze` (`op`,
+                `macs`, `output_elements`, `input_elements`). With it, and a board with a
+                `cost_model`, every op is costed by its type (`mcu_latency`); without it,
+                `macs * cycles_per_mac`. Defaults to `None`.
 
         Returns:
-            A dict with `value_ms`, `formula` and `estimate=True`, so a report can never
-            present the figure as a measurement.
+            A dict with `value_ms`, `formula`, `source` and `estimate=True`, so a report
+            can never present the figure as a measurement; with `ops`, also `model`,
+            `cycles`, `breakdown` (op type -> `count`, `macs`, `ms`, `share`,
+            `from_table`) and `fallback_ops` (types missing from the table, costed with
+            its stated defaults).
         """
-        if self.clock_hz is None or self.cycles_per_mac is None:
+        if self.clock_hz is None or (self.cycles_per_mac is None and self.cost_model is None):
+            return None
+        if ops is not None and self.cost_model is not None:
+            from tfslim.litert.mcu_latency import COST_MODELS, estimate_ops
+
+            model = COST_MODELS.get(self.cost_model)
+            if model is None:
+                raise invalid_value("cost_model", f"one of {sorted(COST_MODELS)}", self.cost_model)
+            result = estimate_ops(model, ops, self.clock_hz)
+            return {
+                "value_ms": result["value_ms"],
+                "estimate": True,
+                "model": model.name,
+                "formula": (
+                    f"sum over ops of (dispatch + macs * cycles_per_mac[op] or elements * "
+                    f"cycles_per_element[op]) / clock_hz * 1000 = {result['cycles']} cycles "
+                    f"/ {self.clock_hz} * 1000 ms ({model.name} table, dispatch "
+                    f"{model.dispatch_cycles:g} cycles per op)"
+                ),
+                "cycles": result["cycles"],
+                "breakdown": result["breakdown"],
+                "fallback_ops": result["fallback_ops"],
+                "source": model.source,
+            }
+        if self.cycles_per_mac is None:
             return None
         value = macs * self.cycles_per_mac / self.clock_hz * 1000.0
         return {
@@ -68,6 +106,7 @@ class Target:
                 f"macs * cycles_per_mac / clock_hz * 1000 = {macs} * {self.cycles_per_mac} "
                 f"/ {self.clock_hz} * 1000 ms"
             ),
+            "source": "MAC-only model: one effective cycles/MAC per board (see `tfslim targets`)",
         }
 
     def to_dict(self) -> dict:
@@ -77,8 +116,10 @@ class Target:
 _KIB = 1024
 _MIB = 1024 * 1024
 
-# Cycles per MAC are effective figures for int8 convolution kernels including
-# loop and requantization overhead, not peak SIMD throughput: ~2 on Cortex-M4 with
+# The per-op-type model (`cost_model`, tfslim/litert/mcu_latency.py) prices each op by its
+# type when the op list is known. The MAC-only `cycles_per_mac` below stays for callers
+# that pass a MAC count alone. Cycles per MAC are effective figures for int8 convolution
+# kernels including loop and requantization overhead, not peak SIMD throughput: ~2 on Cortex-M4 with
 # CMSIS-NN (SMLAD does two MACs per cycle at peak), ~1 on Cortex-M7 (dual issue),
 # ~8 on Cortex-M0+ (no DSP extension), ~1 on ESP32-S3 with ESP-NN's vector kernels.
 _TARGETS = {
@@ -103,6 +144,7 @@ _TARGETS = {
             ram_bytes=256 * _KIB,
             clock_hz=64_000_000,
             cycles_per_mac=2.0,
+            cost_model="cortex-m4",
             source="Conservative envelope of common TinyML boards (as nano33ble).",
         ),
         Target(
@@ -115,6 +157,7 @@ _TARGETS = {
             ram_bytes=256 * _KIB,
             clock_hz=64_000_000,
             cycles_per_mac=2.0,
+            cost_model="cortex-m4",
             source="Nordic nRF52840 product specification v1.7; Arduino ABX00031 datasheet.",
         ),
         Target(
@@ -127,6 +170,7 @@ _TARGETS = {
             ram_bytes=320 * _KIB,
             clock_hz=216_000_000,
             cycles_per_mac=1.0,
+            cost_model="cortex-m7",
             source="ST STM32F745xx/STM32F746xx datasheet DS10916.",
         ),
         Target(
@@ -139,6 +183,7 @@ _TARGETS = {
             ram_bytes=640 * _KIB,
             clock_hz=120_000_000,
             cycles_per_mac=2.0,
+            cost_model="cortex-m4",
             source="ST STM32L4R5xx datasheet DS12023 (MLPerf Tiny reference board).",
         ),
         Target(
@@ -151,6 +196,7 @@ _TARGETS = {
             ram_bytes=512 * _KIB,
             clock_hz=240_000_000,
             cycles_per_mac=1.0,
+            cost_model="xtensa-lx7",
             source="Espressif ESP32-S3 datasheet v1.9; ESP32-S3-WROOM-1 N8 module.",
         ),
         Target(
@@ -163,6 +209,7 @@ _TARGETS = {
             ram_bytes=264 * _KIB,
             clock_hz=133_000_000,
             cycles_per_mac=8.0,
+            cost_model="cortex-m0plus",
             source="Raspberry Pi RP2040 datasheet; Pico datasheet (W25Q16 2 MB flash).",
         ),
     )
