@@ -27,6 +27,7 @@ _LAZY = {
     "Target": "tfslim.litert.targets",
     "get_target": "tfslim.litert.targets",
     "list_targets": "tfslim.litert.targets",
+    "CostModel": "tfslim.litert.mcu_latency",
     # Benchmark.
     "benchmark": "tfslim.benchmarking.benchmark",
     "evaluate": "tfslim.benchmarking.benchmark",

@@ -3,12 +3,15 @@
 from tfslim.litert.converter import ConversionResult, convert
 from tfslim.litert.export_c import export_c
 from tfslim.litert.inspection import inspect
+from tfslim.litert.mcu_latency import COST_MODELS, CostModel
 from tfslim.litert.micro import MICRO_OPS
 from tfslim.litert.targets import Target, get_target, list_targets
 
 __all__ = [
+    "COST_MODELS",
     "MICRO_OPS",
     "ConversionResult",
+    "CostModel",
     "Target",
     "convert",
     "export_c",
