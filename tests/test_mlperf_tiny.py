@@ -214,7 +214,13 @@ def test_reference_int8_files_are_within_10_percent(name):
     _assert_reference_file(*_convert_reference(name))
 
 
-@pytest.mark.parametrize("name", sorted(MLPERF_TINY_MODELS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "mobilenet_v1" else n
+        for n in sorted(MLPERF_TINY_MODELS)
+    ],
+)
 def test_references_are_fully_qat_wrapped(name):
     quantization = pytest.importorskip("tfslim.quantization")
     spec = MLPERF_TINY_MODELS[name]

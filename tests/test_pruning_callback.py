@@ -385,6 +385,7 @@ def test_checkpoints_during_fit_are_plain_and_backup_restore_resumes(digits, tmp
     assert float((kernel == 0).mean()) == pytest.approx(0.8, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_sparsity_scalars(digits, tmp_path):
     import tensorflow as tf
 
