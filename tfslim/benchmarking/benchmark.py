@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tfslim._checks import check_int
+from tfslim._predict import keras_predict
 from tfslim.benchmarking import timing
 from tfslim.litert import flatbuffer, interpreter, isolation
 from tfslim.litert.targets import Target, get_target
@@ -92,7 +93,8 @@ def evaluate(
     metric, value = _score(outputs, y)
     result = {"metric": metric, "tflite": round(value, 6), "n": int(len(x))}
     if keras_model is not None:
-        k_out = np.asarray(keras_model.predict(x, verbose=0, batch_size=256))
+        k_out = keras_predict(keras_model, x)
+        k_out = k_out[0] if isinstance(k_out, list) else k_out
         _, k_value = _score(k_out, y)
         result["keras"] = round(k_value, 6)
         result["delta"] = round(value - k_value, 6)

@@ -15,6 +15,8 @@ import numpy as np
 from tfslim import _io, _model_facts
 from tfslim._checks import check_bool, check_int, check_shape
 from tfslim._compat import is_tf_keras
+from tfslim._predict import keras_predict
+from tfslim._quiet import native_stderr_captured
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
 from tfslim.litert import interpreter, isolation, micro, sparsity
 from tfslim.litert.calibration import calibration_samples
@@ -232,7 +234,7 @@ def convert(
                 s if isinstance(s, list) else [s] for s in samples
             )
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.redirect_stdout(io.StringIO()), native_stderr_captured():
                 flatbuffer = converter.convert()
         except Exception as e:  # ConverterError and friends: surface the reason.
             message = str(e).strip().splitlines()
@@ -283,8 +285,8 @@ def _fidelity(flatbuffer: bytes, keras_model, samples) -> dict:
     that crashes LiteRT ends in an InvalidModelError, not in the caller's death.
     """
     x = np.concatenate(samples[:32])
-    reference = keras_model.predict(x, verbose=0, batch_size=len(x))
-    reference = np.asarray(reference[0] if isinstance(reference, list | tuple) else reference)
+    reference = keras_predict(keras_model, x)
+    reference = reference[0] if isinstance(reference, list) else reference
     outputs = isolation.run(
         interpreter.predict_task, flatbuffer, name="<converted model>", data=x.astype(np.float32)
     )["outputs"]
