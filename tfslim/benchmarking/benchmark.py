@@ -191,5 +191,6 @@ def benchmark(
     if data is not None:
         result["accuracy"] = evaluate(model, data, keras_model=keras_model)
     if target is not None and target.is_micro:
-        result["mcu_latency_estimate"] = {target.name: target.estimate_latency_ms(facts["macs"])}
+        estimate = target.estimate_latency_ms(facts["macs"], ops=facts["op_list"])
+        result["mcu_latency_estimate"] = {target.name: estimate}
     return result
