@@ -35,9 +35,11 @@ _M4_SOURCE = (
 )
 _M7_SOURCE = (
     "Lai, Suda, Chandra 2018, 'CMSIS-NN: Efficient Neural Network Kernels for Arm Cortex-M "
-    "CPUs' (arXiv 1801.06601): CIFAR-10 CNN on a Cortex-M7 @ 216 MHz, per-layer runtimes "
-    "give ~1.4-1.5 cycles/MAC for the 5x5x32 convolutions and ~2 for the fully-connected "
-    "layer; DEPTHWISE_CONV_2D 1.5x CONV_2D, per-element and dispatch figures: assumptions."
+    "CPUs' (arXiv 1801.06601): its per-layer runtimes of a CIFAR-10 CNN on a Cortex-M7 @ "
+    "216 MHz read as ~1.4-1.5 cycles/MAC for the 5x5x32 convolutions and ~2 for the "
+    "fully-connected layer (q7 kernels of 2018; today's int8 kernels requantize per channel, "
+    "so CONV_2D is set to 1.5); DEPTHWISE_CONV_2D 1.5x CONV_2D, per-element and dispatch "
+    "figures: assumptions."
 )
 _M0_SOURCE = (
     "Assumption: Cortex-M0+ (RP2040) has no DSP/SIMD instructions, so CMSIS-NN runs its "
