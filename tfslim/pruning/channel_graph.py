@@ -303,7 +303,8 @@ def _zero_at_zero(activation) -> bool:
     if activation is None:
         return True
     try:
-        value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1,))))
+        # Two channels: an axis of one would make softmax warn (and trivially return 1).
+        value = keras.ops.convert_to_numpy(activation(keras.ops.zeros((1, 2))))
     except Exception:
         return False
     return bool(np.all(value == 0))
