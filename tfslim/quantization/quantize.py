@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 import keras
 
+from tfslim import _model_facts
 from tfslim._compat import import_tfmot, is_tf_keras
 from tfslim.errors import UnsupportedOpError
 from tfslim.quantization import _graph, registry
@@ -433,16 +434,10 @@ def quantize_model(
 def is_quantized_model(model) -> bool:
     """Returns whether `model` carries fake-quant ranges (a tfslim or tfmot QAT model).
 
-    The converter uses it to convert to int8 without calibration data.
+    The converter asks the same question of `tfslim._model_facts`, which answers it
+    without importing this package; this is that answer.
     """
-    if _is_tf_keras_model(model):
-        return any(
-            type(layer).__name__ in ("QuantizeLayer", "QuantizeWrapperV2", "QuantizeWrapper")
-            for layer in model.submodules
-        )
-    if not isinstance(model, keras.Model):
-        return False
-    return any(isinstance(layer, ActivationQuantizer) for layer in model._flatten_layers())
+    return _model_facts.is_qat_model(model)
 
 
 def float_layers(model) -> list[str]:
