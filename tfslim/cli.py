@@ -342,7 +342,7 @@ def _cmd_tune(args) -> None:
     print(format_table(report["front"], trial_columns(report["target"]), markdown=False))
     print(
         "host latency: LiteRT on this CPU; "
-        f"{report['target']} ms: ESTIMATE (macs * cycles_per_mac / clock_hz)"
+        f"{report['target']} ms: ESTIMATE (per-op cost model, tfslim targets)"
     )
     files = report["files"]
     print(f"wrote {files['markdown']}, {files['json']} and {files['png']}")

@@ -236,8 +236,9 @@ def _markdown(report: dict) -> str:
         "",
         "- **host latency**: median LiteRT latency of one inference on the CPU that ran this "
         "report (XNNPACK where it accepts the model), not a microcontroller's.",
-        "- **<board> ms (estimate)**: microcontroller latency *estimated* from MACs, "
-        "`macs * cycles_per_mac / clock_hz` with each board's figures (`tfslim targets`); "
+        "- **<board> ms (estimate)**: microcontroller latency *estimated* op by op: each "
+        "op's MACs or elements times its type's cycle cost on the board's kernels, over the "
+        "clock (`tfslim targets` shows the cost models and their sources); "
         "shown for the microcontroller files.",
         "- **RAM (TFLM arena)**: the smallest TFLite Micro tensor arena that allocates and runs "
         "the model (measured for the microcontroller files).",

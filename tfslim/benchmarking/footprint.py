@@ -42,7 +42,7 @@ class Footprint:
         latency_note: str or None. Why LiteRT fell back to builtin kernels, if it did.
             Defaults to `None`.
         mcu_latency_estimate_ms: mapping of board name to float. Estimated latency on
-            each board, `macs * cycles_per_mac / clock_hz`; an estimate, not a
+            each board from its per-op-type cost model; an estimate, not a
             measurement. Defaults to `{}`.
         quality: float or None. The converted model's metric on the evaluation data.
             Defaults to `None`.

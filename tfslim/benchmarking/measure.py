@@ -36,7 +36,7 @@ def measure(
 
     Every figure is measured (the LiteRT interpreter for latency and quality, the TFLite
     Micro interpreter for the arena) except `mcu_latency_estimate_ms`, the per-board
-    estimate `macs * cycles_per_mac / clock_hz`.
+    estimate from the board's per-op-type cost model (`tfslim targets`).
 
     Args:
         result: ConversionResult, bytes, str or path-like. The output of

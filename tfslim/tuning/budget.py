@@ -58,7 +58,7 @@ class Budget:
         max_latency_ms: float or None. Largest median LiteRT latency measured on this
             host (`latency_ms`). Defaults to `None`.
         max_mcu_latency_estimate_ms: float or None. Largest estimated microcontroller
-            latency (`mcu_latency_estimate_ms`, MACs * cycles_per_mac / clock), on every
+            latency (`mcu_latency_estimate_ms`, per-op cost model), on every
             board the footprint was measured for. Defaults to `None`.
 
     Example:

@@ -12,7 +12,7 @@ _AXIS_LABELS = {
     "flash_bytes": "flash (bytes)",
     "arena_bytes": "RAM: TFLite Micro arena (bytes)",
     "latency_ms": "host latency (ms, LiteRT)",
-    "mcu_latency_estimate_ms": "MCU latency (ms, ESTIMATE: macs * cycles_per_mac / clock)",
+    "mcu_latency_estimate_ms": "MCU latency (ms, ESTIMATE: per-op cost model)",
 }
 
 
@@ -53,7 +53,8 @@ def write_report(tuner, out_dir: "str | os.PathLike", *, overwrite: bool = True)
         "feasible_trials": sum(r["feasible"] for r in records),
         "front": front,
         "front_objectives": ["quality (max)", *(f"{m} (min)" for m in FOOTPRINT_METRICS)],
-        "notes": "mcu_latency_estimate_ms is an estimate: macs * cycles_per_mac / clock_hz; "
+        "notes": "mcu_latency_estimate_ms is an estimate from each op's MACs or elements "
+        "with the board's per-op-type cycle costs (tfslim targets); "
         "latency_ms is measured with LiteRT on the host CPU.",
     }
     columns = [
@@ -71,7 +72,8 @@ def write_report(tuner, out_dir: "str | os.PathLike", *, overwrite: bool = True)
         f"Budget: {budget}. {report['feasible_trials']} of {len(records)} trials within it; "
         "the Pareto front (`*`) trades quality against every figure. Host latency is "
         "measured with LiteRT on this machine's CPU; the MCU latency is an estimate "
-        "(`macs * cycles_per_mac / clock_hz`).\n\n" + format_table(records, columns) + "\n"
+        "(each op's MACs or elements times the board's per-op-type cycle cost, "
+        "`tfslim targets`).\n\n" + format_table(records, columns) + "\n"
     )
     report["files"] = write_report_files(
         out_dir,
