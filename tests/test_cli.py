@@ -86,7 +86,7 @@ def test_targets_lists_boards_with_sources(capsys):
         (["inspect", "{missing}"], "no such file"),
         (["inspect", "{text}"], "not a TFLite model"),
         (["bench", "{empty}"], "not a TFLite model"),
-        (["inspect", "{model}", "--target", "toaster"], "argument `target`"),
+        (["inspect", "{model}", "--target", "toaster"], "argument `--target`"),
         (["export-c", "{model}", "-o", "{dir}/exists.cc"], "overwrite"),
         (["convert", "{text}", "-o", "{dir}/x.tflite"], "argument `model`"),
         (["demo", "--out", "{dir}/no/such/dir"], "--out"),
@@ -150,7 +150,7 @@ def test_console_errors_after_tensorflow_loads_are_one_line(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "argument `calibration_data`" in lines[0], proc.stderr
+    assert len(lines) == 1 and "argument `--calibration`" in lines[0], proc.stderr
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -272,3 +272,20 @@ def test_usage_mistakes_are_one_line(argv, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+def test_errors_are_reworded_in_the_commands_spelling():
+    from tfslim.cli import _in_cli_spelling
+
+    message = (
+        "Full-integer quantization (quantization='int8') needs `calibration_data`. "
+        "Received: calibration_data=None"
+    )
+    assert _in_cli_spelling(message) == (
+        "Full-integer quantization (--quantization='int8') needs `--calibration`. "
+        "Received: --calibration=None"
+    )
+    reworded = _in_cli_spelling("The file exists; pass overwrite=True to replace it.")
+    assert reworded == "The file exists; pass --overwrite to replace it."
+    # Names inside other words or attribute paths are left alone.
+    assert _in_cli_spelling("result.target=x my_target=y") == "result.target=x my_target=y"

@@ -190,3 +190,20 @@ def test_ops_litert_cannot_resolve_are_reported_not_refused():
     report = tfslim.inspect(bytes(builder.Output()), target="mcu")
     assert report["micro"]["unsupported_ops"] == ["CUSTOM:MyCustomOp"]
     assert report["targets"]["mcu"]["reasons"] == ["ops TFLite Micro cannot run: CUSTOM:MyCustomOp"]
+
+
+def test_micro_refusal_lists_identical_ops_once_and_hints_by_mode(monkeypatch):
+    from tfslim.errors import UnsupportedOpError
+    from tfslim.litert import micro
+    from tfslim.litert.targets import get_target
+
+    op = {"op": "NEG", "output": "model/neg_layer/Neg", "hybrid": False, "float": True}
+    facts = {"op_list": [op, dict(op)], "outputs": [], "sparse_tensors": 0}
+    monkeypatch.setattr(micro, "analyze", lambda _: facts)
+    with pytest.raises(UnsupportedOpError) as refused:
+        micro.check_target_ops(b"", get_target("mcu"), (), {"neg_layer"}, quantization="int8")
+    text = str(refused.value)
+    assert text.count("NEG from layer 'neg_layer'") == 1 and "x2" in text
+    assert "quantization='int8'" not in text  # It already was int8.
+    with pytest.raises(UnsupportedOpError, match="Convert with quantization='int8'"):
+        micro.check_target_ops(b"", get_target("mcu"), (), {"neg_layer"}, quantization="none")

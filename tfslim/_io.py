@@ -27,7 +27,7 @@ def check_output_path(path, *, overwrite: bool = False, argument: str = "output_
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"Invalid value for argument `{argument}`. The file exists; pass overwrite=True "
-            f"(--overwrite) to replace it. Received: {argument}={str(path)!r}"
+            f"to replace it. Received: {argument}={str(path)!r}"
         )
     return path
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 
@@ -485,6 +486,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# The library names its Python arguments; the command's user typed flags. Each error is
+# reworded in the command's own spelling before it is printed.
+_FLAG_SPELLING = {
+    "calibration_data": "--calibration",
+    "output_path": "-o/--output",
+    "io_dtype": "--io-dtype",
+    "quantization": "--quantization",
+    "target": "--target",
+    "sparse": "--sparse",
+    "out_dir": "--out",
+    "epochs": "--epochs",
+    "max_trials": "--max-trials",
+    "threads": "--threads",
+    "runs": "--runs",
+    "variable_name": "--name",
+}
+
+
+def _in_cli_spelling(message: str) -> str:
+    """`calibration_data` -> `--calibration`, calibration_data=None -> --calibration=None,
+    "pass overwrite=True" -> "pass --overwrite"."""
+    message = message.replace("overwrite=True", "--overwrite")
+    for name, flag in _FLAG_SPELLING.items():
+        message = message.replace(f"`{name}`", f"`{flag}`")
+        message = re.sub(rf"(?<![\w.'-]){name}=", f"{flag}=", message)
+    return message
+
+
 def main(argv=None) -> int:
     # Quiet TensorFlow's C++ logging for the command only; the library never does this.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -494,7 +523,7 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except (TfslimError, ValueError, TypeError, OSError) as e:
-        print(f"tfslim {args.command}: error: {e}", file=sys.stderr)
+        print(f"tfslim {args.command}: error: {_in_cli_spelling(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tfslim {args.command}: interrupted", file=sys.stderr)

@@ -248,6 +248,7 @@ def convert(
             target,
             micro.output_layer_names(keras_model),
             micro.layer_names(keras_model),
+            quantization=quantization,
         )
     if quantization == "int16x8" and io_dtype == "int8":
         io_dtype = "int16"  # 16x8 models take and return int16 when I/O is integer.

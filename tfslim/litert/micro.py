@@ -271,8 +271,15 @@ def layer_names(keras_model) -> set[str]:
     return {layer.name for layer in keras_model._flatten_layers(include_self=False)}
 
 
-def check_target_ops(flatbuffer: bytes, target, output_layers=(), known_layers=()) -> None:
-    """Raises UnsupportedOpError naming each op (and its layer) TFLite Micro can't run."""
+def check_target_ops(
+    flatbuffer: bytes, target, output_layers=(), known_layers=(), *, quantization=None
+) -> None:
+    """Raises UnsupportedOpError naming each op (and its layer) TFLite Micro can't run.
+
+    Identical refusals (the same op from the same layer for the same reason) are listed
+    once with their count. The hint suggests full-integer quantization only when the
+    model was converted in another mode (`quantization`, when the caller knows it).
+    """
     facts = analyze(flatbuffer)
     problems = unsupported_ops(facts)
     edge_ops = ("QUANTIZE", "DEQUANTIZE")  # float <-> int at the model's edges is fine.
@@ -291,11 +298,21 @@ def check_target_ops(flatbuffer: bytes, target, output_layers=(), known_layers=(
                 return output_layers[i]
             return _layer_of(p["output"], known_layers)
 
-        listed = "; ".join(f"{p['op']} from layer '{layer(p)}' ({p['reason']})" for p in problems)
+        counts: dict[str, int] = {}
+        for p in problems:
+            entry = f"{p['op']} from layer '{layer(p)}' ({p['reason']})"
+            counts[entry] = counts.get(entry, 0) + 1
+        listed = "; ".join(f"{e} x{n}" if n > 1 else e for e, n in counts.items())
+        if quantization in (None, "int8", "int16x8"):
+            hint = (
+                "Use only layers with integer TFLite Micro kernels (for a QAT model, check "
+                "its `skip` list: skipped layers stay float)."
+            )
+        else:
+            hint = "Convert with quantization='int8' (full integer) for TFLite Micro."
         raise UnsupportedOpError(
             f"The model cannot run on target {target.name!r} (TFLite Micro, full integer): "
-            f"{len(problems)} op(s) refused: {listed}. Use only layers with int8 TFLite Micro "
-            "kernels, or quantize with quantization='int8'."
+            f"{len(problems)} op(s) refused: {listed}. {hint}"
         )
 
 
