@@ -289,3 +289,21 @@ def test_errors_are_reworded_in_the_commands_spelling():
     assert reworded == "The file exists; pass --overwrite to replace it."
     # Names inside other words or attribute paths are left alone.
     assert _in_cli_spelling("result.target=x my_target=y") == "result.target=x my_target=y"
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"\x80\x04pickled"])
+def test_a_file_that_is_not_numpy_is_named_as_such(tmp_path, content):
+    from tfslim.cli import _load_npz
+
+    path = tmp_path / "x.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"--data: .*x\.npz is not a NumPy file; expected"):
+        _load_npz(str(path), "--data")
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    from tfslim import _io
+
+    monkeypatch.setattr(_io.os, "access", lambda p, mode: mode != _io.os.W_OK)
+    with pytest.raises(PermissionError, match=r"argument `output_path`.*is not writable"):
+        _io.check_output_path(tmp_path / "m.tflite")

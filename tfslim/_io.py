@@ -24,6 +24,12 @@ def check_output_path(path, *, overwrite: bool = False, argument: str = "output_
             f"directory. Received: {argument}={str(path)!r} (directory "
             f"{str(path.parent)!r} does not exist)"
         )
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(
+            f"Invalid value for argument `{argument}`. Expected a path in a directory this "
+            f"process may write to. Received: {argument}={str(path)!r} (directory "
+            f"{str(path.parent)!r} is not writable)"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"Invalid value for argument `{argument}`. The file exists; pass overwrite=True "

@@ -70,6 +70,13 @@ def _load_npz(path: str, argument: str):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{argument}: no such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY" and head[:4] != b"PK\x03\x04":
+        raise ValueError(
+            f"{argument}: {path} is not a NumPy file; expected a .npy array or a .npz archive "
+            f"of arrays (np.save / np.savez). Received: a file starting with {head!r}"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):  # .npy: a single array of inputs.
