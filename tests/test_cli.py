@@ -125,6 +125,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
 
 
+@pytest.mark.slow
 def test_console_errors_after_tensorflow_loads_are_one_line(tmp_path):
     import keras
 

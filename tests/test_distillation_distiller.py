@@ -60,6 +60,7 @@ def test_fit_numpy_with_validation_trains_student_only(teacher, digits):
     assert distiller.stripped_student() is distiller.student
 
 
+@pytest.mark.slow
 def test_pruned_qat_student_converts_to_int8_teacher_untouched(teacher, digits):
     x_train, y_train, x_test, y_test = digits
     before = [w.copy() for w in teacher.get_weights()]
@@ -93,6 +94,7 @@ def test_fit_tf_data(teacher, digits):
     assert history.history["val_accuracy"][0] > 0.2
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_and_early_stopping(teacher, digits, tmp_path):
     x_train, y_train, x_test, y_test = digits
     distiller = _distiller(teacher, temperature=4.0)

@@ -183,6 +183,7 @@ def test_choose_sparse_leaves_saved_models_dense():
     assert choose_sparse(None, "none", None) is False
 
 
+@pytest.mark.slow
 def test_inspect_explains_flash_and_runtime_of_sparse_files(pruned_cnn, digits):
     import keras
 

@@ -63,6 +63,7 @@ def test_graph_couples_residual_depthwise_and_squeeze_excite():
     assert all("logits" not in {la.name for la in g.sources} for g in graph.groups())
 
 
+@pytest.mark.slow
 def test_strip_gives_a_smaller_model_with_the_same_predictions(digits):
     x, y, x_test, _ = digits
     model = _residual_se_concat_model()
@@ -84,6 +85,7 @@ def test_strip_gives_a_smaller_model_with_the_same_predictions(digits):
     assert all(v.constraint is None for v in model.trainable_variables)
 
 
+@pytest.mark.slow
 def test_sequential_digits_cnn_and_l2_and_bn_gamma_criteria(digits):
     from tfslim.architectures.digits import build_digits_cnn
 

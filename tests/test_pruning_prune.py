@@ -201,7 +201,7 @@ def test_layer_wrapper_inside_subclassed_model(digits):
 
     class Net(keras.Model):
         def __init__(self):
-            super().__init__()
+            super().__init__(name="net")  # Keras numbers default names per process.
             self.flatten = keras.layers.Flatten()
             self.hidden = PruneLowMagnitude(
                 keras.layers.Dense(32), pruning_schedule=ConstantSparsity(0.6, frequency=2)

@@ -282,6 +282,7 @@ def test_divide_by_a_tensor_is_refused_naming_the_op():
         quantize_model(model)
 
 
+@pytest.mark.slow
 def test_skipped_layer_runs_in_float_and_mcu_refuses_it():
     model = functional(
         lambda x: L.Dense(3)(L.Flatten()(conv(L.Activation("swish", name="keep")(conv(x)))))

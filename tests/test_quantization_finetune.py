@@ -19,6 +19,7 @@ def test_docstring_examples_run(module):
     assert result.failed == 0 and result.attempted > 0
 
 
+@pytest.mark.slow
 def test_finetunes_digits_cnn_with_frozen_schedule(digits):
     x_train, y_train, x_test, y_test = digits
     layers = keras.layers

@@ -249,6 +249,7 @@ def test_blocks_end_to_end(block, digits):
     assert (int8_pred == keras_pred).mean() >= 0.97
 
 
+@pytest.mark.slow
 def test_save_load_round_trip(tmp_path, digits):
     x_train, y_train, x_test, _ = digits
     model = keras.Sequential(
@@ -428,6 +429,7 @@ def test_tf_keras_model_goes_to_tfmot():
     assert is_quantized_model(qat)
 
 
+@pytest.mark.slow
 def test_trains_under_xla_with_a_partial_last_batch():
     # XLA sees the last, smaller batch of a tf.data pipeline as a dynamic batch dimension;
     # its dynamic padder rejects TF's fused batch-norm gradient, so the folded batch norm
@@ -452,6 +454,7 @@ def test_trains_under_xla_with_a_partial_last_batch():
     assert not np.allclose(moving_mean.numpy(), before)
 
 
+@pytest.mark.slow
 def test_tf_keras_route_leaves_the_environment_unchanged():
     # Importing tfmot sets TF_USE_LEGACY_KERAS=1, which would make later `tf.keras` calls in
     # the user's process resolve to tf_keras; tfmot must be imported in a fresh process to
