@@ -8,13 +8,10 @@ import keras
 import numpy as np
 
 from tfslim._compat import is_tf_keras
+from tfslim._wrapping import build_like, copy_layer
 from tfslim.clustering import centroids as centroids_lib
 from tfslim.clustering import tfmot_routing
 from tfslim.clustering.cluster_wrapper import ClusterWeights, clusterable_weights, find_wrappers
-
-
-def _copy_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
 
 
 def is_graph_model(model) -> bool:
@@ -146,15 +143,13 @@ def cluster_weights(
     pairs, wrapped = [], []
 
     def clone(layer):
-        copy = _copy_layer(layer)
+        copy = copy_layer(layer)
         if not isinstance(layer, keras.Layer):  # An operation node: nothing to copy.
             return copy
         pairs.append((copy, layer))
         if is_skipped(layer) or not clusterable_weights(layer):
             return copy
-        build_config = layer.get_build_config()
-        if build_config:
-            copy.build_from_config(build_config)
+        build_like(copy, layer)
         wrapper = ClusterWeights(copy, number_of_clusters, **options)
         wrapped.append(wrapper)
         return wrapper
@@ -212,10 +207,10 @@ def strip_clustering(model):
 
     def clone(layer):
         if isinstance(layer, ClusterWeights):
-            copy = _copy_layer(layer.layer)
+            copy = copy_layer(layer.layer)
             pairs.append((copy, layer.layer, layer.strip_values()))
         else:
-            copy = _copy_layer(layer)
+            copy = copy_layer(layer)
             if isinstance(layer, keras.Layer):
                 pairs.append((copy, layer, {}))
         return copy

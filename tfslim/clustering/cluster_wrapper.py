@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfslim._wrapping import InnerBuildConfig
 from tfslim.clustering import centroids as centroids_lib
 
 CLUSTERABLE_WEIGHT_NAMES = (
@@ -125,7 +126,7 @@ class _ClusteredWeight:
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
-class ClusterWeights(keras.layers.Wrapper):
+class ClusterWeights(InnerBuildConfig, keras.layers.Wrapper):
     """Clusters the kernels of `layer` into `number_of_clusters` trainable centroids.
 
     Args:
@@ -333,20 +334,6 @@ class ClusterWeights(keras.layers.Wrapper):
             s.variable.path: np.asarray(keras.ops.convert_to_numpy(self.clustered_value(s)))
             for s in self.clustered
         }
-
-    def get_build_config(self) -> dict | None:
-        config = super().get_build_config()
-        if config is not None and self.layer.built:
-            inner = self.layer.get_build_config()
-            if inner:
-                config["layer_build_config"] = inner
-        return config
-
-    def build_from_config(self, config: dict) -> None:
-        inner = config.get("layer_build_config")
-        if inner and not self.layer.built:
-            self.layer.build_from_config(inner)
-        super().build_from_config(config)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

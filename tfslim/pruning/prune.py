@@ -7,15 +7,12 @@ from collections.abc import Iterable, Mapping
 import keras
 
 from tfslim._compat import is_tf_keras
+from tfslim._wrapping import build_like, copy_layer
 from tfslim.pruning import policy, tfmot_routing
 from tfslim.pruning.constraint import find_constraints
 from tfslim.pruning.masks import Granularity
 from tfslim.pruning.schedules import PruningSchedule, check_schedule
 from tfslim.pruning.wrapper import PruneLowMagnitude, default_schedule, find_wrappers
-
-
-def _copy_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
 
 
 def prune_low_magnitude(
@@ -121,14 +118,12 @@ def prune_low_magnitude(
     wrapped = []
 
     def clone(layer):
-        copy = _copy_layer(layer)
+        copy = copy_layer(layer)
         pairs.append((copy, layer))
         if policy.is_skipped(layer, skip_layers) or not policy.prunable_weights(layer):
             return copy
         schedule = policy.schedule_for(layer, pruning_schedule, layer_sparsity)
-        build_config = layer.get_build_config()
-        if build_config:
-            copy.build_from_config(build_config)
+        build_like(copy, layer)
         wrapper = PruneLowMagnitude(copy, pruning_schedule=schedule, **wrapper_kwargs)
         wrapped.append(wrapper)
         return wrapper
@@ -212,7 +207,7 @@ def strip_pruning(model):
             source = layer.layer
         else:
             source = layer
-        copy = _copy_layer(source)
+        copy = copy_layer(source)
         pairs.append((copy, source))
         return copy
 

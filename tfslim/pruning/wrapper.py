@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 
+from tfslim._wrapping import InnerBuildConfig
 from tfslim.pruning import schedules as schedules_lib
 from tfslim.pruning.constraint import PruningConstraint
 from tfslim.pruning.masks import Granularity
@@ -22,7 +23,7 @@ def default_schedule() -> schedules_lib.PruningSchedule:
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(InnerBuildConfig, keras.layers.Wrapper):
     """Prunes the kernels of `layer` by magnitude during training.
 
     Args:
@@ -122,21 +123,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
             constraint.attach()
             self.constraints.append(constraint)
-
-    def get_build_config(self) -> dict | None:
-        config = super().get_build_config()
-        if config is not None and self.layer.built:
-            inner = self.layer.get_build_config()
-            if inner:
-                config["layer_build_config"] = inner
-        return config
-
-    def build_from_config(self, config: dict) -> None:
-        # Layers with several inputs (e.g. MultiHeadAttention) build from their own config.
-        inner = config.get("layer_build_config")
-        if inner and not self.layer.built:
-            self.layer.build_from_config(inner)
-        super().build_from_config(config)
 
     def call(self, inputs, *args, **kwargs):
         return self.layer(inputs, *args, **kwargs)
