@@ -1,8 +1,14 @@
-"""Atomic file output: a reader never sees a half-written model or report."""
+"""Atomic file output: a reader never sees a half-written model or report.
+
+The temporary beside an output carries the writer's pid (`tfslim._cleanup`), so a write
+killed by SIGKILL leaves a file the next write of the same output removes.
+"""
 
 import os
 import tempfile
 from pathlib import Path
+
+from tfslim import _cleanup
 
 
 def check_output_path(path, *, overwrite: bool = False, argument: str = "output_path") -> Path:
@@ -43,7 +49,11 @@ def atomic_write(path, data: bytes | str, *, overwrite: bool = False) -> str:
     path = check_output_path(path, overwrite=overwrite)
     if isinstance(data, str):
         data = data.encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _cleanup.remove_stale_beside(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=_cleanup.hidden_prefix(path.name), suffix=".tmp", dir=path.parent
+    )
+    _cleanup.track(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,7 +80,11 @@ def save_keras_model(model, path, *, overwrite: bool = False) -> str:
     previous file destroyed; this way the old file stays whole until the new one is complete.
     """
     path = check_output_path(path, overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.keras", dir=path.parent)
+    _cleanup.remove_stale_beside(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=_cleanup.hidden_prefix(path.name), suffix=".tmp.keras", dir=path.parent
+    )
+    _cleanup.track(tmp)
     os.close(fd)
     try:
         model.save(tmp)

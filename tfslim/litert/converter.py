@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfslim import _io, _model_facts
+from tfslim import _cleanup, _io, _model_facts
 from tfslim._checks import check_bool, check_int, check_shape
 from tfslim._compat import is_tf_keras
 from tfslim._predict import keras_predict
@@ -226,7 +226,9 @@ def convert(
     samples = None
     if calibration_data is not None:  # Validate before the (slow) export.
         samples = calibration_samples(calibration_data, shapes, calibration_steps)
-    with tempfile.TemporaryDirectory(prefix="tfslim-export-") as export_dir:
+    _cleanup.remove_stale_exports()  # Left by conversions killed before their cleanup.
+    with tempfile.TemporaryDirectory(prefix=_cleanup.export_prefix()) as export_dir:
+        _cleanup.track(export_dir)
         converter = _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir)
         _configure(converter, quantization, io_dtype, sparse, qat)
         if needs_calibration:
