@@ -99,6 +99,8 @@ def convert(
     overwrite: bool = False,
     verify: bool = True,
     compress: bool = False,
+    equalize: bool = False,
+    bias_correction: bool = False,
 ) -> ConversionResult:
     """Converts a Keras model to a TFLite flatbuffer suited to a target.
 
@@ -142,6 +144,13 @@ def convert(
             TFLite Micro's DECODE operator (`tfslim.litert.compression`); tensors whose
             expanded copy would push the arena over the board's RAM stay dense, with a
             warning. The details land in `result.compression`. Defaults to `False`.
+        equalize: bool. Calibrated conversion of a float Keras model only: fold batch
+            norms and run cross-layer equalization (`tfslim.equalize_model`) before export,
+            which leaves the float outputs unchanged and evens out per-channel ranges.
+            Defaults to `False`.
+        bias_correction: bool. Calibrated conversion of a float Keras model only: shift each
+            layer's bias by the mean output error its int8 weights cause on the calibration
+            data (batch norms folded first). Defaults to `False`.
 
     Returns:
         A `ConversionResult`.
@@ -226,10 +235,22 @@ def convert(
     samples = None
     if calibration_data is not None:  # Validate before the (slow) export.
         samples = calibration_samples(calibration_data, shapes, calibration_steps)
+    export_model = keras_model  # Fidelity is still checked against the user's model.
+    if equalize is not False or bias_correction is not False:
+        from tfslim.litert.equalization import prepare_for_conversion
+
+        export_model = prepare_for_conversion(
+            keras_model,
+            samples,
+            equalize=equalize,
+            bias_correction=bias_correction,
+            quantization=quantization,
+            qat=qat,
+        )
     _cleanup.remove_stale_exports()  # Left by conversions killed before their cleanup.
     with tempfile.TemporaryDirectory(prefix=_cleanup.export_prefix()) as export_dir:
         _cleanup.track(export_dir)
-        converter = _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir)
+        converter = _make_converter(export_model, saved_model_dir, shapes, dtypes, export_dir)
         _configure(converter, quantization, io_dtype, sparse, qat)
         if needs_calibration:
             converter.representative_dataset = lambda: (
