@@ -539,7 +539,22 @@ def main(argv=None) -> int:
 
 
 def console_main() -> int:
-    """The `tfslim` command: like `main`, minus TensorFlow's C++ start-up logs.
+    """The `tfslim` command: `main` in a worker process that a native crash cannot take the
+    command down with, and that Ctrl-C ends with exit code 130 and one line (see
+    `tfslim._supervisor`). On systems without POSIX signals, `main` runs in this process.
+    """
+    from tfslim import _supervisor
+
+    if os.name == "posix" and not _supervisor.worker_setup():
+        return _supervisor.supervise(sys.argv[1:])
+    try:
+        return _main_without_native_logs()
+    except KeyboardInterrupt:  # Outside the command itself (start-up, exit): no traceback.
+        return 130
+
+
+def _main_without_native_logs() -> int:
+    """`main`, minus TensorFlow's C++ start-up logs.
 
     TensorFlow 2.21 logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies, so the
     command points the C-level stderr at /dev/null (`--verbose` keeps it) while Python's

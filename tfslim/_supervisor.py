@@ -1,0 +1,242 @@
+"""The `tfslim` command runs in a worker process that a native crash cannot take it down with.
+
+`supervise(argv)` is the command as the shell starts it: a small process that never imports
+TensorFlow. It starts a worker Python running the command (`tfslim.cli.console_main` with
+the `TFSLIM_CLI_WORKER` marker set), relays the worker's stderr as it comes (stdout is the
+worker's own), and returns the worker's exit code. Then:
+
+- The worker killed by a signal (a crash in the TFLite converter or a native runtime): one
+  line naming the stage, from the Python stack the worker's `faulthandler` dumped, and the
+  signal; the worker's temporaries are removed; exit code 128 + the signal's number.
+- Ctrl-C (SIGINT), SIGTERM or SIGHUP: the worker gets the signal once (a terminal's Ctrl-C
+  also reaches it directly; it ignores the repeat) and unwinds, removing its temporaries;
+  whatever it prints from then on is dropped; the command prints one line and exits 128 +
+  the signal's number (130 for Ctrl-C), whenever the signal comes. A worker still busy
+  `GRACE_S` seconds later, or at a second Ctrl-C, is killed and its temporaries removed.
+
+Test-only: `TFSLIM_TEST_CRASH=SIGSEGV` (any signal name) makes the worker send itself that
+signal just before the command runs, to test the crash report without a real crash.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+
+__all__ = ["GRACE_S", "TEST_CRASH_ENV", "WORKER_ENV", "supervise", "worker_setup"]
+
+WORKER_ENV = "TFSLIM_CLI_WORKER"
+TEST_CRASH_ENV = "TFSLIM_TEST_CRASH"
+GRACE_S = 5.0
+_FORWARDED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+# The worker's command line; tfslim's folder goes last on its path, for a checkout that is
+# on the caller's sys.path but not installed.
+_WORKER = (
+    "import sys; sys.path.append({root!r}); "
+    "from tfslim.cli import console_main; sys.exit(console_main())"
+)
+# Where a crash happened, by the file of the innermost Python frame that names one.
+_STAGES = (
+    ("/tflite_micro/", "the TFLite Micro interpreter"),
+    ("/ai_edge_litert/", "the LiteRT interpreter"),
+    ("/tensorflow/lite/python/interpreter", "the LiteRT interpreter"),
+    ("/ai_edge_quantizer/", "the AI Edge Quantizer"),
+    ("/tensorflow/lite/", "the TFLite converter"),
+    ("/tfslim/litert/converter.py", "the TFLite converter"),
+    ("/keras/", "Keras"),
+    ("/tf_keras/", "Keras"),
+    ("/tensorflow/", "TensorFlow"),
+)
+
+
+def _command(argv: list[str]) -> str:
+    """`tfslim convert` for `convert ...`: the first word that is not an option."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return f"tfslim {word}" if word else "tfslim"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def crash_stage(dump: str) -> "str | None":
+    """The stage that crashed, from a `faulthandler` dump; None when no frame names one.
+
+    Only the crashing thread's frames count (the block under "Current thread"), innermost
+    first.
+    """
+    current = False
+    for line in dump.splitlines():
+        line = line.strip()
+        if line.startswith("Current thread"):
+            current = True
+        elif line.startswith("Thread ") or not line:
+            current = False
+        elif current and line.startswith('File "'):
+            path = line[6:].split('"', 1)[0].replace("\\", "/")
+            for fragment, stage in _STAGES:
+                if fragment in path:
+                    return stage
+    return None
+
+
+class _State:
+    def __init__(self):
+        self.proc = None
+        self.signals: list[int] = []
+        self.forwarded = False
+        self.killed = False
+
+    def on_signal(self, number, frame) -> None:
+        self.signals.append(number)
+        if len(self.signals) > 1:
+            self.kill()
+        else:
+            self.forward()
+
+    def on_alarm(self, number, frame) -> None:
+        self.kill()
+
+    def forward(self) -> None:
+        if self.proc is None or self.forwarded or not self.signals:
+            return
+        self.forwarded = True
+        with contextlib.suppress(OSError):
+            self.proc.send_signal(self.signals[0])
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, GRACE_S)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.killed = True
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+
+
+def supervise(argv: list[str]) -> int:
+    """Runs the command `argv` in a worker process; returns its exit code (see module)."""
+    state = _State()
+    previous = {n: signal.signal(n, state.on_signal) for n in _FORWARDED}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, state.on_alarm)
+    try:
+        return _run(argv, state)
+    finally:
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run(argv: list[str], state: _State) -> int:
+    import subprocess
+    import threading
+
+    from tfslim import _cleanup
+
+    command = _command(argv)
+    if state.signals:  # Before the worker even started.
+        return _report_signal(command, state.signals[0])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryFile() as fault, tempfile.TemporaryFile() as record:
+        fds = (fault.fileno(), record.fileno())
+        env = dict(os.environ, **{WORKER_ENV: f"{fds[0]},{fds[1]}"})
+        state.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER.format(root=root), *argv],
+            stderr=subprocess.PIPE,
+            env=env,
+            pass_fds=fds,
+        )
+        state.forward()  # A signal that came while the worker was starting.
+        # The relay thread blocks the forwarded signals, so they reach the main thread,
+        # which waits on the worker and runs the handlers.
+        blocked = {*_FORWARDED, signal.SIGALRM}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            relay = threading.Thread(target=_relay, args=(state.proc.stderr, state), daemon=True)
+            relay.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        code = state.proc.wait()
+        # Grandchildren may hold the pipe open; what the worker wrote is read by now.
+        relay.join(timeout=0.5 if code >= 0 else 0.1)
+        if code != 0 or state.signals:
+            _cleanup.remove_recorded(record, state.proc.pid)
+            _cleanup.remove_exports_of(state.proc.pid)
+        if state.signals:
+            return _report_signal(command, state.signals[0])
+        if code < 0:
+            fault.seek(0)
+            dump = fault.read().decode(errors="replace")
+            stage = crash_stage(dump)
+            what = f"{stage} crashed" if stage else "the command crashed in native code"
+            _print(
+                f"{command}: error: {what} (killed by {_signal_name(-code)}); "
+                "rerun with --verbose to see its own log"
+            )
+            return 128 - code
+        return code
+
+
+def _relay(pipe, state: _State) -> None:
+    out = getattr(sys.stderr, "buffer", None)
+    with pipe:
+        while chunk := os.read(pipe.fileno(), 65536):
+            if state.signals:
+                continue  # After Ctrl-C, only the one line.
+            try:
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    sys.stderr.write(chunk.decode(errors="replace"))
+                    sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _report_signal(command: str, number: int) -> int:
+    how = "interrupted" if number == signal.SIGINT else f"stopped by {_signal_name(number)}"
+    _print(f"{command}: {how}")
+    return 128 + number
+
+
+def _print(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def worker_setup() -> bool:
+    """In the worker: reports crashes and temporaries to the supervisor; Ctrl-C unwinds once.
+
+    Returns True in a worker (the marker is set), False otherwise (nothing is changed).
+    """
+    marker = os.environ.pop(WORKER_ENV, None)
+    if not marker:
+        return False
+    import faulthandler
+
+    from tfslim import _cleanup
+
+    fault_fd, record_fd = (int(fd) for fd in marker.split(","))
+    faulthandler.enable(file=fault_fd, all_threads=True)
+    _cleanup.record_to(record_fd)
+
+    def interrupted(number, frame):
+        # The first signal unwinds (temporaries are removed on the way out); a repeat, such
+        # as the supervisor's copy of a terminal's Ctrl-C, must not break that cleanup.
+        for n in _FORWARDED:
+            signal.signal(n, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for number in _FORWARDED:
+        signal.signal(number, interrupted)
+    crash = os.environ.pop(TEST_CRASH_ENV, None)
+    if crash:
+        os.kill(os.getpid(), getattr(signal, crash))
+    return True
