@@ -174,9 +174,14 @@ def _run(argv: list[str], state: _State) -> int:
             fault.seek(0)
             dump = fault.read().decode(errors="replace")
             stage = crash_stage(dump)
-            what = f"{stage} crashed" if stage else "the command crashed in native code"
+            if stage:
+                what = f"{stage} crashed"
+            elif dump:
+                what = "the command crashed in native code"
+            else:  # No dump: SIGKILL (the kernel out of memory, say) or a foreign signal.
+                what = "the command's process was killed"
             _print(
-                f"{command}: error: {what} (killed by {_signal_name(-code)}); "
+                f"{command}: error: {what} ({_signal_name(-code)}); "
                 "rerun with --verbose to see its own log"
             )
             return 128 - code
