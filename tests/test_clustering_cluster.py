@@ -204,7 +204,7 @@ def test_mirrored_strategy_fit_keeps_clusters():
     ("kwargs", "error", "match"),
     [
         ({"number_of_clusters": 1}, ValueError, "number_of_clusters.*Received: number_of_clus"),
-        ({"number_of_clusters": 2.5}, ValueError, "Expected an int >= 2"),
+        ({"number_of_clusters": 2.5}, TypeError, "Expected an int >= 2"),
         ({"number_of_clusters": 4, "init": "kmeans"}, ValueError, "Received: init='kmeans'"),
         ({"number_of_clusters": 4, "skip": ["nope"]}, ValueError, r"no layer named \['nope'\]"),
         ({"number_of_clusters": 4, "skip": 3}, TypeError, "Received: skip=3"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tfslim._checks import check_int
+
 INITS = ("kmeans++", "linear", "density", "random")
 
 # k-means on more than this many weights uses a random sample of them: 1-D centroids
@@ -28,16 +30,8 @@ def check_init(init) -> str:
 
 
 def check_number_of_clusters(number_of_clusters) -> int:
-    """Returns `number_of_clusters` if it is an int >= 2, else raises ValueError."""
-    ok = isinstance(number_of_clusters, (int, np.integer)) and not isinstance(
-        number_of_clusters, bool
-    )
-    if not ok or number_of_clusters < 2:
-        raise ValueError(
-            "Invalid value for argument `number_of_clusters`. Expected an int >= 2. "
-            f"Received: number_of_clusters={number_of_clusters!r}"
-        )
-    return int(number_of_clusters)
+    """Returns `number_of_clusters` if it is an int >= 2 (TypeError / ValueError otherwise)."""
+    return check_int("number_of_clusters", number_of_clusters, minimum=2)
 
 
 def initial_centroids(values: np.ndarray, k: int, init: str) -> np.ndarray:

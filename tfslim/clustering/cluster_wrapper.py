@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfslim._checks import check_bool
 from tfslim._wrapping import InnerBuildConfig
 from tfslim.clustering import centroids as centroids_lib
 
@@ -180,12 +181,8 @@ class ClusterWeights(InnerBuildConfig, keras.layers.Wrapper):
             )
         self.number_of_clusters = centroids_lib.check_number_of_clusters(number_of_clusters)
         self.init = centroids_lib.check_init(init)
-        for name, value in (("preserve_sparsity", preserve_sparsity), ("per_channel", per_channel)):
-            if not isinstance(value, bool):
-                raise TypeError(
-                    f"Invalid value for argument `{name}`. Expected a bool. "
-                    f"Received: {name}={value!r}"
-                )
+        preserve_sparsity = check_bool("preserve_sparsity", preserve_sparsity)
+        per_channel = check_bool("per_channel", per_channel)
         if preserve_sparsity and self.number_of_clusters < 3:
             raise ValueError(
                 "Invalid value for argument `number_of_clusters` with preserve_sparsity=True. "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from tfslim._checks import check_int
+from tfslim._checks import check_bool, check_int, invalid_type
 from tfslim.distillation.distiller import (
     DEFAULT_TEMPERATURE,
     Distiller,
@@ -31,18 +31,10 @@ def _pruning_callback(pruning):
     return Pruning(float(pruning))
 
 
-def _type_error(argument: str, expected: str, value) -> TypeError:
-    return TypeError(
-        f"Invalid value for argument `{argument}`. Expected {expected}. "
-        f"Received: {argument}={value!r} of type {type(value).__name__}"
-    )
-
-
 def _check_arguments(quantize, optimizer, loss, metrics, callbacks) -> None:
-    if not isinstance(quantize, bool):
-        raise _type_error("quantize", "a bool", quantize)
+    check_bool("quantize", quantize)
     if not isinstance(optimizer, (str, keras.optimizers.Optimizer)):
-        raise _type_error(
+        raise invalid_type(
             "optimizer", "an optimizer name or a `keras.optimizers.Optimizer`", optimizer
         )
     if loss is None:
@@ -51,12 +43,12 @@ def _check_arguments(quantize, optimizer, loss, metrics, callbacks) -> None:
             "or a `keras.losses.Loss`). Received: loss=None"
         )
     if isinstance(metrics, str) or not isinstance(metrics, Sequence):
-        raise _type_error("metrics", "a list of metrics, e.g. `['accuracy']`", metrics)
+        raise invalid_type("metrics", "a list of metrics, e.g. `['accuracy']`", metrics)
     if isinstance(callbacks, keras.callbacks.Callback) or not isinstance(callbacks, Sequence):
-        raise _type_error("callbacks", "a list of `keras.callbacks.Callback`", callbacks)
+        raise invalid_type("callbacks", "a list of `keras.callbacks.Callback`", callbacks)
     for callback in callbacks:
         if not isinstance(callback, keras.callbacks.Callback):
-            raise _type_error("callbacks", "a list of `keras.callbacks.Callback`", callback)
+            raise invalid_type("callbacks", "a list of `keras.callbacks.Callback`", callback)
 
 
 def _plain_loss(student, x, loss, from_logits):

@@ -19,6 +19,7 @@ from keras import ops
 from keras.distillation import DistillationLoss, LogitsDistillation
 from keras.src import tree
 
+from tfslim._checks import check_float, check_positive_float
 from tfslim._compat import is_tf_keras
 from tfslim.distillation.features import check_distillation_losses
 from tfslim.errors import TfslimWarning
@@ -103,21 +104,11 @@ def _check_teacher_trained(teacher) -> None:
 
 
 def _check_weight(argument: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected a float in [0, 1]. "
-            f"Received: {argument}={value!r}"
-        )
-    return float(value)
+    return check_float(argument, value, minimum=0, maximum=1)
 
 
 def _check_temperature(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(
-            "Invalid value for argument `temperature`. Expected a float > 0. "
-            f"Received: temperature={value!r}"
-        )
-    return float(value)
+    return check_positive_float("temperature", value)
 
 
 def _as_logits(outputs, from_logits):

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import keras
 import numpy as np
 
+from tfslim._checks import check_positive_int, check_rate
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
 from tfslim.pruning.channel_graph import _DEPTHWISE, ChannelGraph, group_weights
@@ -143,12 +144,7 @@ class ChannelPruning(keras.callbacks.Callback):
         skip_layers: Iterable[str | type] = (),
     ):
         super().__init__()
-        valid = isinstance(target_fraction, float | int) and not isinstance(target_fraction, bool)
-        if not valid or not 0 <= target_fraction < 1:
-            raise ValueError(
-                "Invalid value for argument `target_fraction`. Expected a float in [0, 1). "
-                f"Received: target_fraction={target_fraction!r}"
-            )
+        target_fraction = check_rate("target_fraction", target_fraction)
         for argument, value, choices in (
             ("criterion", criterion, _CRITERIA),
             ("schedule", schedule, _SCHEDULES),
@@ -158,11 +154,7 @@ class ChannelPruning(keras.callbacks.Callback):
                     f"Invalid value for argument `{argument}`. Expected one of {list(choices)}. "
                     f"Received: {argument}={value!r}"
                 )
-        if not isinstance(updates, int) or isinstance(updates, bool) or updates < 1:
-            raise ValueError(
-                f"Invalid value for argument `updates`. Expected an int >= 1. "
-                f"Received: updates={updates!r}"
-            )
+        updates = check_positive_int("updates", updates)
         self.target_fraction = float(target_fraction)
         self.criterion = criterion
         self.schedule = schedule
