@@ -22,6 +22,7 @@ _LAZY = {
     # Converter stage.
     "convert": "tfslim.litert.converter",
     "ConversionResult": "tfslim.litert.converter",
+    "equalize_model": "tfslim.litert.equalization",
     "inspect": "tfslim.litert.inspection",
     "export_c": "tfslim.litert.export_c",
     "Target": "tfslim.litert.targets",

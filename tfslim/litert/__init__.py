@@ -1,6 +1,7 @@
 """The converter stage: Keras -> TFLite for a target, inspection, TFLite Micro checks."""
 
 from tfslim.litert.converter import ConversionResult, convert
+from tfslim.litert.equalization import equalize_model
 from tfslim.litert.export_c import export_c
 from tfslim.litert.inspection import inspect
 from tfslim.litert.mcu_latency import COST_MODELS, CostModel
@@ -14,6 +15,7 @@ __all__ = [
     "CostModel",
     "Target",
     "convert",
+    "equalize_model",
     "export_c",
     "get_target",
     "inspect",

@@ -586,9 +586,13 @@ def prepare_for_conversion(
             "Keras 3 model or .keras file, not a SavedModel directory or tf_keras model. "
             f"Received: {name}=True"
         )
+    if isinstance(samples[0], list):  # Several inputs: one array per input.
+        data = [np.concatenate(arrays) for arrays in zip(*samples, strict=True)]
+    else:
+        data = np.concatenate(samples)
     return equalize_model(
         model,
-        [s for s in samples if not isinstance(s, list)] or samples,
+        data,
         bias_correction=bias_correction,
         cross_layer=equalize,
         calibration_steps=len(samples),
