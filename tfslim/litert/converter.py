@@ -101,6 +101,10 @@ def convert(
     compress: bool = False,
     equalize: bool = False,
     bias_correction: bool = False,
+    keep_float: "list[str] | None" = None,
+    int16: "list[str] | None" = None,
+    max_accuracy_drop: float | None = None,
+    validation_data: tuple | None = None,
 ) -> ConversionResult:
     """Converts a Keras model to a TFLite flatbuffer suited to a target.
 
@@ -151,6 +155,25 @@ def convert(
         bias_correction: bool. Calibrated conversion of a float Keras model only: shift each
             layer's bias by the mean output error its int8 weights cause on the calibration
             data (batch norms folded first). Defaults to `False`.
+        keep_float: list of str or None. Layers (Keras names, or regex patterns matched
+            against whole names) whose ops stay float in an otherwise int8 model; `mobile`
+            only, since TFLite Micro needs a fully integer graph. The model is converted to
+            float, calibrated once and quantized op by op with ai-edge-quantizer
+            (`tfslim.litert.mixed_precision`); its I/O takes the integer type of the first
+            and last ops. `result.mixed_precision` lists the islands. Defaults to `None`.
+        int16: list of str or None. Layers (names or patterns) with int16 activations and
+            int8 weights. On boards every op of such a layer needs a TFLite Micro int16x8
+            kernel (`tfslim.litert.MICRO_INT16_OPS`), else it is refused by layer and op.
+            Defaults to `None`.
+        max_accuracy_drop: float or None. Accuracy-aware mode: keep the fewest, most
+            sensitive layers at higher precision (float for `mobile`, int16 on boards)
+            until the accuracy on `validation_data` is at most this far below the float
+            model's. `result.mixed_precision` records the layers kept and why, the accuracy
+            reached and the size cost vs all-int8; an unmet target warns
+            (`TfslimWarning`) and returns the best model found. Defaults to `None`.
+        validation_data: tuple or None. `(x, y)` labelled samples for
+            `max_accuracy_drop` (also the calibration data when `calibration_data` is
+            None). Defaults to `None`.
 
     Returns:
         A `ConversionResult`.
@@ -181,6 +204,26 @@ def convert(
         )
     keras_model, saved_model_dir = _load(model)
     qat = keras_model is not None and _is_qat_model(keras_model)
+    if keep_float is not None or int16 is not None or max_accuracy_drop is not None:
+        from tfslim.litert import mixed_precision
+
+        return mixed_precision.convert_mixed(
+            keras_model if keras_model is not None else saved_model_dir,
+            target=target,
+            quantization=quantization,
+            calibration_data=calibration_data,
+            calibration_steps=calibration_steps,
+            input_shape=input_shape,
+            keep_float=keep_float,
+            int16=int16,
+            max_accuracy_drop=max_accuracy_drop,
+            validation_data=validation_data,
+            output_path=output_path,
+            overwrite=overwrite,
+            compress=compress,
+            qat=qat,
+            equalize=equalize or bias_correction,
+        )
     # A QAT model carries learned int8 ranges: full integer is what it was trained for.
     quantization = check_quantization(quantization or ("int8" if qat else target.quantization))
     if io_dtype is not None and io_dtype != "float32" and quantization not in ("int8", "int16x8"):
