@@ -9,6 +9,10 @@ and the temporaries left (`tfslim-export-*`, `tfslim-run-*` in TMPDIR, hidden `.
 beside the output). A trial is "ok" when it exits 130 with one stderr line, no traceback
 and nothing left, or when the command had already finished (exit 0) before the signal.
 
+First a table of whole-command wall times, the console script (`python -m tfslim.cli`: a
+supervisor and its worker) beside `main()` in one process, interleaved, for a command that
+imports no TensorFlow, one reading a model and an argument mistake.
+
 `--checkout` names the tfslim source tree whose `python -m tfslim.cli` is tested (default:
 this one); give an older tree (`git archive COMMIT tfslim | tar -x -C DIR`) to measure its
 behaviour side by side. The model is a small digits CNN (untrained: conversion is what is
@@ -19,6 +23,7 @@ fidelity check).
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,9 +46,14 @@ x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
 np.save({str(folder / "calib.npy")!r}, x)
 tfslim.convert(model, target="mcu", calibration_data=x, output_path={str(folder / "m.tflite")!r})
 """
-    subprocess.run(
-        [sys.executable, "-c", script], check=True, cwd=checkout, env=_env(checkout, folder)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=checkout,
+        env=_env(checkout, folder),
+        capture_output=True,
     )
+    if proc.returncode:
+        sys.exit(proc.stderr.decode(errors="replace")[-3000:])
 
 
 def _env(checkout: Path, tmpdir: Path) -> dict:
@@ -126,10 +136,44 @@ def _verdict(t: dict) -> str:
     return "left files" if t["left"] else "ok"
 
 
+_IN_PROCESS = "import sys; from tfslim.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
+    """Wall time of a whole command, as the console script runs it and as `main` in one
+    process, interleaved; prints the medians."""
+    commands = {
+        "targets": ["targets"],
+        "inspect --no-micro": ["inspect", str(folder / "m.tflite"), "--no-micro"],
+        "convert (refused: exists)": ["convert", str(folder / "m.keras"), "-o", str(folder)],
+    }
+    ways = {"console script": ["-m", "tfslim.cli"], "main() in process": ["-c", _IN_PROCESS]}
+    print(f"{'command':<26} {'main() in process':>18} {'console script':>15} {'difference':>11}")
+    for name, argv in commands.items():
+        times: dict[str, list[float]] = {way: [] for way in ways}
+        for _ in range(rounds):
+            for way, prefix in ways.items():
+                start = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, *prefix, *argv],
+                    cwd=checkout,
+                    env=_env(checkout, folder),
+                    capture_output=True,
+                )
+                times[way].append(time.perf_counter() - start)
+        inproc, console = (statistics.median(times[w]) for w in ways)
+        print(
+            f"{name:<26} {inproc:>17.3f}s {console:>14.3f}s {console - inproc:>+10.3f}s"
+            f"  (medians of {rounds})"
+        )
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--command", choices=["convert", "inspect"], default="convert")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the overhead table")
     parser.add_argument(
         "--checkout", default=str(_ROOT), help="tfslim source tree to test (default: this one)"
     )
@@ -139,6 +183,7 @@ def main() -> None:
         folder = Path(folder)
         _make_inputs(folder, checkout)
         out = folder / "out.tflite"
+        _overhead(checkout, folder, args.rounds)
         argv = _argv(args.command, folder, out)
         full = _trial(checkout, argv, folder, out, None)
         if full["code"] != 0:
