@@ -29,6 +29,8 @@ _LAZY = {
     "get_target": "tfslim.litert.targets",
     "list_targets": "tfslim.litert.targets",
     "CostModel": "tfslim.litert.mcu_latency",
+    "sensitivity": "tfslim.litert.sensitivity",
+    "SensitivityResult": "tfslim.litert.sensitivity",
     # Benchmark.
     "benchmark": "tfslim.benchmarking.benchmark",
     "evaluate": "tfslim.benchmarking.benchmark",
