@@ -302,7 +302,9 @@ def convert_mixed(
     """The mixed-precision path of `tfslim.convert` (see its `keep_float`, `int16` and
     `max_accuracy_drop` arguments); returns a ConversionResult whose `mixed_precision`
     dict says which layers stayed at higher precision and why."""
-    from tfslim.litert import converter, sensitivity
+    # `tfslim.litert.sensitivity` is also the function the package exports: import names.
+    from tfslim.litert.converter import ConversionResult
+    from tfslim.litert.sensitivity import accuracy_aware, check_drop, check_validation, make_plan
 
     if qat:
         raise ValueError(
@@ -330,7 +332,7 @@ def convert_mixed(
             f"precision with `int16=` instead). Received: keep_float={keep_float!r}"
         )
     if max_accuracy_drop is not None:
-        sensitivity.check_drop(max_accuracy_drop)
+        check_drop(max_accuracy_drop)
         if validation_data is None:
             raise ValueError(
                 "Accuracy-aware conversion (max_accuracy_drop="
@@ -344,14 +346,14 @@ def convert_mixed(
             f"validation_data of type {type(validation_data).__name__}"
         )
     if calibration_data is None and validation_data is not None:
-        calibration_data = sensitivity.check_validation(validation_data)[0]
+        calibration_data = check_validation(validation_data)[0]
     if calibration_data is None:
         raise ValueError(
             "Mixed precision (keep_float/int16) calibrates a float model; expected "
             "`calibration_data` (or `validation_data`). Received: calibration_data=None"
         )
     keras_model = None if isinstance(model, str) else model
-    plan = sensitivity.make_plan(
+    plan = make_plan(
         keras_model if keras_model is not None else model,
         calibration_data,
         calibration_steps=calibration_steps,
@@ -369,7 +371,7 @@ def convert_mixed(
         check_micro_int16(int16s, plan, target)
     info = {"keep_float": floats, "int16": int16s, "kept": [], "max_accuracy_drop": None}
     if max_accuracy_drop is not None:
-        search = sensitivity.accuracy_aware(
+        search = accuracy_aware(
             plan,
             validation_data,
             target=target,
@@ -390,7 +392,7 @@ def convert_mixed(
         evaluate(model_bytes, np.asarray(plan.samples[0], np.float32))
     facts = flatbuffer.analyze(model_bytes)
     io_dtype = facts["inputs"][0]["dtype"].lower()
-    result = converter.ConversionResult(
+    result = ConversionResult(
         model_bytes, target=target, quantization="int8", io_dtype=io_dtype, sparse=False
     )
     result.xnnpack_sparse = False
