@@ -3,7 +3,8 @@
 Stages, low to high: the tfslim-wide helpers (`tfslim/_*.py`, `errors`, `datasets`,
 `architectures`), the techniques (`quantization`, `pruning`, `clustering`, `distillation`)
 beside the converter stage (`litert`), then `benchmarking` (measure, report), then `tuning`,
-then the entry points (`callbacks`, `demo`, `cli`, `tfslim/__init__.py`).
+then `strategies` (shrink, grow-improve-shrink), then the entry points (`callbacks`, `demo`,
+`cli`, `tfslim/__init__.py`).
 """
 
 import ast
@@ -26,6 +27,7 @@ _ALLOWED = {
     "distillation": {"quantization", "pruning"},
     "benchmarking": {"litert"},
     "tuning": {"litert", "benchmarking", *_TECHNIQUES},
+    "strategies": {"litert", "benchmarking", "tuning", *_TECHNIQUES},
 }
 
 

@@ -37,6 +37,8 @@ _LAZY = {
     "predict": "tfslim.benchmarking.benchmark",
     "Footprint": "tfslim.benchmarking.footprint",
     "measure": "tfslim.benchmarking.measure",
+    "quantization_report": "tfslim.benchmarking.quantization_report",
+    "QuantizationReport": "tfslim.benchmarking.quantization_report",
     # Quantization-aware training.
     "quantize_model": "tfslim.quantization",
     "is_quantized_model": "tfslim.quantization",
@@ -65,6 +67,9 @@ _LAZY = {
     "FootprintTuner": "tfslim.tuning",
     "Budget": "tfslim.tuning",
     "pareto_front": "tfslim.tuning",
+    # Strategies.
+    "shrink": "tfslim.strategies",
+    "StrategyResult": "tfslim.strategies",
 }
 # Sub-packages reachable as attributes (`tfslim.callbacks.Pruning`).
 _SUBMODULES = (
@@ -76,6 +81,7 @@ _SUBMODULES = (
     "litert",
     "pruning",
     "quantization",
+    "strategies",
     "tuning",
 )
 
