@@ -68,21 +68,25 @@ def _signal_name(number: int) -> str:
 def crash_stage(dump: str) -> "str | None":
     """The stage that crashed, from a `faulthandler` dump; None when no frame names one.
 
-    Only the crashing thread's frames count (the block under "Current thread"), innermost
-    first.
+    The crashing thread's frames count first (the block under "Current thread"), innermost
+    first; a native thread has none, and then the other threads' frames (the main thread
+    waiting in the converter, say) name the stage.
     """
-    current = False
+    current: list[str] = []
+    others: list[str] = []
+    frames = others
     for line in dump.splitlines():
         line = line.strip()
         if line.startswith("Current thread"):
-            current = True
-        elif line.startswith("Thread ") or not line:
-            current = False
-        elif current and line.startswith('File "'):
-            path = line[6:].split('"', 1)[0].replace("\\", "/")
-            for fragment, stage in _STAGES:
-                if fragment in path:
-                    return stage
+            frames = current
+        elif line.startswith("Thread "):
+            frames = others
+        elif line.startswith('File "'):
+            frames.append(line[6:].split('"', 1)[0].replace("\\", "/"))
+    for path in [*current, *others]:
+        for fragment, stage in _STAGES:
+            if fragment in path:
+                return stage
     return None
 
 
@@ -122,7 +126,13 @@ class _State:
 def supervise(argv: list[str]) -> int:
     """Runs the command `argv` in a worker process; returns its exit code (see module)."""
     state = _State()
-    previous = {n: signal.signal(n, state.on_signal) for n in _FORWARDED}
+    # A signal the shell started the command ignoring (a background job's SIGINT, nohup's
+    # SIGHUP) stays ignored, here and in the worker.
+    previous = {
+        n: signal.signal(n, state.on_signal)
+        for n in _FORWARDED
+        if signal.getsignal(n) is not signal.SIG_IGN
+    }
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, state.on_alarm)
     try:
         return _run(argv, state)
@@ -165,7 +175,7 @@ def _run(argv: list[str], state: _State) -> int:
         code = state.proc.wait()
         # Grandchildren may hold the pipe open; what the worker wrote is read by now.
         relay.join(timeout=0.5 if code >= 0 else 0.1)
-        if code != 0 or state.signals:
+        if code < 0 or state.signals:  # Else the worker unwound and removed its own.
             _cleanup.remove_recorded(record, state.proc.pid)
             _cleanup.remove_exports_of(state.proc.pid)
         if state.signals:
@@ -240,7 +250,8 @@ def worker_setup() -> bool:
         raise KeyboardInterrupt
 
     for number in _FORWARDED:
-        signal.signal(number, interrupted)
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, interrupted)
     crash = os.environ.pop(TEST_CRASH_ENV, None)
     if crash:
         os.kill(os.getpid(), getattr(signal, crash))
