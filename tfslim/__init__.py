@@ -69,6 +69,7 @@ _LAZY = {
     "pareto_front": "tfslim.tuning",
     # Strategies.
     "shrink": "tfslim.strategies",
+    "grow_improve_shrink": "tfslim.strategies",
     "StrategyResult": "tfslim.strategies",
 }
 # Sub-packages reachable as attributes (`tfslim.callbacks.Pruning`).

@@ -356,6 +356,96 @@ def _cmd_tune(args) -> None:
     print(f"wrote {files['markdown']}, {files['json']} and {files['png']}")
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+def _parse_size(flag: str, text: str | None) -> int | None:
+    """`256KiB` -> 262144: a byte count with an optional B, KB, KiB, MB or MiB suffix."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match and match.group(2).lower()
+    if not match or unit not in _SIZE_UNITS or float(match.group(1)) * _SIZE_UNITS[unit] < 1:
+        raise ValueError(
+            f"{flag}: expected a size in bytes >= 1, such as 65536, 64KiB or 1MB, got {text!r}"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def _cmd_optimize(args) -> None:
+    from tfslim.litert.targets import get_target
+
+    target = get_target(args.target)  # Fail fast, before TensorFlow loads.
+    max_flash = _parse_size("--max-flash", args.max_flash)
+    max_ram = _parse_size("--max-ram", args.max_ram)
+    _check_number(
+        "--max-latency-ms", args.max_latency_ms, integer=False, minimum=0, inclusive=False
+    )
+    for flag, value in (("--epochs", args.epochs), ("--max-candidates", args.max_candidates)):
+        _check_number(flag, value, integer=True, minimum=1, inclusive=True)
+    if not os.path.isfile(args.model) or not args.model.endswith(".keras"):
+        raise FileNotFoundError(f"model: expected a .keras file, got {args.model}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise NotADirectoryError(f"--out: {args.out} is a file; expected a directory")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out: the parent directory of {args.out} does not exist")
+    train, validation = (
+        _load_npz(path, flag)
+        for path, flag in ((args.data, "--data"), (args.validation, "--validation"))
+    )
+    for (_, y), flag, path in (
+        (train, "--data", args.data),
+        (validation, "--validation", args.validation),
+    ):
+        if y is None:
+            raise ValueError(f"{flag}: {path} needs arrays 'x' and 'y' (integer labels)")
+    import keras
+
+    import tfslim
+    from tfslim.benchmarking.report import format_table
+    from tfslim.strategies.report import candidate_columns
+
+    limits = {"max_flash_bytes": max_flash, "max_arena_bytes": max_ram}
+    latency = "max_mcu_latency_estimate_ms" if target.is_micro else "max_latency_ms"
+    limits[latency] = args.max_latency_ms
+    budget = tfslim.Budget.from_target(target, **{k: v for k, v in limits.items() if v})
+    model = keras.saving.load_model(args.model)
+    progress = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    strategy = tfslim.shrink if args.strategy == "shrink" else tfslim.grow_improve_shrink
+    result = strategy(
+        model,
+        train,
+        validation,
+        target=target,
+        budget=budget,
+        epochs=args.epochs,
+        max_candidates=args.max_candidates,
+        directory=args.out,
+        overwrite=args.overwrite,
+        log=progress,
+    )
+    if args.json:
+        _print_json(result.to_dict() | {"files": dict(result.files)})
+        return
+    for axis, front in result.front.items():
+        print(f"\nPareto front, quality vs {axis}:")
+        rows = [r for r in result.records() if r["name"] in {c.name for c in front}]
+        print(format_table(rows, candidate_columns(result, markdown=False), markdown=False))
+    best = result.best
+    if best is None:
+        closest = result.closest
+        print(
+            f"\nno candidate fits the budget; closest: {closest.name} "
+            f"({'; '.join(closest.violations)})"
+        )
+    else:
+        print(
+            f"\nbest within budget: {best.name} (quality {best.quality:.4f}, "
+            f"{best.footprint.flash_bytes:,} B flash), written to {result.files['best.tflite']}"
+        )
+    print(f"wrote {result.files['markdown']}, {result.files['json']} and {result.files['png']}")
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a usage mistake in one line (`tfslim bench: error: ...`), like other errors."""
 
@@ -479,6 +569,26 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace earlier output in a non-empty --out"
     )
 
+    s = add("optimize", _cmd_optimize, "shrink a trained model under a budget: candidates, front")
+    s.add_argument("model", help="trained .keras classifier")
+    s.add_argument("--data", required=True, help=".npz with arrays 'x', 'y' to fine-tune on")
+    s.add_argument("--validation", required=True, help=".npz with 'x', 'y' to measure on")
+    s.add_argument("--target", default="mcu", help="mobile, mcu or a board (tfslim targets)")
+    s.add_argument("--max-flash", help="flash budget, e.g. 256KiB (default: the target's)")
+    s.add_argument(
+        "--max-ram", help="TFLite Micro arena budget, e.g. 64KiB (default: the target's)"
+    )
+    s.add_argument(
+        "--max-latency-ms",
+        type=float,
+        help="latency cap: the MCU estimate for a board, host LiteRT for mobile (default: none)",
+    )
+    s.add_argument("--strategy", choices=["shrink", "grow"], default="shrink", help="recipe")
+    s.add_argument("--epochs", type=int, default=3, help="training epochs per candidate")
+    s.add_argument("--max-candidates", type=int, help="stop after this many (default: all)")
+    s.add_argument("--out", default="tfslim_optimize", help="output directory (resumable)")
+    s.add_argument("--overwrite", action="store_true", help="recompute an earlier run in --out")
+
     s = add("demo", _cmd_demo, "train, shrink, convert and measure a digits CNN end to end")
     s.add_argument("--out", default="tflite_models", help="output directory")
     s.add_argument(
@@ -508,6 +618,8 @@ _FLAG_SPELLING = {
     "threads": "--threads",
     "runs": "--runs",
     "variable_name": "--name",
+    "directory": "--out",
+    "max_candidates": "--max-candidates",
 }
 
 

@@ -33,6 +33,8 @@ class CandidateSpec:
         m_by_n: tuple of two ints or None. m:n sparsity (m zeros of every n).
         qat: bool. Quantization-aware training (else post-training int8).
         train: bool. False: the model as given, only converted (the baseline).
+        growth: float >= 1. Width multiplier of a grown model (`grow_improve_shrink`);
+            `width` then is the fraction of the grown model's channels kept.
     """
 
     name: str
@@ -41,11 +43,14 @@ class CandidateSpec:
     m_by_n: tuple | None = None
     qat: bool = True
     train: bool = True
+    growth: float = 1.0
 
     def description(self) -> str:
         if not self.train:
             return "the model as given, post-training int8"
-        parts = []
+        if self.growth > 1 and self.width == 1:
+            return f"grown to {self.growth:g}x width, trained from scratch, post-training int8"
+        parts = [f"grown to {self.growth:g}x width and trained"] if self.growth > 1 else []
         if self.width < 1:
             parts.append(f"channels pruned to {self.width:.0%} width")
         if self.sparsity:
@@ -138,6 +143,16 @@ def train_candidate(spec, model, teacher, x, y, *, epochs, batch_size, learning_
         pruning=pruning,
         optimizer=keras.optimizers.Adam(learning_rate),
     )
+
+
+def classification_loss(model, x):
+    """Sparse cross-entropy reading `model`'s outputs as probabilities or as logits."""
+    import keras
+    import numpy as np
+
+    outputs = np.asarray(model.predict(x[:32], verbose=0))
+    probabilities = bool(np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
 
 
 def narrow(model, teacher, x, fraction, batch_size, learning_rate):

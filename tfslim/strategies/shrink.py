@@ -8,6 +8,7 @@ the target and measure it with the real interpreters. Each finished candidate is
 killed half-way resumes where it stopped without recomputing what was finished.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -246,6 +247,13 @@ class Run:
         self.write_manifest()
         self.log(self.line(candidate, resumed))
         return candidate
+
+    def rejudge(self, budget: Budget) -> None:
+        """Holds every candidate (made and to come) to `budget` instead."""
+        self.budget = budget
+        self.candidates = [
+            dataclasses.replace(c, violations=self.violations(c.footprint)) for c in self.candidates
+        ]
 
     def violations(self, footprint: Footprint) -> list[str]:
         # The target's own verdict also catches ops TFLite Micro cannot run.

@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfslim.cli import _parse_size, main
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def files(tmp_path, small_cnn, digits):
+    x_train, y_train, x_test, y_test = digits
+    model = tmp_path / "model.keras"
+    small_cnn.save(model)
+    np.savez(tmp_path / "train.npz", x=x_train[:300], y=y_train[:300])
+    np.savez(tmp_path / "val.npz", x=x_test[:150], y=y_test[:150])
+    return model, tmp_path / "train.npz", tmp_path / "val.npz"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("65536", 65536), ("64KiB", 65536), ("256 KiB", 262144), ("1MB", 10**6), ("2.5kb", 2500)],
+)
+def test_sizes_parse_with_units(text, expected):
+    assert _parse_size("--max-flash", text) == expected
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-flash", "12parsecs"], "--max-flash: expected a size in bytes >= 1"),
+        (["--max-ram", "0KiB"], "--max-ram: expected a size in bytes >= 1, such as"),
+        (["--max-latency-ms", "-1"], "--max-latency-ms: expected a number > 0, got -1.0"),
+        (["--epochs", "0"], "--epochs: expected an int >= 1, got 0"),
+        (["--target", "toaster"], "toaster"),
+    ],
+)
+def test_bad_flags_fail_in_one_line(capsys, tmp_path, argv, message):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not checked this early")
+    base = ["optimize", str(model), "--data", "a.npz", "--validation", "b.npz"]
+    code, out, err = _run(capsys, *base, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("tfslim optimize: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_missing_files_and_bad_data_are_named(capsys, tmp_path):
+    code, _, err = _run(capsys, "optimize", "nope.keras", "--data", "a", "--validation", "b")
+    assert code == 2 and "model: expected a .keras file, got nope.keras" in err
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"x")
+    np.savez(tmp_path / "x_only.npz", x=np.zeros((4, 8, 8, 1)))
+    argv = ["optimize", str(model), "--data", str(tmp_path / "x_only.npz")]
+    code, _, err = _run(capsys, *argv, "--validation", str(tmp_path / "x_only.npz"))
+    assert code == 2 and "--data:" in err and "needs arrays 'x' and 'y'" in err
+    code, _, err = _run(capsys, *argv, "--validation", str(tmp_path / "missing.npz"))
+    assert code == 2 and "--validation: no such file" in err
+
+
+def test_flag_mistakes_load_no_tensorflow(tmp_path):
+    code = (
+        "import sys; from tfslim.cli import main; "
+        "rc = main(['optimize', 'm.keras', '--data', 'a', '--validation', 'b', "
+        "'--max-flash', 'lots']); print(rc, 'tensorflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=_ROOT)
+    assert done.stdout.split() == ["2", "False"]
+    assert "--max-flash: expected a size" in done.stderr
+
+
+@pytest.mark.slow
+def test_optimize_prints_candidates_and_front_and_resumes_as_json(capsys, tmp_path, files):
+    model, train, val = files
+    out = tmp_path / "run"
+    argv = [
+        "optimize",
+        str(model),
+        "--data",
+        str(train),
+        "--validation",
+        str(val),
+        "--target",
+        "nano33ble",
+        "--max-flash",
+        "256KiB",
+        "--max-ram",
+        "64KiB",
+        "--max-candidates",
+        "1",
+        "--out",
+        str(out),
+    ]
+    code, stdout, err = _run(capsys, *argv)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].startswith("original ") and "fits" in lines[0]
+    assert "Pareto front, quality vs flash_bytes:" in lines
+    assert any(line.startswith("best within budget: original (quality") for line in lines)
+    for name in ("report.md", "report.json", "front.png", "best.tflite", "original.keras"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "best.tflite").read_bytes() == (out / "original.tflite").read_bytes()
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["budget"]["max_flash_bytes"] == 256 * 1024
+    assert saved["budget"]["max_arena_bytes"] == 64 * 1024
+    # A rerun resumes from the manifest; --json keeps stdout machine-readable.
+    code, stdout, err = _run(capsys, *argv, "--json")
+    assert code == 0 and "(resumed)" in err
+    report = json.loads(stdout)
+    assert report["best"] == "original" and report["front"]["flash_bytes"] == ["original"]
+    assert report["files"]["png"].endswith("front.png")
