@@ -224,3 +224,10 @@ def test_quantization_aware_models_are_refused(data):
         tfslim.equalize_model(qat)
     with pytest.raises(ValueError, match=r"`bias_correction`.*Expected False for a QAT model"):
         tfslim.convert(qat, calibration_data=data, bias_correction=True)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(equalization, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 4 and result.failed == 0
