@@ -184,24 +184,28 @@ def _worker(proc) -> "int | None":
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker in /proc")
 def test_ctrl_c_while_inspect_starts_is_exit_130_and_one_line(tmp_path):
-    """SIGINT to the command or its whole process group while the worker starts Python and
-    imports its runtimes."""
+    """SIGINT to the command, its whole process group (a terminal's Ctrl-C) or the worker
+    alone, while the worker starts Python and imports its runtimes."""
     model = _ROOT / "tflite_models" / "digits_student_mcu.tflite"
+    moments = [(0.0, "command"), (0.3, "group"), (0.6, "worker"), (1.0, "command"), (2.0, "group")]
     runs = []
-    for i, (delay, group) in enumerate([(0.0, False), (0.3, True), (1.0, False), (2.0, True)]):
+    for i, (delay, to) in enumerate(moments):
         folder = tmp_path / str(i)
         folder.mkdir()
         proc = _command(folder, "inspect", str(model), "--target", "nano33ble")
-        runs.append((proc, delay, group, folder))
+        runs.append((proc, delay, to, folder))
     for proc, *_ in runs:
         assert _when(lambda p=proc: _worker(p), proc), "the worker never started"
     start = time.monotonic()
-    for proc, delay, group, _ in runs:
+    for proc, delay, to, _ in runs:
         time.sleep(max(0.0, start + delay - time.monotonic()))
-        (os.killpg if group else os.kill)(proc.pid, signal.SIGINT)
-    for proc, delay, _, folder in runs:
+        if to == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid if to == "command" else _worker(proc), signal.SIGINT)
+    for proc, delay, to, folder in runs:
         code, lines, _ = _finish(proc)
-        assert code == 130 and lines == ["tfslim inspect: interrupted"], (delay, lines)
+        assert code == 130 and lines == ["tfslim inspect: interrupted"], (delay, to, lines)
         assert _tfslim_temporaries(folder) == []
 
 

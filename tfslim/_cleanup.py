@@ -144,7 +144,7 @@ def track(path: "str | os.PathLike") -> None:
     """Records a temporary just made (see `record_to`); a no-op unless recording."""
     if _RECORD_FD is not None:
         with contextlib.suppress(OSError):
-            os.write(_RECORD_FD, os.fsencode(os.path.abspath(path)) + b"\n")
+            os.write(_RECORD_FD, b"tmp " + os.fsencode(os.path.abspath(path)) + b"\n")
 
 
 def remove_recorded(record, pid: int) -> list[str]:
@@ -157,7 +157,9 @@ def remove_recorded(record, pid: int) -> list[str]:
     record.seek(0)
     removed = []
     for line in record.read().splitlines():
-        path = Path(os.fsdecode(line))
+        if not line.startswith(b"tmp "):  # The supervisor's other notes.
+            continue
+        path = Path(os.fsdecode(line[4:]))
         name = path.name
         ours = name.startswith(f"{EXPORT_PREFIX}{pid}-") or (
             name.startswith(".") and f".{pid}." in name and ".tmp" in name

@@ -180,6 +180,9 @@ def _run(argv: list[str], state: _State) -> int:
             _cleanup.remove_exports_of(state.proc.pid)
         if state.signals:
             return _report_signal(command, state.signals[0])
+        number = _recorded_signal(record)  # The worker signalled, but not this process.
+        if number is not None:
+            return _report_signal(command, number)
         if code < 0:
             fault.seek(0)
             dump = fault.read().decode(errors="replace")
@@ -215,6 +218,27 @@ def _relay(pipe, state: _State) -> None:
                 pass
 
 
+def _silence_stderr() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    fds = {2}
+    for stream in (sys.stderr, sys.__stderr__):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fds.add(stream.fileno())
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _recorded_signal(record) -> "int | None":
+    """The signal the worker's handler noted in `record`, if one reached it."""
+    record.seek(0)
+    for line in record.read().splitlines():
+        if line.startswith(b"signal "):
+            return int(line.split()[1])
+    return None
+
+
 def _report_signal(command: str, number: int) -> int:
     how = "interrupted" if number == signal.SIGINT else f"stopped by {_signal_name(number)}"
     _print(f"{command}: {how}")
@@ -247,6 +271,12 @@ def worker_setup() -> bool:
         # as the supervisor's copy of a terminal's Ctrl-C, must not break that cleanup.
         for n in _FORWARDED:
             signal.signal(n, signal.SIG_IGN)
+        # The supervisor prints the one line, whichever process the signal reached first:
+        # from now on nothing the worker writes to stderr (a traceback from an interrupted
+        # import, a library's message) reaches the terminal.
+        with contextlib.suppress(OSError):
+            os.write(record_fd, f"signal {number}\n".encode())
+        _silence_stderr()
         raise KeyboardInterrupt
 
     for number in _FORWARDED:
