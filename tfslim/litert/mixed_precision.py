@@ -135,7 +135,9 @@ class MixedPrecisionPlan:
         data = {signature: [{key: np.asarray(s, np.float32)} for s in samples]}
         try:
             # Its progress bar writes to stderr; a library call stays quiet.
-            with contextlib.redirect_stderr(io.StringIO()):
+            # Its calibrator asks LiteRT to keep every tensor, which LiteRT warns about.
+            with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
                 self._qsvs = q.calibrate(data)
         except Exception as e:
             raise _aeq_error("calibrate", e) from None
@@ -175,7 +177,8 @@ class MixedPrecisionPlan:
                 )
         try:
             q = quantizer.Quantizer(bytearray(self.float_model), recipe)
-            with contextlib.redirect_stderr(io.StringIO()):
+            with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
                 result = q.quantize(self._qsvs, enable_progress_report=False)
         except Exception as e:
             raise _aeq_error("quantize", e) from None
