@@ -148,7 +148,10 @@ def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
         "convert (refused: exists)": ["convert", str(folder / "m.keras"), "-o", str(folder)],
     }
     ways = {"console script": ["-m", "tfslim.cli"], "main() in process": ["-c", _IN_PROCESS]}
-    print(f"{'command':<26} {'main() in process':>18} {'console script':>15} {'difference':>11}")
+    print(
+        f"{'command':<26} {'main() in process':>18} {'console script':>15} {'difference':>11}"
+        f"   (seconds: median / fastest of {rounds})"
+    )
     for name, argv in commands.items():
         times: dict[str, list[float]] = {way: [] for way in ways}
         for _ in range(rounds):
@@ -162,9 +165,11 @@ def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
                 )
                 times[way].append(time.perf_counter() - start)
         inproc, console = (statistics.median(times[w]) for w in ways)
+        fast_inproc, fast_console = (min(times[w]) for w in ways)
         print(
-            f"{name:<26} {inproc:>17.3f}s {console:>14.3f}s {console - inproc:>+10.3f}s"
-            f"  (medians of {rounds})"
+            f"{name:<26} {inproc:>7.3f} / {fast_inproc:>6.3f} "
+            f"{console:>6.3f} / {fast_console:>6.3f} "
+            f"{console - inproc:>+6.3f} / {fast_console - fast_inproc:>+6.3f}"
         )
     print()
 
@@ -173,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--command", choices=["convert", "inspect"], default="convert")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of the overhead table")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of the overhead table")
     parser.add_argument(
         "--checkout", default=str(_ROOT), help="tfslim source tree to test (default: this one)"
     )
@@ -200,6 +205,9 @@ def main() -> None:
                 f"{i + 1:>5} {t['delay']:>8.2f}s {t['code']:>5} {len(t['lines']):>12}  "
                 f"{_verdict(t):<8} {last}" + (f"  left: {t['left']}" if t["left"] else "")
             )
+            if _verdict(t) != "ok":
+                for line in t["lines"][-12:]:
+                    print(f"{'':>16}| {line[:150]}")
     counts: dict[str, int] = {}
     for t in trials:
         counts[_verdict(t)] = counts.get(_verdict(t), 0) + 1
