@@ -308,3 +308,16 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkey
     monkeypatch.setattr(_io.os, "access", lambda p, mode: mode != _io.os.W_OK)
     with pytest.raises(PermissionError, match=r"argument `output_path`.*is not writable"):
         _io.check_output_path(tmp_path / "m.tflite")
+
+
+def test_main_in_process_turns_ctrl_c_into_exit_130_and_one_line(capsys, monkeypatch):
+    """`main(argv)` runs the command in the caller's process (no worker); Ctrl-C in the
+    command is still one line and 130."""
+    import tfslim.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tfslim.cli, "_cmd_targets", interrupted)
+    code, out, err = _run(capsys, "targets")
+    assert (code, out, err) == (130, "", "tfslim targets: interrupted\n")
