@@ -231,3 +231,14 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(equalization, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_shared_layers_stay_shared(data):
+    inputs = keras.Input((8, 8, 3))
+    shared = layers.Conv2D(3, 1, name="shared")
+    x = layers.ReLU()(shared(inputs))
+    outputs = layers.Conv2D(2, 1)(shared(x))
+    model = keras.Model(inputs, outputs)
+    equalized = tfslim.equalize_model(model, data, bias_correction=True)
+    assert [layer.name for layer in equalized.layers].count("shared") == 1
+    np.testing.assert_allclose(_run(equalized, data), _run(model, data), atol=0.05)

@@ -212,9 +212,11 @@ def _weights(layer):
     return kernel, np.asarray(bias, np.float64)
 
 
-def _set_weights(layer, kernel, bias) -> None:
+def _assign(layer, kernel, bias) -> None:
+    """Writes (kernel, bias) into `layer`; the bias is dropped for a layer without one."""
     layer.kernel.assign(kernel.astype(layer.kernel.dtype))
-    layer.bias.assign(bias.astype(layer.bias.dtype))
+    if getattr(layer, "use_bias", False):
+        layer.bias.assign(bias.astype(layer.bias.dtype))
 
 
 def _fold(layer, bn):
@@ -237,13 +239,16 @@ def _copy(model, *, relu6_to_relu: bool, add_bias: bool):
     facts = _Facts(graph)
     pairs = _batch_norm_pairs(facts)
     skip = {id(bn) for bn in pairs.values()}
-    made = []  # (old layer, new layer)
+    made = {}  # id(old layer) -> (old layer, new layer); a shared layer stays shared.
 
     def new_operation(operation):
         if not isinstance(operation, keras.layers.Layer):
             return operation  # A stateless `keras.ops` operation (`x + 3.0`).
+        if id(operation) in made:
+            return made[id(operation)][1]
         if isinstance(operation, keras.Model):
             new = _copy(operation, relu6_to_relu=relu6_to_relu, add_bias=add_bias)
+            made[id(operation)] = (operation, new)
             return new
         config = operation.get_config()
         if id(operation) in pairs or (add_bias and _weighted(operation)):
@@ -254,15 +259,17 @@ def _copy(model, *, relu6_to_relu: bool, add_bias: bool):
             if config.get("activation") == "relu6":
                 config["activation"] = "relu"
         new = type(operation).from_config(config)
-        made.append((operation, new))
+        made[id(operation)] = (operation, new)
         return new
 
     new_model = _rebuild(graph, new_operation, skip)
-    for old, new in made:
+    for old, new in made.values():
+        if isinstance(old, keras.Model):
+            continue  # Copied by its own `_copy`.
         if id(old) in pairs:
-            _set_weights(new, *_fold(old, pairs[id(old)]))
+            _assign(new, *_fold(old, pairs[id(old)]))
         elif _weighted(old) and new.use_bias and not old.use_bias:
-            _set_weights(new, _weights(old)[0], _weights(old)[1])
+            _assign(new, *_weights(old))
         else:
             new.set_weights(old.get_weights())
     if isinstance(model, keras.Sequential):
@@ -294,7 +301,7 @@ def fold_batch_norm(model: "keras.Model") -> "keras.Model":
 # --- Cross-layer equalization ---------------------------------------------------------------
 
 
-def _homogeneous(layer, relu6_ok: bool = False) -> bool:
+def _homogeneous(layer) -> bool:
     """Whether `layer` between two weighted layers commutes with positive channel scales."""
     kind = _kind(layer)
     if kind in _PASS_THROUGH:
@@ -342,12 +349,6 @@ def _equalize_pair(first, second) -> float:
     _assign(first, k1, b1 / scale)
     _assign(second, k2, b2)
     return float(np.max(np.abs(scale - 1.0)))
-
-
-def _assign(layer, kernel, bias) -> None:
-    layer.kernel.assign(kernel.astype(layer.kernel.dtype))
-    if getattr(layer, "use_bias", False):
-        layer.bias.assign(bias.astype(layer.bias.dtype))
 
 
 def _equalize_graph(model) -> int:
