@@ -320,10 +320,12 @@ def _layer_of(tensor_name: str, known_layers=()) -> str:
     """The Keras layer behind a TFLite tensor name like 'model/conv2d_1/Relu'.
 
     Export uniquifies name scopes ('my_gelu' becomes 'my_gelu_1'), so each path part is
-    matched against the model's layer names, with and without such a suffix.
+    matched against the model's layer names, with and without such a suffix. The last part
+    names the TF op, not a layer: an op 'add_1' inside one layer must not be blamed on a
+    layer that happens to be called 'add_1'.
     """
     parts = [p for p in tensor_name.split(";")[0].split("/") if p]
-    for part in reversed(parts):
+    for part in reversed(parts[:-1] if len(parts) > 1 else parts):
         for candidate in (part, re.sub(r"_\d+$", "", part)):
             if candidate in known_layers:
                 return candidate
