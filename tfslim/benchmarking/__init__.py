@@ -3,6 +3,11 @@
 from tfslim.benchmarking.benchmark import benchmark, evaluate, predict
 from tfslim.benchmarking.footprint import Footprint
 from tfslim.benchmarking.measure import measure
+from tfslim.benchmarking.quantization_report import (
+    LayerRecord,
+    QuantizationReport,
+    quantization_report,
+)
 from tfslim.benchmarking.report import (
     Column,
     footprint_columns,
@@ -13,11 +18,14 @@ from tfslim.benchmarking.report import (
 __all__ = [
     "Column",
     "Footprint",
+    "LayerRecord",
+    "QuantizationReport",
     "benchmark",
     "evaluate",
     "footprint_columns",
     "format_table",
     "measure",
     "predict",
+    "quantization_report",
     "write_report_files",
 ]

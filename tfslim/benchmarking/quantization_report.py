@@ -1,0 +1,1014 @@
+"""`tfslim.quantization_report`: where int8 hurts, layer by layer, in Keras names.
+
+The float Keras model and its int8 (or int16x8) TFLite model run on the same samples. LiteRT
+keeps every intermediate tensor when its interpreter is built with
+`experimental_preserve_all_tensors=True` and the builtin kernels (XNNPACK would fuse them
+away); each integer tensor is dequantized with its own scale and zero point and compared with
+the output of the Keras layer it belongs to:
+
+- **accumulated**: the int8 graph run end to end against the float model, so the error of a
+  layer includes everything quantization did upstream of it;
+- **alone**: the layer's own share. The layer's Keras computation is run on the int8 graph's
+  own (dequantized) input to it, and the int8 op's output is compared with that: both sides
+  see identical inputs, so the difference is what this layer's int8 kernel (weight rounding,
+  accumulation, output requantization) adds. This is the float-op-on-quantized-inputs
+  comparison TFLite's numeric-verify debugging makes, done with the Keras layer as the float
+  op.
+
+Tensors are matched to Keras layers by the layer names in tensor names (the converter names
+a fused op after every layer it absorbed, `model/conv_1/Relu;model/conv_1/convolution`, with
+TensorFlow's `_N` name-scope suffixes); a tensor belongs to the latest of the layers it
+names. A model output with no name is the Keras output at its position. A layer whose name
+appears nowhere is matched by shape and graph order to an unnamed tensor between its
+neighbours' tensors, and said so. A batch normalization after a linear convolution or Dense
+layer is folded into it by the converter: their shared tensor is reported under the batch
+normalization, with the convolution listed as fused. Every layer without a tensor of its own
+(fused, folded, identity at inference) is listed in `report.unmatched` with the reason.
+
+Walking a functional graph's operation nodes needs `keras.src` internals (a layer's inbound
+nodes); they are kept in `_producers` so a Keras upgrade breaks one function.
+"""
+
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tfslim import _io, _model_facts
+from tfslim._checks import check_bool, check_int, invalid_type, invalid_value
+from tfslim.benchmarking.report import Column, format_table
+from tfslim.errors import InvalidModelError, TfslimWarning
+from tfslim.litert import flatbuffer, interpreter, isolation
+from tfslim.litert.targets import Target, get_target
+
+if TYPE_CHECKING:
+    import keras
+
+    from tfslim.litert.converter import ConversionResult
+
+__all__ = ["LayerRecord", "QuantizationReport", "quantization_report", "tensors_task"]
+
+_MODES = ("int8", "int16x8")
+_BATCH = 32
+# Layers that compute nothing at inference: their output is their input's tensor.
+_IDENTITY = frozenset(
+    {
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Identity",
+    }
+)
+# Layers the converter folds a following batch normalization into, when they are linear.
+_FOLDS_BN = frozenset(
+    {
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+        "Conv2DTranspose",
+        "Dense",
+    }
+)
+# Ops that only re-scale a tensor (requantization): never a layer's own computation.
+_REQUANTIZE = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+@dataclasses.dataclass
+class LayerRecord:
+    """The quantization error of one Keras layer's output tensor.
+
+    Attributes:
+        name: str. The Keras layer (or `keras.ops` operation) name.
+        class_name: str. Its class.
+        index: int. Its position in the Keras graph (topological order).
+        tensor: str. The TFLite tensor compared.
+        op: str. The TFLite op producing it.
+        match: str. How the tensor was found: `"name"`, `"model output"`, `"model input"`
+            or `"shape+order"`.
+        fused: list of str. Keras layers whose computation the same TFLite op performs.
+        shape: list of int. The output shape of one sample.
+        scale: float or None. The tensor's quantization step (None for a float tensor).
+        float_range: float. The largest magnitude of the float output.
+        snr_db, channel_snr_db, rel_error, cosine: float. Accumulated error (int8 graph
+            against the float model): signal-to-noise ratio in dB over the whole tensor (inf
+            when exact), the mean of the per-channel SNRs in dB (last axis, each capped at
+            120 dB; a channel with a range far wider than the others leaves the whole-tensor
+            SNR high while the rest of the channels drown in its quantization step),
+            relative L2 error, mean cosine similarity per sample.
+        alone_snr_db, alone_channel_snr_db, alone_rel_error, alone_cosine: float or None.
+            The layer's own error (its Keras computation fed the int8 graph's input to it);
+            None when it could not be isolated.
+    """
+
+    name: str
+    class_name: str
+    index: int
+    tensor: str
+    op: str
+    match: str
+    fused: list
+    shape: list
+    scale: "float | None"
+    float_range: float
+    snr_db: float
+    channel_snr_db: float
+    rel_error: float
+    cosine: float
+    alone_snr_db: "float | None" = None
+    alone_channel_snr_db: "float | None" = None
+    alone_rel_error: "float | None" = None
+    alone_cosine: "float | None" = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class QuantizationReport:
+    """Per-layer quantization error of a converted model, ranked worst first.
+
+    Attributes:
+        layers: list of LayerRecord. Ranked by the error a layer adds alone (lowest SNR
+            first; accumulated SNR where a layer could not be isolated).
+        unmatched: list of dict. Keras layers without a tensor of their own (`name`,
+            `class_name`, `reason`).
+        model: str. The Keras model's name.
+        quantization: str. The converted model's mode.
+        target: str. The target it was converted for.
+        samples: int. Samples compared.
+        seconds: float. Wall time of the report, conversion included.
+        notes: list of str. How the figures were obtained, where it matters.
+    """
+
+    def __init__(
+        self, layers, *, unmatched, model, quantization, target, samples, seconds, notes=()
+    ):
+        self.layers = sorted(layers, key=_rank_key("alone"))
+        self.unmatched = list(unmatched)
+        self.model = model
+        self.quantization = quantization
+        self.target = target
+        self.samples = samples
+        self.seconds = seconds
+        self.notes = list(notes)
+
+    def ranked(self, by: str = "alone") -> list:
+        """The records ranked worst first by `"alone"` or `"accumulated"` SNR."""
+        if by not in ("alone", "accumulated"):
+            raise invalid_value("by", "'alone' or 'accumulated'", by)
+        return sorted(self.layers, key=_rank_key(by))
+
+    def worst(self, by: str = "alone") -> "LayerRecord | None":
+        """The record with the lowest SNR (None for a report without layers)."""
+        ranked = self.ranked(by)
+        return ranked[0] if ranked else None
+
+    def table(self, *, top: "int | None" = None, by: str = "alone", markdown: bool = False) -> str:
+        """The ranking as text, with the unmatched layers listed after it.
+
+        Args:
+            top: int or None. Show only the worst `top` layers. Defaults to `None` (all).
+            by: str. `"alone"` or `"accumulated"`. Defaults to `"alone"`.
+            markdown: bool. A Markdown table instead of aligned text. Defaults to `False`.
+        """
+        if top is not None:
+            top = check_int("top", top)
+        rows = [
+            {"rank": i + 1, **r.to_dict(), "fused": ", ".join(r.fused) or "-"}
+            for i, r in enumerate(self.ranked(by)[:top])
+        ]
+        columns = [
+            Column("#", "rank"),
+            Column("layer", "name", str, "left"),
+            Column("class", "class_name", str, "left"),
+            Column("TFLite op", "op", str, "left"),
+            Column("alone ch-SNR dB", "alone_channel_snr_db", _format_db),
+            Column("alone SNR dB", "alone_snr_db", _format_db),
+            Column("ch-SNR dB", "channel_snr_db", _format_db),
+            Column("SNR dB", "snr_db", _format_db),
+            Column("rel err", "rel_error"),
+            Column("cosine", "cosine"),
+            Column("max |float|", "float_range"),
+            Column("scale", "scale"),
+            Column("match", "match", str, "left"),
+            Column("fused", "fused", str, "left"),
+        ]
+        lines = [
+            f"{self.model}: {self.quantization} for {self.target}, {self.samples} samples, "
+            f"{len(self.layers)} layers compared in {self.seconds:.1f} s "
+            f"(ranked by {'the error each layer adds alone' if by == 'alone' else by + ' SNR'})",
+            format_table(rows, columns, markdown=markdown),
+        ]
+        if self.unmatched:
+            lines.append(f"\nNot compared on their own ({len(self.unmatched)}):")
+            lines += [f"  {u['name']} ({u['class_name']}): {u['reason']}" for u in self.unmatched]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-safe contents: an SNR of inf (an exact tensor) becomes null."""
+        return {
+            "model": self.model,
+            "quantization": self.quantization,
+            "target": self.target,
+            "samples": self.samples,
+            "seconds": self.seconds,
+            "layers": [_json_safe(r.to_dict()) for r in self.layers],
+            "unmatched": self.unmatched,
+            "notes": self.notes,
+        }
+
+    def to_json(self, path: "str | os.PathLike", *, overwrite: bool = False) -> str:
+        """Writes `to_dict()` as JSON, atomically; returns the path written."""
+        overwrite = check_bool("overwrite", overwrite)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        return _io.atomic_write(path, text, overwrite=overwrite)
+
+    @classmethod
+    def from_json(cls, path: "str | os.PathLike") -> "QuantizationReport":
+        """Reads a report written by `to_json`."""
+        with open(path) as f:
+            data = json.load(f)
+        layers = [LayerRecord(**_from_json_safe(r)) for r in data["layers"]]
+        return cls(
+            layers,
+            unmatched=data["unmatched"],
+            model=data["model"],
+            quantization=data["quantization"],
+            target=data["target"],
+            samples=data["samples"],
+            seconds=data["seconds"],
+            notes=data.get("notes", ()),
+        )
+
+    def plot(
+        self, path: "str | os.PathLike", *, top: "int | None" = None, overwrite: bool = False
+    ) -> str:
+        """Writes a PNG bar chart of the SNR per layer, worst first, atomically.
+
+        Args:
+            path: str or path-like. The .png file; its directory must exist.
+            top: int or None. Plot only the worst `top` layers. Defaults to `None` (all).
+            overwrite: bool. Replace an existing file. Defaults to `False`.
+
+        Returns:
+            The path written.
+        """
+        overwrite = check_bool("overwrite", overwrite)
+        if top is not None:
+            top = check_int("top", top)
+        _io.check_output_path(path, overwrite=overwrite, argument="path")
+        from matplotlib.figure import Figure
+
+        ranked = self.ranked("alone")[:top]
+        names = [r.name for r in ranked][::-1]  # Worst at the top of the chart.
+        finite = [
+            v
+            for r in ranked
+            for v in (r.snr_db, r.alone_snr_db)
+            if v is not None and math.isfinite(v)
+        ]
+        cap = max(finite, default=60.0) + 5  # Exact tensors drawn to the edge.
+
+        def bar(value):
+            return 0.0 if value is None else (cap if value == math.inf else max(value, 0.0))
+
+        figure = Figure(figsize=(9, 1.2 + 0.22 * max(len(ranked), 1)))
+        ax = figure.add_subplot()
+        y = np.arange(len(names))
+        ax.barh(y + 0.2, [bar(r.alone_snr_db) for r in ranked][::-1], 0.4, label="alone")
+        ax.barh(y - 0.2, [bar(r.snr_db) for r in ranked][::-1], 0.4, label="accumulated")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.set_xlabel("SNR of the layer's output, dB (lower is worse)")
+        ax.set_title(
+            f"{self.model}: {self.quantization} vs float, {self.samples} samples", fontsize=9
+        )
+        ax.legend(loc="lower right", fontsize=7)
+        ax.grid(axis="x", alpha=0.3)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=90)
+        return _io.atomic_write(path, buffer.getvalue(), overwrite=overwrite)
+
+    def __repr__(self) -> str:
+        worst = self.worst()
+        return (
+            f"<QuantizationReport model={self.model} layers={len(self.layers)} "
+            f"unmatched={len(self.unmatched)} worst={worst.name if worst else None}>"
+        )
+
+
+def _rank_key(by):
+    """Per-channel SNR first (it sees what the whole-tensor SNR averages away), then SNR."""
+
+    def key(r):
+        if by == "alone" and r.alone_snr_db is not None:
+            return (r.alone_channel_snr_db, r.alone_snr_db, r.index)
+        return (r.channel_snr_db, r.snr_db, r.index)
+
+    return key
+
+
+def _format_db(value) -> str:
+    if value is None:
+        return "-"
+    return "exact" if value == math.inf else f"{value:.1f}"
+
+
+def _json_safe(record: dict) -> dict:
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+    }
+
+
+def _from_json_safe(record: dict) -> dict:
+    record = dict(record)
+    for prefix in ("", "alone_"):
+        if record.get(f"{prefix}rel_error") == 0:  # Written as null: an exact tensor.
+            for snr in (f"{prefix}snr_db", f"{prefix}channel_snr_db"):
+                if record.get(snr) is None:
+                    record[snr] = math.inf
+    return record
+
+
+def quantization_report(
+    model: "keras.Model | str | os.PathLike",
+    data: "np.ndarray | tuple",
+    *,
+    converted: "ConversionResult | bytes | str | os.PathLike | None" = None,
+    target: "str | Target" = "mobile",
+    quantization: str | None = None,
+    calibration_data: "np.ndarray | tuple | None" = None,
+    max_samples: int = 64,
+) -> QuantizationReport:
+    """Per-layer error of the int8 model against the float Keras model, worst first.
+
+    Args:
+        model: keras.Model or str. A Sequential or Functional Keras 3 model (plain float or
+            from `tfslim.quantize_model`), or a `.keras` path.
+        data: np.ndarray or tuple. Input samples (N, ...), or `(x, y)` (labels unused).
+        converted: ConversionResult, bytes, str, path-like or None. The TFLite model of
+            `model` to examine; None converts it with `tfslim.convert`. Defaults to `None`.
+        target: str or Target. Target of the conversion. Defaults to `"mobile"`.
+        quantization: str or None. `"int8"` or `"int16x8"` for the conversion; None means
+            int8. Only without `converted`. Defaults to `None`.
+        calibration_data: array, tuple or None. Calibration samples for a float model;
+            None calibrates on `data` (said in `report.notes`). Only without `converted`.
+            Defaults to `None`.
+        max_samples: int. Samples of `data` compared. Defaults to `64`.
+
+    Returns:
+        A `QuantizationReport`.
+
+    Raises:
+        TypeError: for a model that is not a Sequential or Functional Keras 3 model.
+        ValueError: for invalid options or data.
+        InvalidModelError: when LiteRT cannot run the converted model.
+
+    Example:
+
+    >>> import keras, numpy as np, tfslim
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+    >>> report = tfslim.quantization_report(model, np.random.rand(16, 4).astype("float32"))
+    >>> [r.name for r in report.layers if r.class_name == "Dense"]
+    ['fc']
+    """
+    start = time.perf_counter()
+    max_samples = check_int("max_samples", max_samples)
+    target = get_target(target)
+    if quantization is not None and quantization not in _MODES:
+        raise invalid_value("quantization", f"one of {list(_MODES)} or None", quantization)
+    if converted is not None and (quantization is not None or calibration_data is not None):
+        given = "quantization" if quantization is not None else "calibration_data"
+        raise ValueError(
+            f"Invalid value for argument `{given}`. It applies to the conversion, and "
+            f"`converted` gives a model already converted; expected None. Received: "
+            f"{given}={quantization if given == 'quantization' else 'an array'!r}"
+        )
+    keras_model = _load_model(model)
+    graph = _Graph(keras_model)
+    x = _check_data(data, graph.input_shape, max_samples)
+    notes = []
+    if converted is None:
+        from tfslim.litert.converter import convert
+
+        qat = _model_facts.is_qat_model(keras_model)
+        if calibration_data is None and not qat:
+            calibration_data = x
+            notes.append("calibrated on the report's own samples (no calibration_data given)")
+        result = convert(
+            keras_model,
+            target=target,
+            quantization=quantization or "int8",
+            calibration_data=calibration_data,
+            verify=False,
+        )
+        model_bytes, name, mode = result.flatbuffer, "<converted model>", result.quantization
+    else:
+        model_bytes, name = flatbuffer.read_model_bytes(converted, argument="converted")
+        mode = getattr(converted, "quantization", None)
+        target = getattr(converted, "target", target)
+    isolation.start()
+    tfl = _TfliteGraph(flatbuffer.parse(model_bytes, name))
+    mode = mode or tfl.mode()
+    if tfl.n_inputs != 1:
+        raise ValueError(
+            f"Invalid value for argument `converted`. Expected a single-input TFLite model. "
+            f"Received: {name} with {tfl.n_inputs} inputs"
+        )
+    rows, unmatched = _match(graph, tfl)
+    indices = sorted({row.tensor for row in rows.values()})
+    run = isolation.run(tensors_task, model_bytes, name=name, data=x, indices=indices)
+    values = {i: tfl.dequantize(i, v) for i, v in zip(indices, run["tensors"], strict=True)}
+    records = _measure(graph, tfl, rows, values, x)
+    return QuantizationReport(
+        records,
+        unmatched=unmatched,
+        model=keras_model.name,
+        quantization=mode,
+        target=target.name,
+        samples=len(x),
+        seconds=round(time.perf_counter() - start, 2),
+        notes=notes,
+    )
+
+
+def tensors_task(model_path: str, *, data: np.ndarray, indices: list) -> dict:
+    """Child task: the listed tensors (raw, as stored) for every sample of `data`.
+
+    Builtin kernels only: XNNPACK would run fused subgraphs whose intermediate tensors
+    LiteRT cannot show.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_path=model_path,
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    batch = int(detail["shape"][0]) if len(detail["shape"]) else 1
+    chunks = [[] for _ in indices]
+    for start in range(0, len(data), batch):
+        chunk = data[start : start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        interp.set_tensor(detail["index"], interpreter.quantize_input(chunk, detail))
+        interp.invoke()
+        for i, index in enumerate(indices):
+            value = np.array(interp.get_tensor(index))
+            chunks[i].append(value[:n] if batch > 1 or value.shape[:1] == (1,) else value[None])
+    return {"tensors": [np.concatenate(c) for c in chunks]}
+
+
+def _load_model(model):
+    import keras
+
+    if isinstance(model, str | os.PathLike):
+        path = os.fspath(model)
+        if not os.path.isfile(path) or not path.endswith(".keras"):
+            raise FileNotFoundError(
+                "Invalid value for argument `model`. Expected an existing .keras file or a "
+                f"Keras model. Received: model={path!r}"
+                + ("" if os.path.isfile(path) else " (no such file)")
+            )
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except Exception as e:
+            raise InvalidModelError(
+                f"Invalid value for argument `model`. Expected a loadable .keras file. "
+                f"Received: model={path!r}, which Keras could not load ({e})"
+            ) from None
+    if not isinstance(model, keras.Model):
+        raise invalid_type("model", "a Keras 3 model or a .keras path", model)
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "operations"):
+        raise TypeError(
+            "Invalid type for argument `model`. Expected a Sequential or Functional model "
+            "(a per-layer report reads the layers' outputs off the model's graph). Received: "
+            f"model of type {type(model).__name__}, a subclassed model"
+        )
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a built model with a known input "
+            f"(e.g. one starting with keras.Input). Received: model {model.name!r} without inputs"
+        )
+    if len(inputs) != 1:
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a model with one input. Received: "
+            f"model {model.name!r} with {len(inputs)} inputs"
+        )
+    return model
+
+
+def _check_data(data, input_shape, max_samples) -> np.ndarray:
+    if isinstance(data, tuple | list) and len(data) == 2 and not np.isscalar(data[0]):
+        data = data[0]
+    if not isinstance(data, np.ndarray):
+        raise invalid_type("data", "a NumPy array of samples or an (x, y) tuple", data)
+    if data.dtype.kind not in "fiub" or tuple(data.shape[1:]) != input_shape or not len(data):
+        raise ValueError(
+            f"Invalid value for argument `data`. Expected numeric samples of shape (N, "
+            f"*{input_shape}) with N >= 1. Received: data of shape {data.shape}, dtype "
+            f"{data.dtype}"
+        )
+    x = data[:max_samples].astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(
+            "Invalid value for argument `data`. Expected finite numbers. Received: "
+            f"{int(x.size - np.isfinite(x).sum())} non-finite values"
+        )
+    return x
+
+
+class _Graph:
+    """The Keras model's operations in topological order, with producers and consumers."""
+
+    def __init__(self, model):
+        self.model = model
+        self.input = model.inputs[0]
+        self.input_shape = tuple(int(d) for d in self.input.shape[1:] if d is not None)
+        if len(self.input_shape) != len(self.input.shape) - 1:
+            raise ValueError(
+                "Invalid value for argument `model`. Expected an input shape known apart from "
+                f"the batch axis. Received: input shape {tuple(self.input.shape)}"
+            )
+        import keras
+
+        if isinstance(model, keras.Sequential):
+            ops = [self.input._keras_history.operation, *model.layers]
+        else:
+            ops = list(model.operations)
+        self.ops = ops
+        self.position = {id(op): i for i, op in enumerate(ops)}
+        self.producers = {id(op): _producers(op, self.position) for op in ops}
+        self.consumers = {id(op): [] for op in ops}
+        for op in ops:
+            for p in self.producers[id(op)]:
+                self.consumers[id(p)].append(op)
+        outputs = model.outputs
+        self.output_ops = [t._keras_history.operation for t in outputs]
+
+    @staticmethod
+    def is_input(op) -> bool:
+        return type(op).__name__ == "InputLayer"
+
+    @staticmethod
+    def sample_shape(op) -> "tuple | None":
+        output = op.output
+        if not hasattr(output, "shape"):  # Several outputs: no single tensor to compare.
+            return None
+        return tuple(output.shape[1:])
+
+
+def _producers(op, position) -> list:
+    """The operations whose outputs `op` takes (keras.src internals: its first inbound node)."""
+    nodes = getattr(op, "_inbound_nodes", None) or []
+    if not nodes:
+        return []
+    found = []
+    for tensor in nodes[0].input_tensors:
+        producer = tensor._keras_history.operation
+        if id(producer) in position and producer not in found:
+            found.append(producer)
+    return found
+
+
+class _TfliteGraph:
+    """Subgraph 0 of a flatbuffer: ops in execution order, tensors, their quantization."""
+
+    def __init__(self, fb):
+        sg = fb.subgraphs[0]
+        self.tensors = sg.tensors
+        self.inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else [])]
+        self.outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else [])]
+        self.n_inputs = len(self.inputs)
+        self.ops = []  # (op type, inputs, outputs)
+        for op in sg.operators or []:
+            self.ops.append(
+                (
+                    flatbuffer.op_name(fb, op.opcodeIndex),
+                    [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0],
+                    [int(i) for i in (op.outputs if op.outputs is not None else [])],
+                )
+            )
+        self.producer = {o: k for k, (_, _, outs) in enumerate(self.ops) for o in outs}
+
+    def name(self, index) -> str:
+        name = self.tensors[index].name
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def shape(self, index) -> tuple:
+        shape = self.tensors[index].shape
+        return tuple(int(d) for d in (shape if shape is not None else []))
+
+    def sample_size(self, index) -> int:
+        shape = self.shape(index)
+        return int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape))
+
+    def dtype(self, index) -> str:
+        return flatbuffer.type_name(self.tensors[index].type).lower()
+
+    def quantization(self, index):
+        q = self.tensors[index].quantization
+        if q is None or q.scale is None or not len(q.scale):
+            return None, None
+        zero = q.zeroPoint if q.zeroPoint is not None else np.zeros(len(q.scale))
+        return np.asarray(q.scale, np.float64), np.asarray(zero, np.float64)
+
+    def dequantize(self, index, value: np.ndarray) -> np.ndarray:
+        scale, zero = self.quantization(index)
+        if scale is None or value.dtype.kind not in "iu":
+            return value.astype(np.float64)
+        if len(scale) > 1:  # Per-axis: broadcast along the quantized dimension.
+            axis = self.tensors[index].quantization.quantizedDimension + 1
+            shape = [1] * value.ndim
+            shape[axis] = len(scale)
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return (value.astype(np.float64) - zero) * scale
+
+    def mode(self) -> str:
+        """The quantization mode its activations show (for a model made elsewhere)."""
+        kinds = {self.dtype(outs[0]) for _, _, outs in self.ops if outs}
+        if "int16" in kinds:
+            return "int16x8"
+        return "int8" if "int8" in kinds else "float activations"
+
+
+@dataclasses.dataclass
+class _Row:
+    op: object
+    tensor: int
+    match: str
+    fused: list
+
+
+def _scope_pattern(name: str):
+    return re.compile(re.escape(name) + r"(_\d+)*")
+
+
+def _name_owners(graph: _Graph, tfl: _TfliteGraph) -> tuple[dict, set]:
+    """Keras op of each TFLite op output, by the layer names in its tensor name, and the
+    ids of the ops named anywhere."""
+    model_scope = _scope_pattern(graph.model.name)
+    by_name = {op.name: op for op in graph.ops}
+    components = {}  # tensor -> layer-scope components of its name
+    for _, _, outs in tfl.ops:
+        for t in outs:
+            found = []
+            for part in tfl.name(t).split(";"):
+                parts = part.split("/")
+                if len(parts) > 2 and model_scope.fullmatch(parts[0]):
+                    found.append(parts[1])
+                elif len(parts) > 1 and not model_scope.fullmatch(parts[0]):
+                    found.append(parts[0])
+            components[t] = found
+    scopes = {c for found in components.values() for c in found}
+    resolved = _resolve_scopes(scopes, by_name)
+    owners = {}
+    for t, found in components.items():
+        ops = [resolved[c] for c in found if c in resolved]
+        if ops:
+            owners[t] = max(ops, key=lambda op: graph.position[id(op)])
+    return owners, {id(op) for op in resolved.values()}
+
+
+def _resolve_scopes(scopes, by_name) -> dict:
+    """Name scope (`conv_1`, `conv_1_2`) -> Keras op, each op claimed by one scope.
+
+    TensorFlow suffixes repeated name scopes with `_N`, so `conv_1` may be layer `conv` or
+    layer `conv_1`. Scopes with one candidate claim it first; the rest prefer the
+    suffixed reading, which is what Keras exports produce.
+    """
+    candidates = {}
+    for scope in scopes:
+        options = [
+            name
+            for name in by_name
+            if scope == name or re.fullmatch(re.escape(name) + r"_\d+", scope)
+        ]
+        if options:
+            candidates[scope] = options
+    resolved, claimed = {}, set()
+    changed = True
+    while changed:
+        changed = False
+        for scope, options in candidates.items():
+            left = [n for n in options if n not in claimed]
+            if scope not in resolved and len(left) == 1:
+                resolved[scope] = left[0]
+                claimed.add(left[0])
+                changed = True
+    for scope in sorted(candidates, key=len):
+        if scope in resolved:
+            continue
+        left = sorted((n for n in candidates[scope] if n not in claimed), key=len)
+        if left:
+            resolved[scope] = left[0]  # The shortest name: `scope` is it plus a suffix.
+            claimed.add(left[0])
+    return {scope: by_name[name] for scope, name in resolved.items()}
+
+
+def _match(graph: _Graph, tfl: _TfliteGraph):
+    """Keras op id -> _Row (its tensor), and the unmatched layers with reasons."""
+    owners, named = _name_owners(graph, tfl)
+    # The model's outputs: a trailing DEQUANTIZE's int8 source is the compared tensor.
+    outputs = []
+    for t in tfl.outputs:
+        k = tfl.producer.get(t)
+        if k is not None and tfl.ops[k][0] == "DEQUANTIZE":
+            t = tfl.ops[k][1][0]
+        outputs.append(t)
+    origin = {t: "name" for t in owners}
+    for t, op in zip(outputs, graph.output_ops, strict=False):
+        if t not in owners:
+            owners[t], origin[t] = op, "model output"
+    rows = {}
+    for _, _, outs in tfl.ops:  # Later ops overwrite: a layer's last tensor.
+        for t in outs:
+            op = owners.get(t)
+            shape = None if op is None else graph.sample_shape(op)
+            if shape is not None and tfl.sample_size(t) == int(np.prod(shape)):
+                rows[id(op)] = _Row(op, t, origin[t], [])
+    # The model input: the tensor the first ops see (its QUANTIZE output, if any).
+    input_op = graph.input._keras_history.operation
+    t_in = tfl.inputs[0]
+    for kind, ins, outs in tfl.ops:
+        if kind == "QUANTIZE" and ins and ins[0] == t_in and outs[0] not in owners:
+            t_in = outs[0]
+            break
+    rows[id(input_op)] = _Row(input_op, t_in, "model input", [])
+    unmatched = {}
+    _fold_batch_norms(graph, rows, named, unmatched)
+    _fallback(graph, tfl, rows, named, owners)
+    fused_into = {}
+    for t, op in owners.items():
+        for part in _named_ops(graph, tfl, t, owners):
+            if id(part) not in rows:
+                fused_into.setdefault(id(part), op)
+    for op in graph.ops:
+        if id(op) in rows or id(op) in unmatched:
+            continue
+        cls = type(op).__name__
+        if id(op) in fused_into:
+            into = fused_into[id(op)]
+            reason = f"fused into {into.name}'s op (its own output is not materialized)"
+            if id(into) in rows:
+                rows[id(into)].fused.append(op.name)
+        elif cls in _IDENTITY:
+            reason = "identity at inference: no op of its own"
+        elif cls in ("Flatten", "Reshape") and _reshape_of(graph, rows, op):
+            source = graph.producers[id(op)][0].name
+            reason = f"a reshape the converter dropped: the same values as {source}'s tensor"
+        elif graph.sample_shape(op) is None:
+            reason = "several outputs: no single tensor to compare"
+        elif id(op) in named:
+            reason = "the tensors carrying its name have another shape"
+        else:
+            reason = (
+                "no TFLite tensor carries its name, and none of its shape lies between its "
+                "neighbours' tensors (folded into a neighbouring op)"
+            )
+        unmatched[id(op)] = {"name": op.name, "class_name": cls, "reason": reason}
+    ordered = [unmatched[id(op)] for op in graph.ops if id(op) in unmatched]
+    return rows, ordered
+
+
+def _reshape_of(graph, rows, op) -> bool:
+    """Whether `op` only reshapes a matched op's output (same number of values)."""
+    producers = graph.producers[id(op)]
+    if len(producers) != 1 or id(producers[0]) not in rows:
+        return False
+    shapes = graph.sample_shape(op), graph.sample_shape(producers[0])
+    return None not in shapes and int(np.prod(shapes[0])) == int(np.prod(shapes[1]))
+
+
+def _named_ops(graph, tfl, t, owners) -> list:
+    """Every Keras op named in tensor `t`'s name (not only its owner)."""
+    ops = []
+    for op in graph.ops:
+        scope = _scope_pattern(op.name)
+        if any(scope.fullmatch(c) for part in tfl.name(t).split(";") for c in part.split("/")):
+            ops.append(op)
+    return ops
+
+
+def _fold_batch_norms(graph, rows, named, unmatched) -> None:
+    """A batch norm after a linear conv or Dense: the converter folds it into their op, so
+    the op's tensor is the batch norm's output."""
+    for op in graph.ops:
+        if type(op).__name__ != "BatchNormalization" or id(op) in rows or id(op) in named:
+            continue
+        producers = graph.producers[id(op)]
+        if len(producers) != 1:
+            continue
+        (p,) = producers
+        linear = getattr(getattr(p, "activation", None), "__name__", "linear") == "linear"
+        if (
+            type(p).__name__ in _FOLDS_BN
+            and linear
+            and id(p) in rows
+            and len(graph.consumers[id(p)]) == 1
+            and graph.sample_shape(op) == graph.sample_shape(p)
+        ):
+            row = rows.pop(id(p))
+            rows[id(op)] = _Row(op, row.tensor, row.match, [*row.fused, p.name])
+            unmatched[id(p)] = {
+                "name": p.name,
+                "class_name": type(p).__name__,
+                "reason": f"{op.name} is folded into it: reported as {op.name}",
+            }
+
+
+def _fallback(graph, tfl, rows, named, owners) -> None:
+    """Layers whose name appears nowhere: an unnamed tensor of their shape between the
+    tensors of their neighbours, in graph order."""
+    op_of = {t: k for k, (_, _, outs) in enumerate(tfl.ops) for t in outs}
+    taken = set(owners) | {row.tensor for row in rows.values()}
+
+    def anchor(op, direction, seen):
+        """Op indices of the nearest matched ops up (-1) or down (+1) the graph."""
+        found = []
+        links = graph.producers if direction < 0 else graph.consumers
+        for other in links[id(op)]:
+            if id(other) in seen:
+                continue
+            seen.add(id(other))
+            if id(other) in rows:
+                found.append(op_of.get(rows[id(other)].tensor, -1))
+            else:
+                found += anchor(other, direction, seen)
+        return found
+
+    for op in graph.ops:
+        cls = type(op).__name__
+        shape = graph.sample_shape(op)
+        if id(op) in rows or id(op) in named or cls in _IDENTITY or shape is None:
+            continue
+        if cls == "BatchNormalization":
+            continue  # Folded into a neighbour when its name is missing.
+        lo = max(anchor(op, -1, set()), default=-1)
+        hi = min(anchor(op, 1, set()), default=len(tfl.ops))
+        size = int(np.prod(shape))
+        for k in range(lo + 1, hi):
+            kind, _, outs = tfl.ops[k]
+            t = outs[0] if outs else None
+            if t is None or t in taken or kind in _REQUANTIZE or t in tfl.outputs:
+                continue
+            if tfl.sample_size(t) == size:
+                rows[id(op)] = _Row(op, t, "shape+order", [])
+                taken.add(t)
+                break
+
+
+def _boundaries(graph, rows, op) -> list:
+    """The matched ops whose tensors feed `op`'s segment (itself and unmatched ops above)."""
+    found, stack, seen = [], list(graph.producers[id(op)]), set()
+    while stack:
+        p = stack.pop()
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if id(p) in rows:
+            found.append(p)
+        else:
+            stack += graph.producers[id(p)]
+    return sorted(found, key=lambda p: graph.position[id(p)])
+
+
+def _run(fn, inputs: list, n: int) -> np.ndarray:
+    import keras
+
+    parts = []
+    for start in range(0, n, _BATCH):
+        batch = [v[start : start + _BATCH].astype(np.float32) for v in inputs]
+        out = fn(batch)
+        out = out[0] if isinstance(out, list | tuple) and len(out) == 1 else out
+        parts.append(keras.ops.convert_to_numpy(out).astype(np.float64))
+    return np.concatenate(parts)
+
+
+def _measure(graph, tfl, rows, values, x) -> list:
+    import keras
+
+    ordered = sorted(rows.values(), key=lambda r: graph.position[id(r.op)])
+    fn = keras.Function([graph.input], [r.op.output for r in ordered])
+    outputs = [[] for _ in ordered]
+    for start in range(0, len(x), _BATCH):
+        for i, out in enumerate(fn([x[start : start + _BATCH]])):
+            outputs[i].append(keras.ops.convert_to_numpy(out).astype(np.float64))
+    records = []
+    for row, parts in zip(ordered, outputs, strict=True):
+        reference = np.concatenate(parts).reshape(len(x), -1)
+        quantized = values[row.tensor].reshape(len(x), -1)
+        channels = int(graph.sample_shape(row.op)[-1]) if graph.sample_shape(row.op) else 1
+        stats = _errors(quantized, reference, channels)
+        alone = stats
+        if not _Graph.is_input(row.op):
+            alone = _alone(graph, rows, values, row, len(x))
+        scale, _ = tfl.quantization(row.tensor)
+        records.append(
+            LayerRecord(
+                name=row.op.name,
+                class_name=type(row.op).__name__,
+                index=graph.position[id(row.op)],
+                tensor=tfl.name(row.tensor),
+                op=_op_type(tfl, row.tensor),
+                match=row.match,
+                fused=list(row.fused),
+                shape=[int(d) for d in graph.sample_shape(row.op)],
+                scale=None if scale is None else float(scale[0]),
+                float_range=float(np.abs(reference).max()),
+                **stats,
+                **{f"alone_{k}": v for k, v in (alone or {}).items()},
+            )
+        )
+    return records
+
+
+def _op_type(tfl, tensor) -> str:
+    k = tfl.producer.get(tensor)
+    return "input" if k is None else tfl.ops[k][0]
+
+
+def _alone(graph, rows, values, row, n) -> "dict | None":
+    """The error the row's op adds to its own (int8) inputs."""
+    import keras
+
+    sources = _boundaries(graph, rows, row.op)
+    try:
+        fn = keras.Function([s.output for s in sources], row.op.output)
+        inputs = [values[rows[id(s)].tensor].reshape((n, *graph.sample_shape(s))) for s in sources]
+        reference = _run(fn, inputs, n).reshape(n, -1)
+    except Exception as e:  # A segment Keras cannot run on its own: say so, keep the rest.
+        warnings.warn(
+            f"quantization_report: the error of {row.op.name} alone could not be isolated "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})",
+            TfslimWarning,
+            stacklevel=4,
+        )
+        return None
+    shape = graph.sample_shape(row.op)
+    return _errors(values[row.tensor].reshape(n, -1), reference, int(shape[-1]) if shape else 1)
+
+
+# Per-channel SNRs are capped here (float32 rounding sits near 140 dB): one exact channel
+# must not make a layer's mean infinite while its other channels are off.
+_CHANNEL_CAP_DB = 120.0
+
+
+def _errors(quantized: np.ndarray, reference: np.ndarray, channels: int) -> dict:
+    """SNR (dB) and relative L2 error pooled over samples; cosine averaged per sample; the
+    mean of per-channel SNRs (last axis), which one dominant channel cannot hide."""
+    noise = float(np.sum((quantized - reference) ** 2))
+    signal = float(np.sum(reference**2))
+    if noise == 0:
+        snr = math.inf
+    elif signal == 0:
+        snr = -math.inf
+    else:
+        snr = 10 * math.log10(signal / noise)
+    rel = 0.0 if noise == 0 else (math.inf if signal == 0 else math.sqrt(noise / signal))
+    norms = np.linalg.norm(quantized, axis=1) * np.linalg.norm(reference, axis=1)
+    dots = np.sum(quantized * reference, axis=1)
+    same = np.all(quantized == reference, axis=1)
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(same, 1.0, 0.0))
+    q, r = quantized.reshape(-1, channels), reference.reshape(-1, channels)
+    channel_signal = np.sum(r**2, axis=0)
+    channel_noise = np.sum((q - r) ** 2, axis=0)
+    live = channel_signal > 0
+    if noise == 0:
+        channel_snr = math.inf
+    elif not live.any():
+        channel_snr = -math.inf
+    else:
+        ratio = np.maximum(
+            channel_noise[live] / channel_signal[live], 10 ** (-_CHANNEL_CAP_DB / 10)
+        )
+        channel_snr = round(float(np.mean(-10 * np.log10(ratio))), 3)
+    return {
+        "snr_db": round(snr, 3) if math.isfinite(snr) else snr,
+        "channel_snr_db": channel_snr,
+        "rel_error": round(rel, 6) if math.isfinite(rel) else rel,
+        "cosine": round(float(np.mean(cosine)), 6),
+    }
