@@ -30,6 +30,17 @@ _MODES = ("quantize_alone", "float_alone")
 class SensitivityResult:
     """Layers ranked by how much their quantization matters, most sensitive first.
 
+    Made by `tfslim.sensitivity`; iterating it yields the records.
+
+    Args:
+        records: list of dict. The ranked records (see Attributes).
+        mode: str. The analysis mode.
+        metric_name: str. The metric's name.
+        float_metric: float. The float model's metric.
+        int8_metric: float. The all-int8 model's metric.
+        samples: int. Validation samples used.
+        seconds: float. Wall time of the analysis.
+
     Attributes:
         records: list of dict. One per layer: `layer`, `ops` (TFLite op names),
             `precision` (of the layer in its model: `"int8"`, `"float"` or `"int16"`),
