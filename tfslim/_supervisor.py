@@ -1,18 +1,19 @@
 """The `tfslim` command runs in a worker process that a native crash cannot take it down with.
 
-`supervise(argv)` is the command as the shell starts it: a small process that never imports
-TensorFlow. It starts a worker Python running the command (`tfslim.cli.console_main` with
-the `TFSLIM_CLI_WORKER` marker set), relays the worker's stderr as it comes (stdout is the
-worker's own), and returns the worker's exit code. Then:
+`supervise(argv, command)` is the command as the shell starts it. The process has not
+imported TensorFlow; it forks a worker that runs `command()` (the command itself, TensorFlow
+and all), relays the worker's stderr as it comes (stdout is the worker's own) and returns
+the worker's exit code. A fork costs about a millisecond, where a second Python would cost
+a second interpreter start. Then:
 
 - The worker killed by a signal (a crash in the TFLite converter or a native runtime): one
   line naming the stage, from the Python stack the worker's `faulthandler` dumped, and the
   signal; the worker's temporaries are removed; exit code 128 + the signal's number.
 - Ctrl-C (SIGINT), SIGTERM or SIGHUP: the worker gets the signal once (a terminal's Ctrl-C
-  also reaches it directly; it ignores the repeat) and unwinds, removing its temporaries;
-  whatever it prints from then on is dropped; the command prints one line and exits 128 +
-  the signal's number (130 for Ctrl-C), whenever the signal comes. A worker still busy
-  `GRACE_S` seconds later, or at a second Ctrl-C, is killed and its temporaries removed.
+  also reaches it directly; it ignores the repeat), stops writing to stderr and unwinds,
+  removing its temporaries; the command prints one line and exits 128 + the signal's
+  number (130 for Ctrl-C), whenever the signal comes. A worker still busy `GRACE_S` seconds
+  later, or at a second Ctrl-C, is killed and its temporaries removed.
 
 Test-only: `TFSLIM_TEST_CRASH=SIGSEGV` (any signal name) makes the worker send itself that
 signal just before the command runs, to test the crash report without a real crash.
@@ -24,19 +25,12 @@ import signal
 import sys
 import tempfile
 
-__all__ = ["GRACE_S", "TEST_CRASH_ENV", "WORKER_ENV", "supervise", "worker_setup"]
+__all__ = ["GRACE_S", "TEST_CRASH_ENV", "crash_stage", "supervise"]
 
-WORKER_ENV = "TFSLIM_CLI_WORKER"
 TEST_CRASH_ENV = "TFSLIM_TEST_CRASH"
 GRACE_S = 5.0
 _FORWARDED = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-# The worker's command line; tfslim's folder goes last on its path, for a checkout that is
-# on the caller's sys.path but not installed.
-_WORKER = (
-    "import sys; sys.path.append({root!r}); "
-    "from tfslim.cli import console_main; sys.exit(console_main())"
 )
 # Where a crash happened, by the file of the innermost Python frame that names one.
 _STAGES = (
@@ -92,10 +86,9 @@ def crash_stage(dump: str) -> "str | None":
 
 class _State:
     def __init__(self):
-        self.proc = None
+        self.pid = None  # The worker's, until it is reaped.
         self.signals: list[int] = []
         self.forwarded = False
-        self.killed = False
 
     def on_signal(self, number, frame) -> None:
         self.signals.append(number)
@@ -108,23 +101,28 @@ class _State:
         self.kill()
 
     def forward(self) -> None:
-        if self.proc is None or self.forwarded or not self.signals:
+        if self.pid is None or self.forwarded or not self.signals:
             return
         self.forwarded = True
         with contextlib.suppress(OSError):
-            self.proc.send_signal(self.signals[0])
-        if hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, GRACE_S)
+            os.kill(self.pid, self.signals[0])
+        signal.setitimer(signal.ITIMER_REAL, GRACE_S)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.killed = True
+        if self.pid is not None:
             with contextlib.suppress(OSError):
-                self.proc.kill()
+                os.kill(self.pid, signal.SIGKILL)
 
 
-def supervise(argv: list[str]) -> int:
-    """Runs the command `argv` in a worker process; returns its exit code (see module)."""
+def supervise(argv: list[str], command) -> int:
+    """Runs `command()` (returning an exit code) in a forked worker; returns its exit code,
+    or a signal's 128 + number (see the module docstring). The worker never returns from
+    this call: it exits with the command's code.
+
+    Args:
+        argv: list of str. The command line, for naming the command in messages.
+        command: callable. Runs the command in the worker; returns its exit code.
+    """
     state = _State()
     # A signal the shell started the command ignoring (a background job's SIGINT, nohup's
     # SIGHUP) stays ignored, here and in the worker.
@@ -135,54 +133,54 @@ def supervise(argv: list[str]) -> int:
     }
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, state.on_alarm)
     try:
-        return _run(argv, state)
+        return _run(argv, command, state, previous)
     finally:
-        if hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for number, handler in previous.items():
             signal.signal(number, handler)
 
 
-def _run(argv: list[str], state: _State) -> int:
-    import subprocess
+def _run(argv: list[str], command, state: _State, previous: dict) -> int:
     import threading
 
     from tfslim import _cleanup
 
-    command = _command(argv)
+    name = _command(argv)
     if state.signals:  # Before the worker even started.
-        return _report_signal(command, state.signals[0])
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return _report_signal(name, state.signals[0])
     with tempfile.TemporaryFile() as fault, tempfile.TemporaryFile() as record:
-        fds = (fault.fileno(), record.fileno())
-        env = dict(os.environ, **{WORKER_ENV: f"{fds[0]},{fds[1]}"})
-        state.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER.format(root=root), *argv],
-            stderr=subprocess.PIPE,
-            env=env,
-            pass_fds=fds,
-        )
-        state.forward()  # A signal that came while the worker was starting.
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _work(command, write_end, fault.fileno(), record.fileno(), previous)
+        state.pid = pid
+        os.close(write_end)
+        state.forward()  # A signal that came while forking.
         # The relay thread blocks the forwarded signals, so they reach the main thread,
         # which waits on the worker and runs the handlers.
-        blocked = {*_FORWARDED, signal.SIGALRM}
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*_FORWARDED, signal.SIGALRM})
         try:
-            relay = threading.Thread(target=_relay, args=(state.proc.stderr, state), daemon=True)
+            relay = threading.Thread(target=_relay, args=(read_end, state), daemon=True)
             relay.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        code = state.proc.wait()
+        _, status = os.waitpid(pid, 0)
+        state.pid = None
+        code = os.waitstatus_to_exitcode(status)
         # Grandchildren may hold the pipe open; what the worker wrote is read by now.
         relay.join(timeout=0.5 if code >= 0 else 0.1)
         if code < 0 or state.signals:  # Else the worker unwound and removed its own.
-            _cleanup.remove_recorded(record, state.proc.pid)
-            _cleanup.remove_exports_of(state.proc.pid)
+            _cleanup.remove_recorded(record, pid)
+            _cleanup.remove_exports_of(pid)
         if state.signals:
-            return _report_signal(command, state.signals[0])
+            return _report_signal(name, state.signals[0])
         number = _recorded_signal(record)  # The worker signalled, but not this process.
         if number is not None:
-            return _report_signal(command, number)
+            return _report_signal(name, number)
         if code < 0:
             fault.seek(0)
             dump = fault.read().decode(errors="replace")
@@ -194,17 +192,17 @@ def _run(argv: list[str], state: _State) -> int:
             else:  # No dump: SIGKILL (the kernel out of memory, say) or a foreign signal.
                 what = "the command's process was killed"
             _print(
-                f"{command}: error: {what} ({_signal_name(-code)}); "
+                f"{name}: error: {what} ({_signal_name(-code)}); "
                 "rerun with --verbose to see its own log"
             )
             return 128 - code
         return code
 
 
-def _relay(pipe, state: _State) -> None:
+def _relay(read_end: int, state: _State) -> None:
     out = getattr(sys.stderr, "buffer", None)
-    with pipe:
-        while chunk := os.read(pipe.fileno(), 65536):
+    with open(read_end, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
             if state.signals:
                 continue  # After Ctrl-C, only the one line.
             try:
@@ -250,39 +248,52 @@ def _print(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def worker_setup() -> bool:
-    """In the worker: reports crashes and temporaries to the supervisor; Ctrl-C unwinds once.
+def _work(command, stderr_fd: int, fault_fd: int, record_fd: int, previous: dict) -> None:
+    """The worker: runs `command()` and exits with its code; never returns."""
+    code = 1
+    try:
+        import faulthandler
 
-    Returns True in a worker (the marker is set), False otherwise (nothing is changed).
-    """
-    marker = os.environ.pop(WORKER_ENV, None)
-    if not marker:
-        return False
-    import faulthandler
+        from tfslim import _cleanup
 
-    from tfslim import _cleanup
+        os.dup2(stderr_fd, 2)
+        os.close(stderr_fd)
+        faulthandler.enable(file=fault_fd, all_threads=True)
+        _cleanup.record_to(record_fd)
 
-    fault_fd, record_fd = (int(fd) for fd in marker.split(","))
-    faulthandler.enable(file=fault_fd, all_threads=True)
-    _cleanup.record_to(record_fd)
+        def interrupted(number, frame):
+            # The first signal unwinds (temporaries are removed on the way out); a repeat,
+            # such as the supervisor's copy of a terminal's Ctrl-C, must not break that.
+            for n in _FORWARDED:
+                signal.signal(n, signal.SIG_IGN)
+            # The supervisor prints the one line, whichever process the signal reached
+            # first: nothing the worker writes to stderr from now on (a traceback from an
+            # interrupted import, a library's message) reaches the terminal.
+            with contextlib.suppress(OSError):
+                os.write(record_fd, f"signal {number}\n".encode())
+            _silence_stderr()
+            raise KeyboardInterrupt
 
-    def interrupted(number, frame):
-        # The first signal unwinds (temporaries are removed on the way out); a repeat, such
-        # as the supervisor's copy of a terminal's Ctrl-C, must not break that cleanup.
-        for n in _FORWARDED:
-            signal.signal(n, signal.SIG_IGN)
-        # The supervisor prints the one line, whichever process the signal reached first:
-        # from now on nothing the worker writes to stderr (a traceback from an interrupted
-        # import, a library's message) reaches the terminal.
-        with contextlib.suppress(OSError):
-            os.write(record_fd, f"signal {number}\n".encode())
-        _silence_stderr()
-        raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, previous[signal.SIGALRM])
+        for number in _FORWARDED:
+            if number in previous:
+                signal.signal(number, interrupted)
+        crash = os.environ.pop(TEST_CRASH_ENV, None)
+        if crash:
+            os.kill(os.getpid(), getattr(signal, crash))
+        code = command()
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as e:  # argparse's --help, --version and usage errors.
+        if isinstance(e.code, str):
+            _print(e.code)
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:  # A bug: its traceback, as Python itself would print it.
+        import traceback
 
-    for number in _FORWARDED:
-        if signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, interrupted)
-    crash = os.environ.pop(TEST_CRASH_ENV, None)
-    if crash:
-        os.kill(os.getpid(), getattr(signal, crash))
-    return True
+        traceback.print_exc()
+        code = 1
+    finally:
+        # Leaves by the normal exit (atexit handlers, buffered output flushed), never back
+        # into the caller's code, which the supervisor runs.
+        raise SystemExit(code)

@@ -651,14 +651,14 @@ def main(argv=None) -> int:
 
 
 def console_main() -> int:
-    """The `tfslim` command: `main` in a worker process that a native crash cannot take the
-    command down with, and that Ctrl-C ends with exit code 130 and one line (see
-    `tfslim._supervisor`). On systems without POSIX signals, `main` runs in this process.
+    """The `tfslim` command: `main` in a forked worker process that a native crash cannot
+    take the command down with, and that Ctrl-C ends with exit code 130 and one line (see
+    `tfslim._supervisor`). Where the OS cannot fork, `main` runs in this process.
     """
-    from tfslim import _supervisor
+    if hasattr(os, "fork"):
+        from tfslim import _supervisor
 
-    if os.name == "posix" and not _supervisor.worker_setup():
-        return _supervisor.supervise(sys.argv[1:])
+        return _supervisor.supervise(sys.argv[1:], _main_without_native_logs)
     try:
         return _main_without_native_logs()
     except KeyboardInterrupt:  # Outside the command itself (start-up, exit): no traceback.
