@@ -9,9 +9,10 @@ and the temporaries left (`tfslim-export-*`, `tfslim-run-*` in TMPDIR, hidden `.
 beside the output). A trial is "ok" when it exits 130 with one stderr line, no traceback
 and nothing left, or when the command had already finished (exit 0) before the signal.
 
-First a table of whole-command wall times, the console script (`python -m tfslim.cli`: a
-supervisor and its worker) beside `main()` in one process, interleaved, for a command that
-imports no TensorFlow, one reading a model and an argument mistake.
+First a table of whole-command wall times, the console script's `console_main()` (a
+supervisor and its forked worker) beside `main()` in one process, both started by
+`python -c`, interleaved, for a command that imports no TensorFlow, one reading a model
+and an argument mistake.
 
 `--checkout` names the tfslim source tree whose `python -m tfslim.cli` is tested (default:
 this one); give an older tree (`git archive COMMIT tfslim | tar -x -C DIR`) to measure its
@@ -137,6 +138,7 @@ def _verdict(t: dict) -> str:
 
 
 _IN_PROCESS = "import sys; from tfslim.cli import main; sys.exit(main(sys.argv[1:]))"
+_CONSOLE = "import sys; from tfslim.cli import console_main; sys.exit(console_main())"
 
 
 def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
@@ -147,7 +149,7 @@ def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
         "inspect --no-micro": ["inspect", str(folder / "m.tflite"), "--no-micro"],
         "convert (refused: exists)": ["convert", str(folder / "m.keras"), "-o", str(folder)],
     }
-    ways = {"console script": ["-m", "tfslim.cli"], "main() in process": ["-c", _IN_PROCESS]}
+    ways = {"console script": ["-c", _CONSOLE], "main() in process": ["-c", _IN_PROCESS]}
     print(
         f"{'command':<26} {'main() in process':>18} {'console script':>15} {'difference':>11}"
         f"   (seconds: median / fastest of {rounds})"
