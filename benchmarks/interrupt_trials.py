@@ -141,6 +141,35 @@ _IN_PROCESS = "import sys; from tfslim.cli import main; sys.exit(main(sys.argv[1
 _CONSOLE = "import sys; from tfslim.cli import console_main; sys.exit(console_main())"
 
 
+_BARE = """
+import os, statistics, sys, time
+start = time.perf_counter()
+from tfslim import _supervisor
+imported = time.perf_counter() - start
+
+
+def bare_fork():  # What any forked child costs: the fork, its exit, the wait.
+    pid = os.fork()
+    if pid == 0:
+        raise SystemExit(0)
+    os.waitpid(pid, 0)
+
+
+def supervised():
+    assert _supervisor.supervise(["targets"], lambda: 0) == 0
+
+
+times = {bare_fork: [], supervised: []}
+for _ in range(15):
+    for way in times:
+        start = time.perf_counter()
+        way()
+        times[way].append(time.perf_counter() - start)
+bare, sup = (statistics.median(t) * 1e3 for t in times.values())
+print(f"{imported * 1e3:.1f} {bare:.1f} {sup:.1f}")
+"""
+
+
 def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
     """Wall time of a whole command, as the console script runs it and as `main` in one
     process, interleaved; prints the medians."""
@@ -172,6 +201,16 @@ def _overhead(checkout: Path, folder: Path, rounds: int) -> None:
             f"{name:<26} {inproc:>7.3f} / {fast_inproc:>6.3f} "
             f"{console:>6.3f} / {fast_console:>6.3f} "
             f"{console - inproc:>+6.3f} / {fast_console - fast_inproc:>+6.3f}"
+        )
+    bare = subprocess.run(
+        [sys.executable, "-c", _BARE], cwd=checkout, env=_env(checkout, folder), capture_output=True
+    )
+    if bare.returncode == 0:
+        imported, fork, supervised = (float(v) for v in bare.stdout.decode().split())
+        print(
+            f"the supervisor alone: import {imported:.1f} ms; around a command that does "
+            f"nothing {supervised:.1f} ms against {fork:.1f} ms for a bare fork, exit and "
+            f"wait (medians of 15): {imported + supervised - fork:+.1f} ms per command"
         )
     print()
 
