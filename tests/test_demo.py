@@ -248,3 +248,13 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     assert set(mcu["mcu_latency_estimate_ms"]) == set(demo._BOARDS)
     assert rows[("float", "mobile")]["mcu_latency_estimate_ms"] == {}
     assert not list(out.glob("*.tmp"))
+    # The shrink section: the model as given is over half its own flash, a student fits.
+    front = report["shrink"]
+    shrunk = {c["name"]: c for c in front["candidates"]}
+    assert front["budget"]["max_flash_bytes"] == rows[("float", "mcu")]["flash_bytes"] // 2
+    assert not shrunk["original"]["feasible"] and shrunk["original"]["violations"]
+    assert shrunk["width25"]["flash_bytes"] <= front["budget"]["max_flash_bytes"]
+    assert front["best"] == "width25" and front["front"]["flash_bytes"] == ["width25"]
+    assert (out / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "shrink" / "width25.tflite").stat().st_size == shrunk["width25"]["flash_bytes"]
+    assert "## Pareto front: `tfslim.shrink`" in markdown and "](front.png)" in markdown

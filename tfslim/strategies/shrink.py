@@ -28,6 +28,7 @@ __all__ = ["shrink"]
 
 _MANIFEST = "manifest.json"
 _FORMAT = 1
+_PLAN_SETTINGS = ("techniques", "widths", "sparsity", "growth")
 
 
 def shrink(
@@ -62,9 +63,9 @@ def shrink(
     latency, MCU latency estimate, quality of the converted model). Candidates over
     `budget` are kept, marked infeasible.
 
-    A rerun with the same model, data and settings in the same `directory` resumes: the
-    candidates recorded in its `manifest.json` are read back, not recomputed. A changed
-    `budget` only re-judges them.
+    A rerun with the same model, data and training settings in the same `directory`
+    resumes: the candidates recorded in its `manifest.json` are read back, not recomputed.
+    A changed `budget` only re-judges them; more `widths` or `techniques` add candidates.
 
     Args:
         model: keras.Model. The trained float classifier (integer labels).
@@ -213,7 +214,8 @@ class Run:
         saved = self.done.get(spec.name)
         keras_path = self.directory / f"{spec.name}.keras"
         tflite_path = self.directory / f"{spec.name}.tflite"
-        if saved is not None and keras_path.exists() and tflite_path.exists():
+        finished = saved is not None and saved.get("spec") == spec.to_dict()
+        if finished and keras_path.exists() and tflite_path.exists():
             footprint = Footprint.from_dict(saved["footprint"])
             seconds, resumed = saved.get("seconds", 0.0), True
         else:
@@ -395,5 +397,8 @@ def fingerprint(model, teacher, train_data, validation_data, target, settings) -
     for array in (*train_data, *validation_data):
         digest.update(str((array.shape, array.dtype.str)).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(json.dumps({"target": target.name, **settings}, sort_keys=True).encode())
+    # Which candidates to make is not hashed: each is matched by its name and spec, so a
+    # rerun with more widths or techniques adds candidates and keeps the finished ones.
+    trained = {k: v for k, v in settings.items() if k not in _PLAN_SETTINGS}
+    digest.update(json.dumps({"target": target.name, **trained}, sort_keys=True).encode())
     return digest.hexdigest()
