@@ -244,43 +244,69 @@ def higher_precision(plan, layer, target):
     return "int16"
 
 
+# Re-ranking rounds of the accuracy-aware search: one layer can hide the others (while a
+# broken layer ruins the output, keeping any other float gains nothing), so after the
+# layers that help are kept, the rest are measured again beside them.
+_MAX_ROUNDS = 4
+
+
 def accuracy_aware(plan, validation_data, *, target, max_accuracy_drop, keep_float, int16):
     """Keeps the fewest, most sensitive layers at higher precision until the metric drop
-    vs the float model is at most `max_accuracy_drop`; returns the choice and the model."""
+    vs the float model is at most `max_accuracy_drop`; returns the choice and the model.
+
+    Each round ranks the remaining layers by the gain each brings alone at higher
+    precision (beside the layers kept so far), then adds them in that order until the
+    target is met or the helpful ones run out; a final pass drops every kept layer whose
+    removal still meets the target.
+    """
     start = time.perf_counter()
     x, y = check_validation(validation_data)
     score, metric_name = _metric(None)
     float_metric = score(y, evaluate(plan.float_model, x))
     int8_model = plan.quantize()
     int8_metric = score(y, evaluate(int8_model, x))
-    islands = {"keep_float": list(keep_float), "int16": list(int16)}
     forced = set(keep_float) | set(int16)
+    islands = {"keep_float": list(keep_float), "int16": list(int16)}
     best_model = plan.quantize(**islands) if forced else int8_model
     best_metric = score(y, evaluate(best_model, x)) if forced else int8_metric
-    kept, records = [], []
-    if float_metric - best_metric > max_accuracy_drop:
-        candidates = [layer for layer in plan.layers if layer not in forced]
+    kept, first_ranking, rounds = [], [], 0
+    while float_metric - best_metric > max_accuracy_drop and rounds < _MAX_ROUNDS:
+        rounds += 1
+        taken = forced | {r["layer"] for r in kept}
         records = rank(
             plan,
             x,
             y,
             score,
-            candidates,
+            [layer for layer in plan.layers if layer not in taken],
             target=target,
             mode="float_alone",
             float_metric=float_metric,
             int8_metric=best_metric,
-            base=islands,
+            base=_islands(islands, kept),
         )
+        for r in records:
+            r["round"] = rounds
+        first_ranking = first_ranking or records
         helpful = [r for r in records if r["metric"] is not None and r["sensitivity"] > 0]
-        chosen, found = _search(
-            plan, x, y, score, helpful, islands, float_metric, max_accuracy_drop
+        added, found = _forward(
+            plan, x, y, score, helpful, _islands(islands, kept), float_metric, max_accuracy_drop
         )
-        if found is not None and found[1] > best_metric:
-            kept, (best_model, best_metric) = chosen, found
-    final = {k: list(v) for k, v in islands.items()}
-    for r in kept:
-        final["keep_float" if r["precision"] == "float" else "int16"].append(r["layer"])
+        if found is None or found[1] <= best_metric:
+            break
+        kept += added
+        best_model, best_metric = found
+    if kept and float_metric - best_metric <= max_accuracy_drop:
+        # Fewest layers: drop each kept one, least sensitive first, if the target holds.
+        for r in sorted(kept, key=lambda r: r["sensitivity"]):
+            if len(kept) == 1:
+                break
+            trial = [s for s in kept if s is not r]
+            model = plan.quantize(**_islands(islands, trial))
+            value = score(y, evaluate(model, x))
+            if float_metric - value <= max_accuracy_drop:
+                kept, best_model, best_metric = trial, model, value
+    final = _islands(islands, kept)
     size = len(best_model)
     return {
         "model": best_model,
@@ -292,9 +318,11 @@ def accuracy_aware(plan, validation_data, *, target, max_accuracy_drop, keep_flo
                 "precision": r["precision"],
                 "ops": r["ops"],
                 "sensitivity": r["sensitivity"],
+                "round": r["round"],
                 "why": (
-                    f"kept alone at {r['precision']} it lifts {metric_name} from "
-                    f"{r['metric'] - r['sensitivity']:.4f} to {r['metric']:.4f}"
+                    f"at {r['precision']} alone (ranking round {r['round']}) it lifts "
+                    f"{metric_name} from {r['metric'] - r['sensitivity']:.4f} to "
+                    f"{r['metric']:.4f}"
                 ),
             }
             for r in kept
@@ -311,39 +339,31 @@ def accuracy_aware(plan, validation_data, *, target, max_accuracy_drop, keep_flo
         "size_bytes": size,
         "size_cost": round(size / len(int8_model) - 1.0, 6),
         "samples": len(x),
-        "ranking": [{k: v for k, v in r.items() if k != "ops"} for r in records],
+        "rounds": rounds,
+        "ranking": [{k: v for k, v in r.items() if k != "ops"} for r in first_ranking],
         "seconds": round(time.perf_counter() - start, 2),
     }
 
 
-def _search(plan, x, y, score, helpful, islands, float_metric, max_drop):
-    """Adds layers in order of sensitivity until the drop is met, then drops each one
-    whose removal still meets it (fewest layers). Returns (records kept, (model, metric))."""
+def _islands(islands, records):
+    """`islands` plus the layers of `records`, each at its record's precision."""
+    trial = {k: list(v) for k, v in islands.items()}
+    for r in records:
+        trial["keep_float" if r["precision"] == "float" else "int16"].append(r["layer"])
+    return trial
 
-    def build(records):
-        trial = {k: list(v) for k, v in islands.items()}
-        for r in records:
-            trial["keep_float" if r["precision"] == "float" else "int16"].append(r["layer"])
-        model = plan.quantize(**trial)
-        return model, score(y, evaluate(model, x))
 
+def _forward(plan, x, y, score, helpful, islands, float_metric, max_drop):
+    """Adds `helpful` layers in order until the drop is met; returns (the records of the
+    best prefix, (its model, its metric)), or ([], None) when nothing helps."""
     best, best_found = [], None
     for k in range(1, len(helpful) + 1):
-        found = build(helpful[:k])
+        model = plan.quantize(**_islands(islands, helpful[:k]))
+        found = (model, score(y, evaluate(model, x)))
         if best_found is None or found[1] > best_found[1]:
             best, best_found = helpful[:k], found
         if float_metric - found[1] <= max_drop:
-            best, best_found = helpful[:k], found
-            break
-    if best_found is None or float_metric - best_found[1] > max_drop:
-        return best, best_found
-    for r in reversed(list(best)):
-        if len(best) == 1:
-            break
-        trial = [s for s in best if s is not r]
-        found = build(trial)
-        if float_metric - found[1] <= max_drop:
-            best, best_found = trial, found
+            return helpful[:k], found
     return best, best_found
 
 
