@@ -21,8 +21,9 @@ error `E[W x] - E[Q(W) x]`, where `x` are the layer's inputs in the float model 
 calibration data.
 
 The rewrite walks a Functional graph's nodes, which Keras keeps private (`_nodes_by_depth`,
-`node.arguments`, `_keras_history`, `_outputs_struct`); `_nodes`, `_producer` and `_rebuild`
-hold every such use, so a Keras upgrade that moves them breaks those three functions only.
+`node.arguments`, `_keras_history`, `_outputs_struct`, a Sequential's `_functional`); `_graph`,
+`_nodes`, `_producer` and `_rebuild` hold every such use, so a Keras upgrade that moves them
+breaks those four functions only.
 """
 
 from collections.abc import Callable, Iterable
