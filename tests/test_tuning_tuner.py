@@ -137,22 +137,11 @@ def test_report_files(searched, tmp_path):
 
 
 @pytest.mark.slow
-def test_all_infeasible_does_not_stop_the_search(digits, tmp_path):
-    x_train, y_train, x_test, y_test = digits
-    # RAM is not predicted before a trial, so every candidate runs and is measured over budget.
-    tuner = _tuner(tmp_path, budget=Budget(max_arena_bytes=100), max_trials=4, seed=0)
-    tuner.search(x_train[:300], y_train[:300], validation_data=(x_test, y_test), verbose=0)
-    records = tuner.trial_records()
-    # KerasTuner stops after 3 failed trials in a row; infeasible trials are not failures.
-    assert len(records) == 4
-    assert not any(r["feasible"] for r in records)
-    assert tuner.pareto_records() == []
-
-
-@pytest.mark.slow
-def test_resumes_an_interrupted_search(digits, tmp_path):
+def test_resumes_an_interrupted_search_and_all_infeasible_does_not_stop_it(digits, tmp_path):
     x_train, y_train, x_test, y_test = digits
     data = (x_train[:300], y_train[:300])
+    # RAM is not predicted before a trial, so every candidate runs and is measured over budget.
+    budget = Budget(max_arena_bytes=100)
 
     class Interrupted(FootprintTuner):
         calls = 0
@@ -168,6 +157,7 @@ def test_resumes_an_interrupted_search(digits, tmp_path):
         epochs=1,
         max_trials=4,
         seed=0,
+        budget=budget,
         qat=(False,),
         sparsities=(0.0, 0.5),
         latency_runs=3,
@@ -178,7 +168,7 @@ def test_resumes_an_interrupted_search(digits, tmp_path):
         first.search(*data, validation_data=(x_test, y_test), verbose=0)
     assert len(first.trial_records()) == 2
 
-    resumed = _tuner(tmp_path, max_trials=4, seed=0)
+    resumed = _tuner(tmp_path, budget=budget, max_trials=4, seed=0)
     done = []
     original = resumed.run_trial
 
@@ -192,6 +182,10 @@ def test_resumes_an_interrupted_search(digits, tmp_path):
     assert len(records) == 4
     assert len(done) == 2  # Only the missing trials ran again.
     assert len({r["trial_id"] for r in records}) == 4
+    # KerasTuner stops after 3 failed trials in a row; infeasible trials are not failures.
+    assert not any(r["feasible"] for r in records)
+    assert all(r["violations"][0].startswith("arena_bytes ") for r in records)
+    assert resumed.pareto_records() == []
 
 
 @pytest.mark.slow
