@@ -160,3 +160,28 @@ def test_accuracy_aware_keeps_the_broken_layer(case):
     )
     accuracy = np.mean(tfslim.predict(result.flatbuffer, x).argmax(1) == y)
     assert accuracy == pytest.approx(info["accuracy"])
+
+
+def test_accuracy_aware_on_a_board_keeps_int16_and_runs_in_tflite_micro(case):
+    model, x, y = case
+    result = tfslim.convert(model, target="mcu", max_accuracy_drop=0.05, validation_data=(x, y))
+    info = result.mixed_precision
+    assert info["int16"] == ["broken"] and info["keep_float"] == []
+    assert info["kept"][0]["precision"] == "int16" and info["met"]
+    assert info["micro"]["supported"] and tfslim.inspect(result.flatbuffer)["fully_integer"]
+
+
+def test_unmet_target_warns_and_returns_the_best_found(case, monkeypatch):
+    from tfslim.errors import TfslimWarning
+    import importlib
+
+    # The module, not the function `tfslim.litert` exports under the same name.
+    sensitivity = importlib.import_module("tfslim.litert.sensitivity")
+    model, x, y = case
+    monkeypatch.setattr(sensitivity, "_MAX_ROUNDS", 0)  # No search: plain int8 is the best.
+    with pytest.warns(TfslimWarning, match=r"could not meet max_accuracy_drop=0.02.*returned"):
+        result = tfslim.convert(model, max_accuracy_drop=0.02, validation_data=(x, y))
+    info = result.mixed_precision
+    assert not info["met"] and info["kept_layers"] == []
+    assert info["accuracy"] == info["int8_accuracy"] < 0.9
+    assert result.size_bytes == info["int8_size_bytes"]

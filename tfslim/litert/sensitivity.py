@@ -40,6 +40,7 @@ class SensitivityResult:
         int8_metric: float. The all-int8 model's metric.
         samples: int. Validation samples used.
         seconds: float. Wall time of the analysis.
+        setup_seconds: float or None. Of which the float export and the calibration.
 
     Attributes:
         records: list of dict. One per layer: `layer`, `ops` (TFLite op names),
@@ -56,9 +57,21 @@ class SensitivityResult:
         int8_metric: float. The all-int8 model's metric (same calibration).
         samples: int. Validation samples used.
         seconds: float. Wall time of the whole analysis.
+        setup_seconds: float or None. Of which the float export and the calibration.
     """
 
-    def __init__(self, records, *, mode, metric_name, float_metric, int8_metric, samples, seconds):
+    def __init__(
+        self,
+        records,
+        *,
+        mode,
+        metric_name,
+        float_metric,
+        int8_metric,
+        samples,
+        seconds,
+        setup_seconds=None,
+    ):
         self.records = records
         self.mode = mode
         self.metric_name = metric_name
@@ -66,6 +79,7 @@ class SensitivityResult:
         self.int8_metric = int8_metric
         self.samples = samples
         self.seconds = seconds
+        self.setup_seconds = setup_seconds
 
     def __iter__(self):
         return iter(self.records)
@@ -169,6 +183,7 @@ def sensitivity(
         x if calibration_data is None else calibration_data,
         calibration_steps=calibration_steps,
     )
+    setup_seconds = time.perf_counter() - start
     candidates = resolve_layers("layers", layers, plan) if layers is not None else list(plan.layers)
     float_metric = score(y, evaluate(plan.float_model, x))
     int8_metric = score(y, evaluate(plan.quantize(), x))
@@ -191,6 +206,7 @@ def sensitivity(
         int8_metric=int8_metric,
         samples=len(x),
         seconds=round(time.perf_counter() - start, 2),
+        setup_seconds=round(setup_seconds, 2),
     )
 
 
