@@ -217,15 +217,7 @@ def resolve_layers(argument: str, patterns, plan: MixedPrecisionPlan) -> list[st
     """
     if patterns is None:
         return []
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    if not isinstance(patterns, list | tuple | set | frozenset) or not all(
-        isinstance(p, str) for p in patterns
-    ):
-        raise TypeError(
-            f"Invalid value for argument `{argument}`. Expected a list of layer names or "
-            f"regex patterns (str). Received: {argument}={patterns!r}"
-        )
+    patterns = _check_patterns(argument, patterns)
     selected = set()
     for pattern in patterns:
         if pattern in plan.layers:
@@ -246,6 +238,21 @@ def resolve_layers(argument: str, patterns, plan: MixedPrecisionPlan) -> list[st
             )
         selected |= matched
     return [name for name in plan.layers if name in selected]
+
+
+def _check_patterns(argument: str, patterns):
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list | tuple | set | frozenset) or not all(
+        isinstance(p, str) for p in patterns
+    ):
+        raise TypeError(
+            f"Invalid value for argument `{argument}`. Expected a list of layer names or "
+            f"regex patterns (str). Received: {argument}={patterns!r}"
+        )
+    return list(patterns)
 
 
 def check_micro_int16(layers, plan: MixedPrecisionPlan, target) -> None:
@@ -348,6 +355,8 @@ def convert_mixed(
             "mode only; expected None without `max_accuracy_drop`. Received: "
             f"validation_data of type {type(validation_data).__name__}"
         )
+    for argument, value in (("keep_float", keep_float), ("int16", int16)):
+        _check_patterns(argument, value)  # Before the (slow) export.
     if calibration_data is None and validation_data is not None:
         calibration_data = check_validation(validation_data)[0]
     if calibration_data is None:
