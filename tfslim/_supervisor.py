@@ -132,12 +132,14 @@ def supervise(argv: list[str], command) -> int:
         if signal.getsignal(n) is not signal.SIG_IGN
     }
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, state.on_alarm)
+    supervisor = os.getpid()
     try:
         return _run(argv, command, state, previous)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if os.getpid() == supervisor:  # The worker keeps its own handlers to its exit.
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def _run(argv: list[str], command, state: _State, previous: dict) -> int:
