@@ -1,6 +1,6 @@
 """Mixed precision benchmark: where plain int8 loses points, and what accuracy-aware keeps.
 
-Run: python benchmarks/mixed_precision_benchmark.py [--data digits --epochs 12]
+Run: python benchmarks/mixed_precision_benchmark.py [--data digits --epochs 20]
 
 1. A MobileNetV2-style depthwise model (inverted residual blocks, linear bottlenecks, plain
    ReLU instead of ReLU6; 2-D on digits, 1-D on MNIST-1D) is trained briefly. Its classifier
@@ -65,7 +65,7 @@ def accuracy(model_bytes, x, y):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--max-drop", type=float, default=0.005)
     parser.add_argument("--mobilenet-samples", type=int, default=64)
     parser.add_argument("--data", choices=("digits", "mnist1d"), default="digits")

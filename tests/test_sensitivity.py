@@ -39,3 +39,12 @@ def test_invalid_arguments(case):
         tfslim.sensitivity(model, (x, y), mode="x")
     with pytest.raises(ValueError, match=r"`validation_data`.*len\(x\)=64, len\(y\)=3"):
         tfslim.sensitivity(model, (x, y[:3]))
+
+
+def test_docstring_example_runs():
+    import doctest
+    import importlib
+
+    module = importlib.import_module("tfslim.litert.sensitivity")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 4 and result.failed == 0

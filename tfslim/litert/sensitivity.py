@@ -305,6 +305,8 @@ def accuracy_aware(plan, validation_data, *, target, max_accuracy_drop, keep_flo
             r["round"] = rounds
         first_ranking = first_ranking or records
         helpful = [r for r in records if r["metric"] is not None and r["sensitivity"] > 0]
+        if not helpful:
+            helpful = _costly_alone(plan, x, y, score, records, target, float_metric)
         added, found = _forward(
             plan, x, y, score, helpful, _islands(islands, kept), float_metric, max_accuracy_drop
         )
@@ -336,7 +338,10 @@ def accuracy_aware(plan, validation_data, *, target, max_accuracy_drop, keep_flo
                 "sensitivity": r["sensitivity"],
                 "round": r["round"],
                 "why": (
-                    f"at {r['precision']} alone (ranking round {r['round']}) it lifts "
+                    f"its int8 quantization alone costs {r['sensitivity']:.4f} {metric_name} "
+                    f"(ranking round {r['round']}: no layer helped alone)"
+                    if r.get("cost_alone")
+                    else f"at {r['precision']} alone (ranking round {r['round']}) it lifts "
                     f"{metric_name} from {r['metric'] - r['sensitivity']:.4f} to "
                     f"{r['metric']:.4f}"
                 ),
@@ -359,6 +364,36 @@ def accuracy_aware(plan, validation_data, *, target, max_accuracy_drop, keep_flo
         "ranking": [{k: v for k, v in r.items() if k != "ops"} for r in first_ranking],
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _costly_alone(plan, x, y, score, records, target, float_metric):
+    """When no layer helps alone (the loss is spread thin), the layers whose int8
+    quantization alone in a float model costs the most, each at its higher precision."""
+    layers = [r["layer"] for r in records if r["metric"] is not None]
+    ranked = rank(
+        plan,
+        x,
+        y,
+        score,
+        layers,
+        target=target,
+        mode="quantize_alone",
+        float_metric=float_metric,
+        int8_metric=None,
+    )
+    by_layer = {r["layer"]: r for r in records}
+    costly = []
+    for r in ranked:
+        if r["sensitivity"] > 0:
+            costly.append(
+                {
+                    **by_layer[r["layer"]],
+                    "sensitivity": r["sensitivity"],
+                    "metric": float_metric,
+                    "cost_alone": True,
+                }
+            )
+    return costly
 
 
 def _islands(islands, records):
