@@ -54,6 +54,8 @@ def _summary(name, report, float_acc=None, int8_acc=None) -> dict:
         "float acc": float_acc,
         "int8 acc": int8_acc,
         "seconds": report.seconds,
+        "convert s": report.timings["convert_s"],
+        "report s": round(report.seconds - report.timings["convert_s"], 2),
     }
 
 
@@ -164,13 +166,15 @@ def main() -> None:
         Column("output SNR dB", "output SNR dB"),
         Column("float acc", "float acc"),
         Column("int8 acc", "int8 acc"),
-        Column("report s", "seconds"),
+        Column("total s", "seconds"),
+        Column("of which convert s", "convert s"),
+        Column("report s (no conversion)", "report s"),
     ]
     print(format_table(rows, columns, markdown=False))
     print(
         f"\nbroken layer {conv} ranked first by its own error: {broken_first}; "
-        f"{args.samples} samples per report; run time includes the int8 conversion, "
-        "except for the trained models (converted once, also for the accuracy columns)"
+        f"{args.samples} samples per report; the trained models were converted beforehand "
+        "(once, also for the accuracy columns)"
     )
     if args.json:
         with open(args.json, "w") as f:

@@ -446,6 +446,46 @@ def _cmd_optimize(args) -> None:
     print(f"wrote {result.files['markdown']}, {result.files['json']} and {result.files['png']}")
 
 
+def _cmd_qreport(args) -> None:
+    _check_number("--top", args.top, integer=True, minimum=1, inclusive=True)
+    _check_number("--max-samples", args.max_samples, integer=True, minimum=1, inclusive=True)
+    if not os.path.isfile(args.model):
+        raise FileNotFoundError(f"model: no such file: {args.model}")
+    if not args.model.endswith(".keras"):
+        raise ValueError(f"model: expected a .keras file, got {args.model}")
+    if args.plot:
+        if os.path.isdir(args.plot):
+            raise IsADirectoryError(f"--plot: {args.plot} is a directory; expected a .png path")
+        parent = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"--plot: directory {parent} does not exist")
+        if os.path.exists(args.plot) and not args.overwrite:
+            raise FileExistsError(f"--plot: {args.plot} exists; pass --overwrite to replace it")
+    from tfslim.litert.targets import get_target
+
+    get_target(args.target)
+    x, _ = _load_npz(args.data, "--data")
+    calibration = _load_npz(args.calibration, "--calibration")[0] if args.calibration else None
+    from tfslim.benchmarking.quantization_report import quantization_report
+
+    report = quantization_report(
+        args.model,
+        x,
+        target=args.target,
+        quantization=args.quantization,
+        calibration_data=calibration,
+        max_samples=args.max_samples,
+    )
+    if args.plot:
+        report.plot(args.plot, top=args.top, overwrite=args.overwrite)
+    if args.json:
+        _print_json(report.to_dict())
+        return
+    print(report.table(top=args.top))
+    if args.plot:
+        print(f"wrote {args.plot}")
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a usage mistake in one line (`tfslim bench: error: ...`), like other errors."""
 
@@ -519,6 +559,23 @@ def _parser() -> argparse.ArgumentParser:
         help="target to check; repeatable (default: none, no board verdicts)",
     )
     s.add_argument("--no-micro", action="store_true", help="skip the TFLite Micro run")
+
+    s = add("qreport", _cmd_qreport, "per-layer int8 error of a .keras model, worst first")
+    s.add_argument("model", help=".keras file (float or quantization-aware)")
+    s.add_argument("--data", required=True, help=".npz/.npy with input samples 'x' (required)")
+    s.add_argument(
+        "--calibration",
+        help=".npz/.npy with calibration inputs 'x' (default: the --data samples; not needed "
+        "for QAT models)",
+    )
+    s.add_argument("--target", default="mobile", help="mobile, mcu or a board (tfslim targets)")
+    s.add_argument(
+        "--quantization", choices=["int8", "int16x8"], help="conversion mode (default: int8)"
+    )
+    s.add_argument("--max-samples", type=int, default=64, help="samples of --data compared")
+    s.add_argument("--top", type=int, help="show only the worst N layers (default: all)")
+    s.add_argument("--plot", help="also write a PNG bar chart here (default: none)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
 
     s = add("bench", _cmd_bench, "LiteRT latency, memory and accuracy of a .tflite model")
     s.add_argument("file", help=".tflite file")
@@ -620,6 +677,7 @@ _FLAG_SPELLING = {
     "variable_name": "--name",
     "directory": "--out",
     "max_candidates": "--max-candidates",
+    "max_samples": "--max-samples",
 }
 
 

@@ -26,7 +26,7 @@ normalization, with the convolution listed as fused. Every layer without a tenso
 (fused, folded, identity at inference) is listed in `report.unmatched` with the reason.
 
 Walking a functional graph's operation nodes needs `keras.src` internals (a layer's inbound
-nodes); they are kept in `_producers` so a Keras upgrade breaks one function.
+nodes, a tensor's history); they are kept in `_walk` so a Keras upgrade breaks one function.
 """
 
 import dataclasses
@@ -152,11 +152,23 @@ class QuantizationReport:
         target: str. The target it was converted for.
         samples: int. Samples compared.
         seconds: float. Wall time of the report, conversion included.
+        timings: dict. Seconds spent converting (`convert_s`, 0 when `converted` was
+            given), running the TFLite model (`tflite_s`) and the Keras model (`keras_s`).
         notes: list of str. How the figures were obtained, where it matters.
     """
 
     def __init__(
-        self, layers, *, unmatched, model, quantization, target, samples, seconds, notes=()
+        self,
+        layers,
+        *,
+        unmatched,
+        model,
+        quantization,
+        target,
+        samples,
+        seconds,
+        timings=None,
+        notes=(),
     ):
         self.layers = sorted(layers, key=_rank_key("alone"))
         self.unmatched = list(unmatched)
@@ -165,6 +177,7 @@ class QuantizationReport:
         self.target = target
         self.samples = samples
         self.seconds = seconds
+        self.timings = dict(timings or {})
         self.notes = list(notes)
 
     def ranked(self, by: str = "alone") -> list:
@@ -172,6 +185,19 @@ class QuantizationReport:
         if by not in ("alone", "accumulated"):
             raise invalid_value("by", "'alone' or 'accumulated'", by)
         return sorted(self.layers, key=_rank_key(by))
+
+    def get(self, name: str) -> LayerRecord:
+        """The record of the Keras layer `name`.
+
+        Raises:
+            KeyError: naming the compared layers, when `name` is not one of them.
+        """
+        for record in self.layers:
+            if record.name == name:
+                return record
+        raise KeyError(
+            f"{name!r} is not a compared layer; compared: {sorted(r.name for r in self.layers)}"
+        )
 
     def worst(self, by: str = "alone") -> "LayerRecord | None":
         """The record with the lowest SNR (None for a report without layers)."""
@@ -228,6 +254,7 @@ class QuantizationReport:
             "target": self.target,
             "samples": self.samples,
             "seconds": self.seconds,
+            "timings": self.timings,
             "layers": [_json_safe(r.to_dict()) for r in self.layers],
             "unmatched": self.unmatched,
             "notes": self.notes,
@@ -253,6 +280,7 @@ class QuantizationReport:
             target=data["target"],
             samples=data["samples"],
             seconds=data["seconds"],
+            timings=data.get("timings"),
             notes=data.get("notes", ()),
         )
 
@@ -404,6 +432,7 @@ def quantization_report(
     graph = _Graph(keras_model)
     x = _check_data(data, graph.input_shape, max_samples)
     notes = []
+    timings = {"convert_s": 0.0}
     if converted is None:
         from tfslim.litert.converter import convert
 
@@ -419,6 +448,7 @@ def quantization_report(
             verify=False,
         )
         model_bytes, name, mode = result.flatbuffer, "<converted model>", result.quantization
+        timings["convert_s"] = round(time.perf_counter() - start, 2)
     else:
         model_bytes, name = flatbuffer.read_model_bytes(converted, argument="converted")
         mode = getattr(converted, "quantization", None)
@@ -433,9 +463,13 @@ def quantization_report(
         )
     rows, unmatched = _match(graph, tfl)
     indices = sorted({row.tensor for row in rows.values()})
+    clock = time.perf_counter()
     run = isolation.run(tensors_task, model_bytes, name=name, data=x, indices=indices)
     values = {i: tfl.dequantize(i, v) for i, v in zip(indices, run["tensors"], strict=True)}
+    timings["tflite_s"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
     records = _measure(graph, tfl, rows, values, x)
+    timings["keras_s"] = round(time.perf_counter() - clock, 2)
     return QuantizationReport(
         records,
         unmatched=unmatched,
@@ -444,6 +478,7 @@ def quantization_report(
         target=target.name,
         samples=len(x),
         seconds=round(time.perf_counter() - start, 2),
+        timings=timings,
         notes=notes,
     )
 
@@ -542,56 +577,75 @@ def _check_data(data, input_shape, max_samples) -> np.ndarray:
 
 
 class _Graph:
-    """The Keras model's operations in topological order, with producers and consumers."""
+    """The Keras model's operations in topological order, with producers and consumers.
+
+    The graph is read back from the model's outputs through each tensor's history (the
+    node that made it), not from `layer.output`: a layer called in several graphs (a
+    reloaded Sequential is built more than once) has one node per call, and only these
+    belong to this model.
+    """
 
     def __init__(self, model):
         self.model = model
-        self.input = model.inputs[0]
+        self.ops, self.tensor, self.producers = _walk(model.outputs)
+        inputs = [op for op in self.ops if self.is_input(op)]
+        if len(inputs) != 1:
+            raise ValueError(
+                "Invalid value for argument `model`. Expected a model with one input. "
+                f"Received: model {model.name!r} with {len(inputs)} inputs"
+            )
+        self.input = self.tensor[id(inputs[0])]
         self.input_shape = tuple(int(d) for d in self.input.shape[1:] if d is not None)
         if len(self.input_shape) != len(self.input.shape) - 1:
             raise ValueError(
                 "Invalid value for argument `model`. Expected an input shape known apart from "
                 f"the batch axis. Received: input shape {tuple(self.input.shape)}"
             )
-        import keras
-
-        if isinstance(model, keras.Sequential):
-            ops = [self.input._keras_history.operation, *model.layers]
-        else:
-            ops = list(model.operations)
-        self.ops = ops
-        self.position = {id(op): i for i, op in enumerate(ops)}
-        self.producers = {id(op): _producers(op, self.position) for op in ops}
-        self.consumers = {id(op): [] for op in ops}
-        for op in ops:
+        self.position = {id(op): i for i, op in enumerate(self.ops)}
+        self.consumers = {id(op): [] for op in self.ops}
+        for op in self.ops:
             for p in self.producers[id(op)]:
                 self.consumers[id(p)].append(op)
-        outputs = model.outputs
-        self.output_ops = [t._keras_history.operation for t in outputs]
+        self.output_ops = [t._keras_history.operation for t in model.outputs]
 
     @staticmethod
     def is_input(op) -> bool:
         return type(op).__name__ == "InputLayer"
 
-    @staticmethod
-    def sample_shape(op) -> "tuple | None":
-        output = op.output
-        if not hasattr(output, "shape"):  # Several outputs: no single tensor to compare.
+    def sample_shape(self, op) -> "tuple | None":
+        output = self.tensor[id(op)]
+        if output is None:  # Several outputs: no single tensor to compare.
             return None
         return tuple(output.shape[1:])
 
 
-def _producers(op, position) -> list:
-    """The operations whose outputs `op` takes (keras.src internals: its first inbound node)."""
-    nodes = getattr(op, "_inbound_nodes", None) or []
-    if not nodes:
-        return []
-    found = []
-    for tensor in nodes[0].input_tensors:
-        producer = tensor._keras_history.operation
-        if id(producer) in position and producer not in found:
-            found.append(producer)
-    return found
+def _walk(outputs):
+    """(ops in topological order, op id -> its output KerasTensor or None when it has
+    several, op id -> producer ops), walking back from `outputs` through the nodes that
+    made each tensor (keras.src internals: `_keras_history` and `_inbound_nodes`)."""
+    ops, tensor, producers = [], {}, {}
+    stack = [(t, False) for t in reversed(list(outputs))]
+    while stack:
+        t, expanded = stack.pop()
+        op, node_index, _ = t._keras_history
+        if id(op) in tensor and not expanded:
+            continue
+        node = op._inbound_nodes[node_index]
+        if not expanded:
+            tensor[id(op)] = None  # Visiting: its inputs go first.
+            stack.append((t, True))
+            stack += [(i, False) for i in reversed(node.input_tensors)]
+            continue
+        outs = node.output_tensors
+        tensor[id(op)] = outs[0] if len(outs) == 1 else None
+        found = []
+        for i in node.input_tensors:
+            producer = i._keras_history.operation
+            if producer not in found:
+                found.append(producer)
+        producers[id(op)] = found
+        ops.append(op)
+    return ops, tensor, producers
 
 
 class _TfliteGraph:
@@ -912,7 +966,7 @@ def _measure(graph, tfl, rows, values, x) -> list:
     import keras
 
     ordered = sorted(rows.values(), key=lambda r: graph.position[id(r.op)])
-    fn = keras.Function([graph.input], [r.op.output for r in ordered])
+    fn = keras.Function([graph.input], [graph.tensor[id(r.op)] for r in ordered])
     outputs = [[] for _ in ordered]
     for start in range(0, len(x), _BATCH):
         for i, out in enumerate(fn([x[start : start + _BATCH]])):
@@ -924,7 +978,7 @@ def _measure(graph, tfl, rows, values, x) -> list:
         channels = int(graph.sample_shape(row.op)[-1]) if graph.sample_shape(row.op) else 1
         stats = _errors(quantized, reference, channels)
         alone = stats
-        if not _Graph.is_input(row.op):
+        if not graph.is_input(row.op):
             alone = _alone(graph, rows, values, row, len(x))
         scale, _ = tfl.quantization(row.tensor)
         records.append(
@@ -957,7 +1011,7 @@ def _alone(graph, rows, values, row, n) -> "dict | None":
 
     sources = _boundaries(graph, rows, row.op)
     try:
-        fn = keras.Function([s.output for s in sources], row.op.output)
+        fn = keras.Function([graph.tensor[id(s)] for s in sources], graph.tensor[id(row.op)])
         inputs = [values[rows[id(s)].tensor].reshape((n, *graph.sample_shape(s))) for s in sources]
         reference = _run(fn, inputs, n).reshape(n, -1)
     except Exception as e:  # A segment Keras cannot run on its own: say so, keep the rest.
