@@ -23,7 +23,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 
 __all__ = ["GRACE_S", "TEST_CRASH_ENV", "crash_stage", "supervise"]
 
@@ -143,6 +142,8 @@ def supervise(argv: list[str], command) -> int:
 
 
 def _run(argv: list[str], command, state: _State, previous: dict) -> int:
+    # Imported once the handlers are in place: a Ctrl-C this early is still one line.
+    import tempfile
     import threading
 
     from tfslim import _cleanup
