@@ -108,7 +108,7 @@ def test_plot_labels_units_and_marks_baseline_and_infeasible():
         "infeasible (over budget)",
         "feasible",
         "Pareto front",
-        "baseline (model as given, int8)",
+        "baseline (model as given, int8), over budget",
         "budget",
     ]
     # The infeasible original is grey and sits at 12000 B = 11.7 KiB.

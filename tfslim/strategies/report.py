@@ -98,14 +98,15 @@ def plot_front(result):
         baseline = [r for r in records if r["name"] == result.baseline]
         pts = xy(baseline)
         if pts:
+            over = not baseline[0]["feasible"]
             ax.scatter(
                 *pts,
                 marker="D",
                 s=90,
                 facecolors="none",
-                edgecolors="black",
+                edgecolors="0.6" if over else "black",
                 linewidths=2,
-                label="baseline (model as given, int8)",
+                label="baseline (model as given, int8)" + (", over budget" if over else ""),
                 zorder=4,
             )
         for r in records:
@@ -122,6 +123,7 @@ def plot_front(result):
         ax.set_xlabel(_AXIS_LABELS[axis])
         ax.set_ylabel(f"quality: {_metric(records)} of the int8 model (validation)")
         ax.grid(alpha=0.3)
+        ax.margins(0.12)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{result.strategy} on {result.target}: {len(records)} candidates")
     fig.tight_layout()
