@@ -14,6 +14,8 @@ trained models, and a deliberately broken layer found first.
    bias of its output channel 0 are multiplied by 1000. The report must rank that
    convolution first by the error it adds alone (per-channel SNR: the whole-tensor SNR is
    dominated by the one wide channel and stays high).
+4. The same CNN trained quantization-aware (`tfslim.quantize_model`): layers matched through
+   the QAT wrappers' names, its int8 model close to its Keras model.
 """
 
 import argparse
@@ -156,6 +158,15 @@ def main() -> None:
             print(report.table(), "\n")
         rows.append(_summary(label, report, *_accuracies(cnn, converted, x_test, y_test)))
     broken_first = report.worst().name == conv
+
+    keras.utils.set_random_seed(0)
+    qat = tfslim.quantize_model(build_digits_cnn(width=16, dense_units=64))
+    qat = _train_digits(qat, x_train, y_train, max(1, args.epochs // 2))
+    converted = tfslim.convert(qat)  # Learned ranges: no calibration.
+    report = tfslim.quantization_report(qat, x_test, converted=converted, max_samples=args.samples)
+    if not args.quiet:
+        print(report.table(), "\n")
+    rows.append(_summary("digits CNN, QAT", report, *_accuracies(qat, converted, x_test, y_test)))
     columns = [
         Column("model", "model", str, "left"),
         Column("layers", "layers"),

@@ -15,18 +15,9 @@ the output of the Keras layer it belongs to:
   comparison TFLite's numeric-verify debugging makes, done with the Keras layer as the float
   op.
 
-Tensors are matched to Keras layers by the layer names in tensor names (the converter names
-a fused op after every layer it absorbed, `model/conv_1/Relu;model/conv_1/convolution`, with
-TensorFlow's `_N` name-scope suffixes); a tensor belongs to the latest of the layers it
-names. A model output with no name is the Keras output at its position. A layer whose name
-appears nowhere is matched by shape and graph order to an unnamed tensor between its
-neighbours' tensors, and said so. A batch normalization after a linear convolution or Dense
-layer is folded into it by the converter: their shared tensor is reported under the batch
-normalization, with the convolution listed as fused. Every layer without a tensor of its own
-(fused, folded, identity at inference) is listed in `report.unmatched` with the reason.
-
-Walking a functional graph's operation nodes needs `keras.src` internals (a layer's inbound
-nodes, a tensor's history); they are kept in `_walk` so a Keras upgrade breaks one function.
+Which tensor is which layer's output is decided in `layer_matching`; every layer without a
+tensor of its own (fused, folded, identity at inference) is listed in `report.unmatched`
+with the reason.
 """
 
 import dataclasses
@@ -34,7 +25,6 @@ import io
 import json
 import math
 import os
-import re
 import time
 import warnings
 from typing import TYPE_CHECKING
@@ -43,6 +33,7 @@ import numpy as np
 
 from tfslim import _io, _model_facts
 from tfslim._checks import check_bool, check_int, invalid_type, invalid_value
+from tfslim.benchmarking.layer_matching import KerasGraph, TfliteGraph, boundaries, match
 from tfslim.benchmarking.report import Column, format_table
 from tfslim.errors import InvalidModelError, TfslimWarning
 from tfslim.litert import flatbuffer, interpreter, isolation
@@ -57,36 +48,6 @@ __all__ = ["LayerRecord", "QuantizationReport", "quantization_report", "tensors_
 
 _MODES = ("int8", "int16x8")
 _BATCH = 32
-# Layers that compute nothing at inference: their output is their input's tensor.
-_IDENTITY = frozenset(
-    {
-        "Dropout",
-        "SpatialDropout1D",
-        "SpatialDropout2D",
-        "SpatialDropout3D",
-        "GaussianNoise",
-        "GaussianDropout",
-        "AlphaDropout",
-        "ActivityRegularization",
-        "Identity",
-    }
-)
-# Layers the converter folds a following batch normalization into, when they are linear.
-_FOLDS_BN = frozenset(
-    {
-        "Conv1D",
-        "Conv2D",
-        "Conv3D",
-        "DepthwiseConv1D",
-        "DepthwiseConv2D",
-        "SeparableConv1D",
-        "SeparableConv2D",
-        "Conv2DTranspose",
-        "Dense",
-    }
-)
-# Ops that only re-scale a tensor (requantization): never a layer's own computation.
-_REQUANTIZE = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
 
 @dataclasses.dataclass
@@ -141,6 +102,19 @@ class LayerRecord:
 
 class QuantizationReport:
     """Per-layer quantization error of a converted model, ranked worst first.
+
+    Made by `tfslim.quantization_report` (or read back with `QuantizationReport.from_json`).
+
+    Args:
+        layers: sequence of LayerRecord. The compared layers, in any order.
+        unmatched: sequence of dict. Layers without a tensor of their own.
+        model: str. The Keras model's name.
+        quantization: str. The converted model's mode.
+        target: str. The target's name.
+        samples: int. Samples compared.
+        seconds: float. Wall time of the report.
+        timings: dict or None. Seconds per stage. Defaults to `None`.
+        notes: sequence of str. Remarks on the figures. Defaults to `()`.
 
     Attributes:
         layers: list of LayerRecord. Ranked by the error a layer adds alone (lowest SNR
@@ -429,7 +403,7 @@ def quantization_report(
             f"{given}={quantization if given == 'quantization' else 'an array'!r}"
         )
     keras_model = _load_model(model)
-    graph = _Graph(keras_model)
+    graph = KerasGraph(keras_model)
     x = _check_data(data, graph.input_shape, max_samples)
     notes = []
     timings = {"convert_s": 0.0}
@@ -454,14 +428,14 @@ def quantization_report(
         mode = getattr(converted, "quantization", None)
         target = getattr(converted, "target", target)
     isolation.start()
-    tfl = _TfliteGraph(flatbuffer.parse(model_bytes, name))
+    tfl = TfliteGraph(flatbuffer.parse(model_bytes, name))
     mode = mode or tfl.mode()
     if tfl.n_inputs != 1:
         raise ValueError(
             f"Invalid value for argument `converted`. Expected a single-input TFLite model. "
             f"Received: {name} with {tfl.n_inputs} inputs"
         )
-    rows, unmatched = _match(graph, tfl)
+    rows, unmatched = match(graph, tfl)
     indices = sorted({row.tensor for row in rows.values()})
     clock = time.perf_counter()
     run = isolation.run(tensors_task, model_bytes, name=name, data=x, indices=indices)
@@ -576,380 +550,6 @@ def _check_data(data, input_shape, max_samples) -> np.ndarray:
     return x
 
 
-class _Graph:
-    """The Keras model's operations in topological order, with producers and consumers.
-
-    The graph is read back from the model's outputs through each tensor's history (the
-    node that made it), not from `layer.output`: a layer called in several graphs (a
-    reloaded Sequential is built more than once) has one node per call, and only these
-    belong to this model.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.ops, self.tensor, self.producers = _walk(model.outputs)
-        inputs = [op for op in self.ops if self.is_input(op)]
-        if len(inputs) != 1:
-            raise ValueError(
-                "Invalid value for argument `model`. Expected a model with one input. "
-                f"Received: model {model.name!r} with {len(inputs)} inputs"
-            )
-        self.input = self.tensor[id(inputs[0])]
-        self.input_shape = tuple(int(d) for d in self.input.shape[1:] if d is not None)
-        if len(self.input_shape) != len(self.input.shape) - 1:
-            raise ValueError(
-                "Invalid value for argument `model`. Expected an input shape known apart from "
-                f"the batch axis. Received: input shape {tuple(self.input.shape)}"
-            )
-        self.position = {id(op): i for i, op in enumerate(self.ops)}
-        self.consumers = {id(op): [] for op in self.ops}
-        for op in self.ops:
-            for p in self.producers[id(op)]:
-                self.consumers[id(p)].append(op)
-        self.output_ops = [t._keras_history.operation for t in model.outputs]
-
-    @staticmethod
-    def is_input(op) -> bool:
-        return type(op).__name__ == "InputLayer"
-
-    def sample_shape(self, op) -> "tuple | None":
-        output = self.tensor[id(op)]
-        if output is None:  # Several outputs: no single tensor to compare.
-            return None
-        return tuple(output.shape[1:])
-
-
-def _walk(outputs):
-    """(ops in topological order, op id -> its output KerasTensor or None when it has
-    several, op id -> producer ops), walking back from `outputs` through the nodes that
-    made each tensor (keras.src internals: `_keras_history` and `_inbound_nodes`)."""
-    ops, tensor, producers = [], {}, {}
-    stack = [(t, False) for t in reversed(list(outputs))]
-    while stack:
-        t, expanded = stack.pop()
-        op, node_index, _ = t._keras_history
-        if id(op) in tensor and not expanded:
-            continue
-        node = op._inbound_nodes[node_index]
-        if not expanded:
-            tensor[id(op)] = None  # Visiting: its inputs go first.
-            stack.append((t, True))
-            stack += [(i, False) for i in reversed(node.input_tensors)]
-            continue
-        outs = node.output_tensors
-        tensor[id(op)] = outs[0] if len(outs) == 1 else None
-        found = []
-        for i in node.input_tensors:
-            producer = i._keras_history.operation
-            if producer not in found:
-                found.append(producer)
-        producers[id(op)] = found
-        ops.append(op)
-    return ops, tensor, producers
-
-
-class _TfliteGraph:
-    """Subgraph 0 of a flatbuffer: ops in execution order, tensors, their quantization."""
-
-    def __init__(self, fb):
-        sg = fb.subgraphs[0]
-        self.tensors = sg.tensors
-        self.inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else [])]
-        self.outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else [])]
-        self.n_inputs = len(self.inputs)
-        self.ops = []  # (op type, inputs, outputs)
-        for op in sg.operators or []:
-            self.ops.append(
-                (
-                    flatbuffer.op_name(fb, op.opcodeIndex),
-                    [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0],
-                    [int(i) for i in (op.outputs if op.outputs is not None else [])],
-                )
-            )
-        self.producer = {o: k for k, (_, _, outs) in enumerate(self.ops) for o in outs}
-
-    def name(self, index) -> str:
-        name = self.tensors[index].name
-        return name.decode() if isinstance(name, bytes) else str(name)
-
-    def shape(self, index) -> tuple:
-        shape = self.tensors[index].shape
-        return tuple(int(d) for d in (shape if shape is not None else []))
-
-    def sample_size(self, index) -> int:
-        shape = self.shape(index)
-        return int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape))
-
-    def dtype(self, index) -> str:
-        return flatbuffer.type_name(self.tensors[index].type).lower()
-
-    def quantization(self, index):
-        q = self.tensors[index].quantization
-        if q is None or q.scale is None or not len(q.scale):
-            return None, None
-        zero = q.zeroPoint if q.zeroPoint is not None else np.zeros(len(q.scale))
-        return np.asarray(q.scale, np.float64), np.asarray(zero, np.float64)
-
-    def dequantize(self, index, value: np.ndarray) -> np.ndarray:
-        scale, zero = self.quantization(index)
-        if scale is None or value.dtype.kind not in "iu":
-            return value.astype(np.float64)
-        if len(scale) > 1:  # Per-axis: broadcast along the quantized dimension.
-            axis = self.tensors[index].quantization.quantizedDimension + 1
-            shape = [1] * value.ndim
-            shape[axis] = len(scale)
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        return (value.astype(np.float64) - zero) * scale
-
-    def mode(self) -> str:
-        """The quantization mode its activations show (for a model made elsewhere)."""
-        kinds = {self.dtype(outs[0]) for _, _, outs in self.ops if outs}
-        if "int16" in kinds:
-            return "int16x8"
-        return "int8" if "int8" in kinds else "float activations"
-
-
-@dataclasses.dataclass
-class _Row:
-    op: object
-    tensor: int
-    match: str
-    fused: list
-
-
-def _scope_pattern(name: str):
-    return re.compile(re.escape(name) + r"(_\d+)*")
-
-
-def _name_owners(graph: _Graph, tfl: _TfliteGraph) -> tuple[dict, set]:
-    """Keras op of each TFLite op output, by the layer names in its tensor name, and the
-    ids of the ops named anywhere."""
-    model_scope = _scope_pattern(graph.model.name)
-    by_name = {op.name: op for op in graph.ops}
-    components = {}  # tensor -> layer-scope components of its name
-    for _, _, outs in tfl.ops:
-        for t in outs:
-            found = []
-            for part in tfl.name(t).split(";"):
-                parts = part.split("/")
-                if len(parts) > 2 and model_scope.fullmatch(parts[0]):
-                    found.append(parts[1])
-                elif len(parts) > 1 and not model_scope.fullmatch(parts[0]):
-                    found.append(parts[0])
-            components[t] = found
-    scopes = {c for found in components.values() for c in found}
-    resolved = _resolve_scopes(scopes, by_name)
-    owners = {}
-    for t, found in components.items():
-        ops = [resolved[c] for c in found if c in resolved]
-        if ops:
-            owners[t] = max(ops, key=lambda op: graph.position[id(op)])
-    return owners, {id(op) for op in resolved.values()}
-
-
-def _resolve_scopes(scopes, by_name) -> dict:
-    """Name scope (`conv_1`, `conv_1_2`) -> Keras op, each op claimed by one scope.
-
-    TensorFlow suffixes repeated name scopes with `_N`, so `conv_1` may be layer `conv` or
-    layer `conv_1`. Scopes with one candidate claim it first; the rest prefer the
-    suffixed reading, which is what Keras exports produce.
-    """
-    candidates = {}
-    for scope in scopes:
-        options = [
-            name
-            for name in by_name
-            if scope == name or re.fullmatch(re.escape(name) + r"_\d+", scope)
-        ]
-        if options:
-            candidates[scope] = options
-    resolved, claimed = {}, set()
-    changed = True
-    while changed:
-        changed = False
-        for scope, options in candidates.items():
-            left = [n for n in options if n not in claimed]
-            if scope not in resolved and len(left) == 1:
-                resolved[scope] = left[0]
-                claimed.add(left[0])
-                changed = True
-    for scope in sorted(candidates, key=len):
-        if scope in resolved:
-            continue
-        left = sorted((n for n in candidates[scope] if n not in claimed), key=len)
-        if left:
-            resolved[scope] = left[0]  # The shortest name: `scope` is it plus a suffix.
-            claimed.add(left[0])
-    return {scope: by_name[name] for scope, name in resolved.items()}
-
-
-def _match(graph: _Graph, tfl: _TfliteGraph):
-    """Keras op id -> _Row (its tensor), and the unmatched layers with reasons."""
-    owners, named = _name_owners(graph, tfl)
-    # The model's outputs: a trailing DEQUANTIZE's int8 source is the compared tensor.
-    outputs = []
-    for t in tfl.outputs:
-        k = tfl.producer.get(t)
-        if k is not None and tfl.ops[k][0] == "DEQUANTIZE":
-            t = tfl.ops[k][1][0]
-        outputs.append(t)
-    origin = {t: "name" for t in owners}
-    for t, op in zip(outputs, graph.output_ops, strict=False):
-        if t not in owners:
-            owners[t], origin[t] = op, "model output"
-    rows = {}
-    for _, _, outs in tfl.ops:  # Later ops overwrite: a layer's last tensor.
-        for t in outs:
-            op = owners.get(t)
-            shape = None if op is None else graph.sample_shape(op)
-            if shape is not None and tfl.sample_size(t) == int(np.prod(shape)):
-                rows[id(op)] = _Row(op, t, origin[t], [])
-    # The model input: the tensor the first ops see (its QUANTIZE output, if any).
-    input_op = graph.input._keras_history.operation
-    t_in = tfl.inputs[0]
-    for kind, ins, outs in tfl.ops:
-        if kind == "QUANTIZE" and ins and ins[0] == t_in and outs[0] not in owners:
-            t_in = outs[0]
-            break
-    rows[id(input_op)] = _Row(input_op, t_in, "model input", [])
-    unmatched = {}
-    _fold_batch_norms(graph, rows, named, unmatched)
-    _fallback(graph, tfl, rows, named, owners)
-    fused_into = {}
-    for t, op in owners.items():
-        for part in _named_ops(graph, tfl, t, owners):
-            if id(part) not in rows:
-                fused_into.setdefault(id(part), op)
-    for op in graph.ops:
-        if id(op) in rows or id(op) in unmatched:
-            continue
-        cls = type(op).__name__
-        if id(op) in fused_into:
-            into = fused_into[id(op)]
-            reason = f"fused into {into.name}'s op (its own output is not materialized)"
-            if id(into) in rows:
-                rows[id(into)].fused.append(op.name)
-        elif cls in _IDENTITY:
-            reason = "identity at inference: no op of its own"
-        elif cls in ("Flatten", "Reshape") and _reshape_of(graph, rows, op):
-            source = graph.producers[id(op)][0].name
-            reason = f"a reshape the converter dropped: the same values as {source}'s tensor"
-        elif graph.sample_shape(op) is None:
-            reason = "several outputs: no single tensor to compare"
-        elif id(op) in named:
-            reason = "the tensors carrying its name have another shape"
-        else:
-            reason = (
-                "no TFLite tensor carries its name, and none of its shape lies between its "
-                "neighbours' tensors (folded into a neighbouring op)"
-            )
-        unmatched[id(op)] = {"name": op.name, "class_name": cls, "reason": reason}
-    ordered = [unmatched[id(op)] for op in graph.ops if id(op) in unmatched]
-    return rows, ordered
-
-
-def _reshape_of(graph, rows, op) -> bool:
-    """Whether `op` only reshapes a matched op's output (same number of values)."""
-    producers = graph.producers[id(op)]
-    if len(producers) != 1 or id(producers[0]) not in rows:
-        return False
-    shapes = graph.sample_shape(op), graph.sample_shape(producers[0])
-    return None not in shapes and int(np.prod(shapes[0])) == int(np.prod(shapes[1]))
-
-
-def _named_ops(graph, tfl, t, owners) -> list:
-    """Every Keras op named in tensor `t`'s name (not only its owner)."""
-    ops = []
-    for op in graph.ops:
-        scope = _scope_pattern(op.name)
-        if any(scope.fullmatch(c) for part in tfl.name(t).split(";") for c in part.split("/")):
-            ops.append(op)
-    return ops
-
-
-def _fold_batch_norms(graph, rows, named, unmatched) -> None:
-    """A batch norm after a linear conv or Dense: the converter folds it into their op, so
-    the op's tensor is the batch norm's output."""
-    for op in graph.ops:
-        if type(op).__name__ != "BatchNormalization" or id(op) in rows or id(op) in named:
-            continue
-        producers = graph.producers[id(op)]
-        if len(producers) != 1:
-            continue
-        (p,) = producers
-        linear = getattr(getattr(p, "activation", None), "__name__", "linear") == "linear"
-        if (
-            type(p).__name__ in _FOLDS_BN
-            and linear
-            and id(p) in rows
-            and len(graph.consumers[id(p)]) == 1
-            and graph.sample_shape(op) == graph.sample_shape(p)
-        ):
-            row = rows.pop(id(p))
-            rows[id(op)] = _Row(op, row.tensor, row.match, [*row.fused, p.name])
-            unmatched[id(p)] = {
-                "name": p.name,
-                "class_name": type(p).__name__,
-                "reason": f"{op.name} is folded into it: reported as {op.name}",
-            }
-
-
-def _fallback(graph, tfl, rows, named, owners) -> None:
-    """Layers whose name appears nowhere: an unnamed tensor of their shape between the
-    tensors of their neighbours, in graph order."""
-    op_of = {t: k for k, (_, _, outs) in enumerate(tfl.ops) for t in outs}
-    taken = set(owners) | {row.tensor for row in rows.values()}
-
-    def anchor(op, direction, seen):
-        """Op indices of the nearest matched ops up (-1) or down (+1) the graph."""
-        found = []
-        links = graph.producers if direction < 0 else graph.consumers
-        for other in links[id(op)]:
-            if id(other) in seen:
-                continue
-            seen.add(id(other))
-            if id(other) in rows:
-                found.append(op_of.get(rows[id(other)].tensor, -1))
-            else:
-                found += anchor(other, direction, seen)
-        return found
-
-    for op in graph.ops:
-        cls = type(op).__name__
-        shape = graph.sample_shape(op)
-        if id(op) in rows or id(op) in named or cls in _IDENTITY or shape is None:
-            continue
-        if cls == "BatchNormalization":
-            continue  # Folded into a neighbour when its name is missing.
-        lo = max(anchor(op, -1, set()), default=-1)
-        hi = min(anchor(op, 1, set()), default=len(tfl.ops))
-        size = int(np.prod(shape))
-        for k in range(lo + 1, hi):
-            kind, _, outs = tfl.ops[k]
-            t = outs[0] if outs else None
-            if t is None or t in taken or kind in _REQUANTIZE or t in tfl.outputs:
-                continue
-            if tfl.sample_size(t) == size:
-                rows[id(op)] = _Row(op, t, "shape+order", [])
-                taken.add(t)
-                break
-
-
-def _boundaries(graph, rows, op) -> list:
-    """The matched ops whose tensors feed `op`'s segment (itself and unmatched ops above)."""
-    found, stack, seen = [], list(graph.producers[id(op)]), set()
-    while stack:
-        p = stack.pop()
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        if id(p) in rows:
-            found.append(p)
-        else:
-            stack += graph.producers[id(p)]
-    return sorted(found, key=lambda p: graph.position[id(p)])
-
-
 def _run(fn, inputs: list, n: int) -> np.ndarray:
     import keras
 
@@ -1009,7 +609,7 @@ def _alone(graph, rows, values, row, n) -> "dict | None":
     """The error the row's op adds to its own (int8) inputs."""
     import keras
 
-    sources = _boundaries(graph, rows, row.op)
+    sources = boundaries(graph, rows, row.op)
     try:
         fn = keras.Function([graph.tensor[id(s)] for s in sources], graph.tensor[id(row.op)])
         inputs = [values[rows[id(s)].tensor].reshape((n, *graph.sample_shape(s))) for s in sources]
