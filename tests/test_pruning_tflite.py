@@ -40,10 +40,17 @@ def _train_pruned(digits, **pruning_kwargs):
     return strip_pruning(model)
 
 
+@pytest.fixture(scope="module")
+def pruned_cnn(digits):
+    """`_train_pruned(digits)`, 80% unstructured; shared by the tests, so never train it."""
+    keras.utils.set_random_seed(0)
+    return _train_pruned(digits)
+
+
 @pytest.mark.slow
-def test_sparse_encoding_for_mobile_dense_for_mcu(digits):
+def test_sparse_encoding_for_mobile_dense_for_mcu(pruned_cnn, digits):
     x, _, x_test, y_test = digits
-    model = _train_pruned(digits)
+    model = pruned_cnn
     calibration = x[:64]
     sparse = tfslim.convert(model, quantization="int8", calibration_data=calibration, sparse=True)
     dense = tfslim.convert(model, quantization="int8", calibration_data=calibration, sparse=False)
@@ -62,9 +69,9 @@ def test_sparse_encoding_for_mobile_dense_for_mcu(digits):
 
 
 @pytest.mark.slow
-def test_block_1x16_is_block_encoded_and_smaller(digits):
+def test_block_1x16_is_block_encoded_and_smaller(pruned_cnn, digits):
     x, _, _, _ = digits
-    unstructured = _train_pruned(digits)
+    unstructured = pruned_cnn
     block = _train_pruned(digits, block_size=(1, 16))
     # (144, units): 9 blocks of 16 per unit. strip_pruning removes a unit whose kernel
     # column and bias are all zero (its output is exactly 0), so there may be under 128.
@@ -81,11 +88,11 @@ def test_block_1x16_is_block_encoded_and_smaller(digits):
 
 
 @pytest.mark.slow
-def test_pruning_preserving_qat_keeps_zeros_in_int8_file(digits):
+def test_pruning_preserving_qat_keeps_zeros_in_int8_file(pruned_cnn, digits):
     from tfslim.quantization import quantize_model
 
     x, y, x_test, y_test = digits
-    pruned = _train_pruned(digits)
+    pruned = pruned_cnn
     zeros = {
         v.path.split("/")[-2]: v.numpy() == 0
         for v in pruned.trainable_variables
