@@ -45,6 +45,7 @@ _EXPORT = re.compile(rf"{EXPORT_PREFIX}(?:(?P<pid>\d+)-)?{_RANDOM}")
 _LEGACY_AGE_S = 24 * 3600
 _STARTED = time.time()
 _RECORD_FD: "int | None" = None
+_AFTER_TRACK = None
 
 
 def export_prefix() -> str:
@@ -134,10 +135,12 @@ def remove_exports_of(pid: int, folder: "str | os.PathLike | None" = None) -> li
     return removed
 
 
-def record_to(fd: "int | None") -> None:
-    """Appends the path of every temporary this process makes to file descriptor `fd`."""
-    global _RECORD_FD
-    _RECORD_FD = fd
+def record_to(fd: "int | None", *, after=None) -> None:
+    """Appends the path of every temporary this process makes to file descriptor `fd`;
+    `after()`, if given, is called once each is recorded (the supervisor's test-only
+    crash hook)."""
+    global _RECORD_FD, _AFTER_TRACK
+    _RECORD_FD, _AFTER_TRACK = fd, after
 
 
 def track(path: "str | os.PathLike") -> None:
@@ -145,6 +148,8 @@ def track(path: "str | os.PathLike") -> None:
     if _RECORD_FD is not None:
         with contextlib.suppress(OSError):
             os.write(_RECORD_FD, b"tmp " + os.fsencode(os.path.abspath(path)) + b"\n")
+        if _AFTER_TRACK is not None:
+            _AFTER_TRACK()
 
 
 def remove_recorded(record, pid: int) -> list[str]:

@@ -16,7 +16,9 @@ a second interpreter start. Then:
   later, or at a second Ctrl-C, is killed and its temporaries removed.
 
 Test-only: `TFSLIM_TEST_CRASH=SIGSEGV` (any signal name) makes the worker send itself that
-signal just before the command runs, to test the crash report without a real crash.
+signal just before the command runs, and `TFSLIM_TEST_CRASH=SIGSEGV@temporary` the moment
+it has made its first temporary file, to test the crash report and the cleanup without a
+real crash.
 """
 
 import contextlib
@@ -262,7 +264,12 @@ def _work(command, stderr_fd: int, fault_fd: int, record_fd: int, previous: dict
         os.dup2(stderr_fd, 2)
         os.close(stderr_fd)
         faulthandler.enable(file=fault_fd, all_threads=True)
-        _cleanup.record_to(record_fd)
+        crash, _, when = os.environ.pop(TEST_CRASH_ENV, "").partition("@")
+        crash = getattr(signal, crash) if crash else None
+        _cleanup.record_to(
+            record_fd,
+            after=(lambda: os.kill(os.getpid(), crash)) if crash and when == "temporary" else None,
+        )
 
         def interrupted(number, frame):
             # The first signal unwinds (temporaries are removed on the way out); a repeat,
@@ -281,9 +288,8 @@ def _work(command, stderr_fd: int, fault_fd: int, record_fd: int, previous: dict
         for number in _FORWARDED:
             if number in previous:
                 signal.signal(number, interrupted)
-        crash = os.environ.pop(TEST_CRASH_ENV, None)
-        if crash:
-            os.kill(os.getpid(), getattr(signal, crash))
+        if crash and not when:
+            os.kill(os.getpid(), crash)
         code = command()
     except KeyboardInterrupt:
         code = 130
