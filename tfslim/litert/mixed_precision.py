@@ -255,6 +255,22 @@ def _check_patterns(argument: str, patterns):
     return list(patterns)
 
 
+def _check_known(argument: str, patterns, known) -> None:
+    if not known:
+        return
+    for pattern in patterns:
+        try:
+            matched = pattern in known or any(re.fullmatch(pattern, name) for name in known)
+        except re.error:
+            return  # resolve_layers names the bad pattern.
+        if not matched:
+            raise ValueError(
+                f"Invalid value for argument `{argument}`. Expected names or patterns of "
+                f"the model's layers: {sorted(known)}. Received: {argument}={patterns!r} "
+                f"({pattern!r} matches none)"
+            )
+
+
 def check_micro_int16(layers, plan: MixedPrecisionPlan, target) -> None:
     """Refuses int16 islands holding an op TFLite Micro has no int16x8 kernel for."""
     missing = [
@@ -355,8 +371,16 @@ def convert_mixed(
             "mode only; expected None without `max_accuracy_drop`. Received: "
             f"validation_data of type {type(validation_data).__name__}"
         )
+    known = None
+    if not isinstance(model, str) and hasattr(model, "_flatten_layers"):
+        known = {
+            layer.name
+            for layer in model._flatten_layers(include_self=False)
+            if type(layer).__name__ != "InputLayer"
+        }
     for argument, value in (("keep_float", keep_float), ("int16", int16)):
-        _check_patterns(argument, value)  # Before the (slow) export.
+        # Before the (slow) export: a pattern matching no Keras layer at all.
+        _check_known(argument, _check_patterns(argument, value), known)
     if calibration_data is None and validation_data is not None:
         calibration_data = check_validation(validation_data)[0]
     if calibration_data is None:
