@@ -408,7 +408,10 @@ def _cmd_optimize(args) -> None:
     limits = {"max_flash_bytes": max_flash, "max_arena_bytes": max_ram}
     latency = "max_mcu_latency_estimate_ms" if target.is_micro else "max_latency_ms"
     limits[latency] = args.max_latency_ms
-    budget = tfslim.Budget.from_target(target, **{k: v for k, v in limits.items() if v})
+    limits = {k: v for k, v in limits.items() if v}
+    budget = tfslim.Budget.from_target(target, **limits)
+    if args.strategy == "grow" and not limits:
+        budget = None  # grow_improve_shrink holds the grown models to the baseline's footprint
     model = keras.saving.load_model(args.model)
     progress = (lambda line: print(line, file=sys.stderr)) if args.json else print
     strategy = tfslim.shrink if args.strategy == "shrink" else tfslim.grow_improve_shrink
@@ -640,7 +643,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="latency cap: the MCU estimate for a board, host LiteRT for mobile (default: none)",
     )
-    s.add_argument("--strategy", choices=["shrink", "grow"], default="shrink", help="recipe")
+    s.add_argument(
+        "--strategy",
+        choices=["shrink", "grow"],
+        default="shrink",
+        help="shrink-and-improve, or grow-improve-shrink (held to the model's own measured "
+        "flash and arena unless --max-* are given)",
+    )
     s.add_argument("--epochs", type=int, default=3, help="training epochs per candidate")
     s.add_argument("--max-candidates", type=int, help="stop after this many (default: all)")
     s.add_argument("--out", default="tfslim_optimize", help="output directory (resumable)")
