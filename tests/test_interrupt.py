@@ -81,6 +81,18 @@ def test_stale_export_folders_are_removed_only_when_their_owner_is_dead(tmp_path
     assert _cleanup.export_prefix() == f"tfslim-export-{os.getpid()}-"
 
 
+def test_stale_isolated_run_folders_are_removed_like_export_folders(tmp_path):
+    dead, live = _dead_pid(), os.getppid()
+    stale = _touch(tmp_path / f"tfslim-run-{dead}-abcdefgh", _OLD, folder=True)
+    kept = [
+        _touch(tmp_path / f"tfslim-run-{live}-abcdefgh", _OLD, folder=True),
+        _touch(tmp_path / f"tfslim-runner-{dead}-abcdefgh", _OLD, folder=True),
+    ]
+    assert _cleanup.remove_stale_exports(tmp_path) == [str(stale)]
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    assert _cleanup.run_prefix() == f"tfslim-run-{os.getpid()}-"
+
+
 def test_the_record_of_a_dead_worker_removes_only_its_own_temporaries(tmp_path):
     dead = _dead_pid()
     ours = [

@@ -5,7 +5,8 @@ tfslim makes carries its owner's pid in its name:
 
 - `.NAME.PID.XXXXXXXX.tmp` (and `.tmp.keras`) beside an output `NAME` (`tfslim._io`);
 - `tfslim-export-PID-XXXXXXXX` SavedModel folders in the temporary directory (the
-  converter).
+  converter), and `tfslim-run-PID-XXXXXXXX` folders there holding a model and its data
+  for an isolated runtime check (`tfslim.litert.isolation`).
 
 A later write of `NAME` removes the stale ones beside it, and a later conversion removes
 the stale export folders: those whose owner is dead and that are older than the current
@@ -28,6 +29,7 @@ from pathlib import Path
 __all__ = [
     "EXPORT_PREFIX",
     "export_prefix",
+    "run_prefix",
     "hidden_prefix",
     "record_to",
     "remove_exports_of",
@@ -38,9 +40,10 @@ __all__ = [
 ]
 
 EXPORT_PREFIX = "tfslim-export-"
+RUN_PREFIX = "tfslim-run-"
 # mkstemp / mkdtemp draw 8 characters from this alphabet.
 _RANDOM = r"[a-z0-9_]{8}"
-_EXPORT = re.compile(rf"{EXPORT_PREFIX}(?:(?P<pid>\d+)-)?{_RANDOM}")
+_EXPORT = re.compile(rf"(?:{EXPORT_PREFIX}|{RUN_PREFIX})(?:(?P<pid>\d+)-)?{_RANDOM}")
 # Temporaries without an owner's pid in their name are this old before they are removed.
 _LEGACY_AGE_S = 24 * 3600
 _STARTED = time.time()
@@ -51,6 +54,11 @@ _AFTER_TRACK = None
 def export_prefix() -> str:
     """The prefix of a SavedModel export folder this process makes in TMPDIR."""
     return f"{EXPORT_PREFIX}{os.getpid()}-"
+
+
+def run_prefix() -> str:
+    """The prefix of an isolated-run folder this process makes in TMPDIR."""
+    return f"{RUN_PREFIX}{os.getpid()}-"
 
 
 def hidden_prefix(name: str) -> str:
@@ -106,7 +114,7 @@ def remove_stale_beside(path: "str | os.PathLike") -> list[str]:
 
 
 def remove_stale_exports(folder: "str | os.PathLike | None" = None) -> list[str]:
-    """Removes export folders that dead tfslim processes left in `folder` (TMPDIR)."""
+    """Removes export and run folders that dead tfslim processes left in `folder` (TMPDIR)."""
     folder = Path(folder or tempfile.gettempdir())
     now, removed = time.time(), []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
@@ -123,7 +131,7 @@ def remove_stale_exports(folder: "str | os.PathLike | None" = None) -> list[str]
 
 
 def remove_exports_of(pid: int, folder: "str | os.PathLike | None" = None) -> list[str]:
-    """Removes the export folders of process `pid`, which the caller knows to be dead."""
+    """Removes the export and run folders of process `pid`, which the caller knows is dead."""
     folder = Path(folder or tempfile.gettempdir())
     removed = []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:

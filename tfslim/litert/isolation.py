@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfslim import _cleanup
 from tfslim.errors import InvalidModelError
 
 __all__ = ["TIMEOUT_S", "last_error_line", "main", "run", "serve", "start", "stop"]
@@ -76,7 +77,9 @@ def run(
             without a result or times out.
     """
     target = f"{task.__module__}:{task.__qualname__}"
-    with tempfile.TemporaryDirectory(prefix="tfslim-run-") as tmp:
+    _cleanup.remove_stale_exports()
+    with tempfile.TemporaryDirectory(prefix=_cleanup.run_prefix()) as tmp:
+        _cleanup.track(tmp)
         tmp = Path(tmp)
         (tmp / "model.tflite").write_bytes(model)
         if data is not None:
