@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -123,6 +124,20 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    # `tfslim targets | head -1`: the pipe closes under the table; no error line.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfslim.cli", "targets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert stderr == ""
 
 
 @pytest.mark.slow

@@ -708,6 +708,11 @@ def main(argv=None) -> int:
 
     try:
         args.func(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`tfslim targets | head -3`): stop quietly, as
+        # a Unix tool killed by SIGPIPE does, and keep Python's exit-time flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except (TfslimError, ValueError, TypeError, OSError) as e:
         print(f"tfslim {args.command}: error: {_in_cli_spelling(str(e))}", file=sys.stderr)
         return 2
