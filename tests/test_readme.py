@@ -1,5 +1,6 @@
 """The README's Python block runs as written on a machine with tfslim installed."""
 
+import os
 import re
 import subprocess
 import sys
@@ -27,9 +28,13 @@ def test_readme_python_block_is_self_contained():
 
 @pytest.mark.slow
 def test_readme_python_block_runs(tmp_path):
+    # This checkout's tfslim, not a copy installed into site-packages by `pip install .`.
+    repo = str(_README.parent)
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-c", _python_block()],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=900,
