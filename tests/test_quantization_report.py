@@ -14,7 +14,7 @@ def _build(x_train, y_train):
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
-            keras.Input((8, 8, 1)),
+            keras.Input((8, 8, 1), name="image"),
             keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a"),
             keras.layers.Conv2D(16, 3, name="conv_b"),
             keras.layers.BatchNormalization(name="bn"),
@@ -66,7 +66,7 @@ def test_records_name_keras_layers_and_measure_the_output_like_predict(reports, 
     model, converted, report, _, _ = reports
     x = digits[2][:48]
     names = [r.name for r in report.layers]
-    assert sorted(names) == sorted(["input_layer", "conv_a", "act", "pool", "head"])
+    assert sorted(names) == sorted(["image", "conv_a", "act", "pool", "head"])
     head = report.get("head")
     # The accumulated error of the last layer is the converted model's output error (up to
     # XNNPACK's rounding, which tfslim.predict runs with and the report's kernels do not).
