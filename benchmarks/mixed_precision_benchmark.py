@@ -19,6 +19,7 @@ import os
 import pathlib
 import sys
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -112,24 +113,29 @@ def main(argv=None):
             "-",
         )
     )
-    t0 = time.perf_counter()
-    mixed = tfslim.convert(
-        model,
-        max_accuracy_drop=args.max_drop,
-        validation_data=(x_val, y_val),
-        calibration_data=calibration,
-        calibration_steps=200,
-    )
-    search_s = time.perf_counter() - t0
-    info = mixed.mixed_precision
-    rows.append(
-        (
-            f"accuracy-aware, max drop {args.max_drop}",
-            accuracy(mixed.flatbuffer, x_test, y_test),
-            mixed.size_bytes,
-            ", ".join(info["kept_layers"]) or "none",
+    searches = {}
+    # Chosen on the held-out validation split (what a user does), and on the test split
+    # itself (the choice at its best: the figure it is judged by is the one it saw).
+    for split, (xs, ys) in (("validation", (x_val, y_val)), ("test", (x_test, y_test))):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mixed = tfslim.convert(
+                model,
+                max_accuracy_drop=args.max_drop,
+                validation_data=(xs, ys),
+                calibration_data=calibration,
+                calibration_steps=200,
+            )
+        searches[split] = (mixed, time.perf_counter() - t0, caught)
+        rows.append(
+            (
+                f"accuracy-aware {args.max_drop}, chosen on {split}",
+                accuracy(mixed.flatbuffer, x_test, y_test),
+                mixed.size_bytes,
+                ", ".join(mixed.mixed_precision["kept_layers"]) or "none",
+            )
         )
-    )
 
     print(f"\n{args.data} test split ({len(x_test)} samples), MobileNetV2-style model")
     print(f"{'model':<44} {'accuracy':>8} {'vs float':>9} {'bytes':>8} {'vs int8':>8}  kept")
@@ -138,15 +144,22 @@ def main(argv=None):
             f"{name:<44} {acc:>8.4f} {acc - float_acc:>+9.4f} {size:>8} "
             f"{size / len(int8) - 1:>+8.1%}  {kept}"
         )
-    print(
-        f"\naccuracy-aware search: {search_s:.1f} s; met={info['met']}, "
-        f"size cost vs all-int8 {info['size_cost']:+.1%}"
-    )
-    for k in info["kept"]:
-        print(f"  kept {k['layer']} ({k['precision']}, ops {k['ops']}): {k['why']}")
-    print("  top of the float_alone ranking:")
-    for r in info["ranking"][:5]:
-        print(f"    {r['layer']:<10} sensitivity {r['sensitivity']:+.4f}")
+    for split, (mixed, seconds, caught) in searches.items():
+        info = mixed.mixed_precision
+        print(
+            f"\naccuracy-aware search on the {split} split ({info['samples']} samples): "
+            f"{seconds:.1f} s, {info['rounds']} ranking round(s); {info['metric']} float "
+            f"{info['float_accuracy']:.4f}, all-int8 {info['int8_accuracy']:.4f}, reached "
+            f"{info['accuracy']:.4f}, met={info['met']}; size cost vs all-int8 "
+            f"{info['size_cost']:+.1%}"
+        )
+        for w in caught:
+            print(f"  warning: {w.message}")
+        for k in info["kept"]:
+            print(f"  kept {k['layer']} ({k['precision']}, ops {k['ops']}): {k['why']}")
+        print("  top of the first float_alone ranking:")
+        for r in info["ranking"][:4]:
+            print(f"    {r['layer']:<10} sensitivity {r['sensitivity']:+.4f}")
 
     if args.skip_mobilenet:
         return
