@@ -261,7 +261,7 @@ class QuantizationReport:
     def plot(
         self, path: "str | os.PathLike", *, top: "int | None" = None, overwrite: bool = False
     ) -> str:
-        """Writes a PNG bar chart of the SNR per layer, worst first, atomically.
+        """Writes a PNG bar chart of the per-channel SNR per layer, worst first, atomically.
 
         Args:
             path: str or path-like. The .png file; its directory must exist.
@@ -282,7 +282,7 @@ class QuantizationReport:
         finite = [
             v
             for r in ranked
-            for v in (r.snr_db, r.alone_snr_db)
+            for v in (r.channel_snr_db, r.alone_channel_snr_db)
             if v is not None and math.isfinite(v)
         ]
         cap = max(finite, default=60.0) + 5  # Exact tensors drawn to the edge.
@@ -293,14 +293,15 @@ class QuantizationReport:
         figure = Figure(figsize=(9, 1.2 + 0.22 * max(len(ranked), 1)))
         ax = figure.add_subplot()
         y = np.arange(len(names))
-        ax.barh(y + 0.2, [bar(r.alone_snr_db) for r in ranked][::-1], 0.4, label="alone")
-        ax.barh(y - 0.2, [bar(r.snr_db) for r in ranked][::-1], 0.4, label="accumulated")
+        alone = [bar(r.alone_channel_snr_db) for r in ranked][::-1]
+        ax.barh(y + 0.2, alone, 0.4, label="alone")
+        ax.barh(y - 0.2, [bar(r.channel_snr_db) for r in ranked][::-1], 0.4, label="accumulated")
         ax.set_yticks(y, names, fontsize=7)
-        ax.set_xlabel("SNR of the layer's output, dB (lower is worse)")
+        ax.set_xlabel("per-channel SNR of the layer's output, dB (lower is worse)")
         ax.set_title(
             f"{self.model}: {self.quantization} vs float, {self.samples} samples", fontsize=9
         )
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
         ax.grid(axis="x", alpha=0.3)
         figure.tight_layout()
         buffer = io.BytesIO()
