@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import functools  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 
@@ -19,6 +20,41 @@ def _seed_keras():
     keras.utils.set_random_seed(0)
     random.setstate(python_state)
     np.random.set_state(numpy_state)
+
+
+def _build_optimizers_before_the_first_step():
+    """Makes `fit` build the optimizer eagerly, after every callback's `on_train_begin`.
+
+    Keras 3 builds the optimizer inside the first traced train step; because that trace
+    creates variables (Adam's moments), TensorFlow traces the whole step a second time. That
+    retrace is most of a short `fit`'s time. Building the optimizer right before the first
+    step, over the variables that step would use, gives the same variables without it; what
+    tfslim's callbacks see in `on_train_begin` is unchanged (the build runs after them).
+    """
+    import keras
+
+    class BuildOptimizer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            model = self.model
+            optimizer = getattr(model, "optimizer", None)
+            if optimizer is None or getattr(optimizer, "built", True) or not model.built:
+                return
+            if model.trainable_variables:
+                with model.distribute_strategy.scope():
+                    optimizer.build(model.trainable_variables)
+
+    fit = keras.Model.fit
+
+    @functools.wraps(fit)
+    def fit_with_a_built_optimizer(self, *args, callbacks=None, **kwargs):
+        if len(args) > 5 or isinstance(callbacks, keras.callbacks.CallbackList):
+            return fit(self, *args, callbacks=callbacks, **kwargs)  # Callbacks not a list.
+        return fit(self, *args, callbacks=[*(callbacks or []), BuildOptimizer()], **kwargs)
+
+    keras.Model.fit = fit_with_a_built_optimizer
+
+
+_registration.call_after_keras_import(_build_optimizers_before_the_first_step)
 
 
 @pytest.fixture(autouse=True)
