@@ -21,9 +21,15 @@ trained models, and a deliberately broken layer found first.
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_ROOT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _ROOT)
+# Child processes (the isolated LiteRT runs) import this checkout too, not an installed copy.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
 _DEFAULT_MODELS = "ds_cnn,mobilenet_v1,resnet8,fc_autoencoder,mobilenet_v2"
 
