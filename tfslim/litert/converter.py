@@ -324,15 +324,21 @@ def convert(
     result.xnnpack_sparse = sparse and sparsity.xnnpack_sparse(flatbuffer)["xnnpack_sparse"]
     if verify and keras_model is not None and samples and not isinstance(samples[0], list):
         result.fidelity = _fidelity(flatbuffer, keras_model, samples)
+    # After the fidelity check: LiteRT has no DECODE kernel, and LUT compression is
+    # lossless, so the dense model's outputs are the compressed model's.
+    return finish(result, compress=compress, output_path=output_path, overwrite=overwrite)
+
+
+def finish(result: ConversionResult, *, compress: bool, output_path, overwrite: bool):
+    """Compresses `result` for its board (if asked) and saves it (if a path is given)."""
     if compress:
-        # After the fidelity check: LiteRT has no DECODE kernel, and LUT compression is
-        # lossless, so the dense model's outputs are the compressed model's.
         from tfslim.litert import compression
 
+        ram = result.target.ram_bytes
         result.flatbuffer, result.compression = compression.compress_micro(
-            flatbuffer,
-            ram_budget=target.ram_bytes,
-            measure_arena=compression.measure_arena if target.ram_bytes else None,
+            result.flatbuffer,
+            ram_budget=ram,
+            measure_arena=compression.measure_arena if ram else None,
         )
     if output_path is not None:
         result.save(output_path, overwrite=overwrite)

@@ -329,7 +329,7 @@ def convert_mixed(
     `max_accuracy_drop` arguments); returns a ConversionResult whose `mixed_precision`
     dict says which layers stayed at higher precision and why."""
     # `tfslim.litert.sensitivity` is also the function the package exports: import names.
-    from tfslim.litert.converter import ConversionResult
+    from tfslim.litert.converter import ConversionResult, finish
     from tfslim.litert.sensitivity import accuracy_aware, check_drop, check_validation, make_plan
 
     if qat:
@@ -433,17 +433,7 @@ def convert_mixed(
     )
     result.xnnpack_sparse = False
     result.mixed_precision = info
-    if compress:
-        from tfslim.litert import compression
-
-        result.flatbuffer, result.compression = compression.compress_micro(
-            model_bytes,
-            ram_budget=target.ram_bytes,
-            measure_arena=compression.measure_arena if target.ram_bytes else None,
-        )
-    if output_path is not None:
-        result.save(output_path, overwrite=overwrite)
-    return result
+    return finish(result, compress=compress, output_path=output_path, overwrite=overwrite)
 
 
 def warn_unmet(info: dict) -> None:
