@@ -265,6 +265,8 @@ def test_every_option_has_help_and_a_default():
         "targets",
         "tune",
         "demo",
+        "qreport",
+        "optimize",
     }
     for name, command in sub.choices.items():
         formatter = _HelpFormatter(prog=name)
