@@ -475,11 +475,7 @@ def tensors_task(model_path: str, *, data: np.ndarray, indices: list) -> dict:
     detail = interp.get_input_details()[0]
     batch = int(detail["shape"][0]) if len(detail["shape"]) else 1
     chunks = [[] for _ in indices]
-    for start in range(0, len(data), batch):
-        chunk = data[start : start + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+    for chunk, n in interpreter.padded_batches(data, batch):
         interp.set_tensor(detail["index"], interpreter.quantize_input(chunk, detail))
         interp.invoke()
         for i, index in enumerate(indices):

@@ -11,6 +11,7 @@ import numpy as np
 from tfslim.errors import InvalidModelError
 
 __all__ = [
+    "padded_batches",
     "check_verified",
     "corrupt_error",
     "dequantize_output",
@@ -82,6 +83,17 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def padded_batches(x: np.ndarray, batch: int):
+    """Yields (`batch` samples of `x`, how many of them are real): a model with a fixed batch
+    runs a short last batch padded by repeating its last sample."""
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        yield chunk, n
+
+
 def run_batches(interp, x: np.ndarray) -> list[np.ndarray]:
     """Runs float inputs through an allocated interpreter; returns float outputs.
 
@@ -100,11 +112,7 @@ def run_batches(interp, x: np.ndarray) -> list[np.ndarray]:
         raise ValueError(f"data shape {tuple(x.shape)} does not match the input (N, *{expected})")
     batch = int(in_d["shape"][0])
     outputs = [[] for _ in out_ds]
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+    for chunk, n in padded_batches(x, batch):
         interp.set_tensor(in_d["index"], quantize_input(chunk, in_d))
         interp.invoke()
         for i, d in enumerate(out_ds):
