@@ -172,10 +172,8 @@ def grow_improve_shrink(
                 max_arena_bytes=base.footprint.arena_bytes,
             )
         )
-    add(
-        _candidates.CandidateSpec("original_qat"),
-        lambda: _improve(footprint_of, footprint_of, x, y, settings),
-    )
+    fair = _candidates.CandidateSpec("original_qat")
+    add(fair, lambda: _improve(fair, footprint_of, footprint_of, x, y, settings))
     for factor in settings["growth"]:
         tag = f"grow{round(100 * factor)}"
         grown_spec = _candidates.CandidateSpec(tag, qat=False, growth=factor)
@@ -199,16 +197,7 @@ def grow_improve_shrink(
             def shrunk(spec=spec, cache=cache, grown_candidate=grown_candidate):
                 # A resumed run reads the grown model back instead of training it again.
                 teacher = cache.get("model") or grown_candidate.load_model()
-                return _candidates.train_candidate(
-                    spec,
-                    teacher,
-                    teacher,
-                    x,
-                    y,
-                    epochs=settings["shrink_epochs"],
-                    batch_size=settings["batch_size"],
-                    learning_rate=settings["learning_rate"],
-                )
+                return _improve(spec, teacher, teacher, x, y, settings)
 
             candidate = add(spec, shrunk)
             if candidate is None or candidate.feasible:
@@ -240,8 +229,8 @@ def _fit(model, x, y, settings):
     return model
 
 
-def _improve(model, teacher, x, y, settings):
-    spec = _candidates.CandidateSpec("improved")
+def _improve(spec, model, teacher, x, y, settings):
+    """`spec`'s levers on `model`, then distillation from `teacher` + QAT for `shrink_epochs`."""
     return _candidates.train_candidate(
         spec,
         model,
