@@ -1,17 +1,30 @@
-"""Strategies benchmark: `tfslim.shrink` on MNIST-1D to a quarter of the baseline's int8 flash.
+"""Strategies benchmark: `tfslim.shrink` and `tfslim.grow_improve_shrink` on MNIST-1D.
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/strategies_benchmark.py [--seeds 3 --epochs 15]
      [--widths 0.3 0.25] [--out DIR]   (a rerun into the same --out resumes every seed)
+     python benchmarks/strategies_benchmark.py --strategy grow --seeds 3 --epochs 8
+     [--growth 1.5 2.0] [--out DIR]
 
 Per seed: the baseline `build_mnist1d_cnn(width=48, batch_norm=True)` trains on 3,500 of the
-4,000 training sequences (`--baseline-epochs`), is converted to full int8 for `--target` and its
-flash measured; `tfslim.shrink` then runs with the budget `max_flash_bytes = baseline flash //
-4` (channel-narrowed candidates at `--widths`, each distilled from the baseline with QAT
-for `--epochs`), choosing on the 500 held-out training sequences. The test accuracy (1,000
-sequences) of the baseline's int8 model and of the best candidate within budget comes from
-their `.tflite` files in the LiteRT interpreter (`tfslim.evaluate`). The verdict: is the best
-candidate within 1 point of the baseline, mean over seeds, and per seed. Every figure of one
-row comes from the same run; the rows' mean ± std is over seeds.
+4,000 training sequences (`--baseline-epochs`), is converted to full int8 for `--target`; every
+choice is made on the 500 held-out training sequences, and every test accuracy (1,000
+sequences) comes from a `.tflite` file in the LiteRT interpreter (`tfslim.evaluate`).
+
+`--strategy shrink` (the default): `tfslim.shrink` with the budget `max_flash_bytes =
+baseline flash // 4` (channel-narrowed candidates at `--widths`, each distilled from the
+baseline with QAT for `--epochs`). The verdict: is the best candidate within budget within 1
+point of the baseline, mean over seeds, and per seed.
+
+`--strategy grow`: `tfslim.grow_improve_shrink` with `footprint_of=` the baseline, so the
+budget is its measured int8 flash and TFLite Micro arena. Each factor of `--growth` makes
+`build_mnist1d_cnn(width=round(48 * factor))`, trained like the baseline, then channel-pruned
+back (to `1 / factor` of its width, narrower while over budget) and distilled from the grown
+model with QAT for `--epochs`; the baseline distilled + QAT for as long is shown beside it.
+The best grown-then-shrunk model within budget (by validation quality) is compared with the
+baseline on test: the margin, and whether its mean over seeds exceeds the seed-to-seed spread
+(the std of the baseline's test accuracy; the std of the per-seed margin is shown too).
+
+Every figure of one row comes from the same run; the rows' mean ± std is over seeds.
 """
 
 import argparse
@@ -30,16 +43,21 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("
 import numpy as np  # noqa: E402
 
 
-def one_seed(seed, args, out_dir):
-    import keras
-
-    import tfslim
-    from tfslim.architectures import build_mnist1d_cnn
+def split():
     from tfslim.datasets import load_mnist1d
 
     x_train, y_train, x_test, y_test = load_mnist1d()
     train, val = (x_train[:3500], y_train[:3500]), (x_train[3500:], y_train[3500:])
-    # The trained baseline is kept, so a rerun into the same --out resumes each seed's shrink.
+    return train, val, (x_test, y_test)
+
+
+def trained_baseline(seed, args, out_dir, train):
+    """The seed's baseline CNN, trained once and kept in `out_dir` (both modes share it)."""
+    import keras
+
+    from tfslim.architectures import build_mnist1d_cnn
+
+    # The trained baseline is kept, so a rerun into the same --out resumes each seed's run.
     saved = os.path.join(
         out_dir, f"baseline_seed{seed}_w{args.width}_e{args.baseline_epochs}.keras"
     )
@@ -56,7 +74,21 @@ def one_seed(seed, args, out_dir):
         )
         baseline.fit(*train, epochs=args.baseline_epochs, batch_size=32, verbose=0)
         baseline.save(saved)
-    trained_s = time.perf_counter() - start
+    return baseline, time.perf_counter() - start
+
+
+def accuracy_on(candidate, test):
+    """The test accuracy of a candidate's `.tflite` file in the LiteRT interpreter."""
+    import tfslim
+
+    return tfslim.evaluate(candidate.tflite_path, test)["tflite"]
+
+
+def shrink_seed(seed, args, out_dir):
+    import tfslim
+
+    train, val, test = split()
+    baseline, trained_s = trained_baseline(seed, args, out_dir, train)
     flash = tfslim.convert(baseline, target=args.target, calibration_data=train[0][:200])
     budget = tfslim.Budget.from_target(args.target, max_flash_bytes=flash.size_bytes // 4)
     start = time.perf_counter()
@@ -76,21 +108,18 @@ def one_seed(seed, args, out_dir):
     )
     shrink_s = time.perf_counter() - start
 
-    def test_accuracy(candidate):
-        return tfslim.evaluate(candidate.tflite_path, (x_test, y_test))["tflite"]
-
     chosen = result.best or result.closest
     row = {
         "seed": seed,
         "baseline_params": baseline.count_params(),
         "baseline_flash": result.baseline_candidate.footprint.flash_bytes,
         "budget": budget.max_flash_bytes,
-        "baseline_test": test_accuracy(result.baseline_candidate),
+        "baseline_test": accuracy_on(result.baseline_candidate, test),
         "best": chosen.name,
         "fits": chosen.feasible,
         "best_flash": chosen.footprint.flash_bytes,
         "best_arena": chosen.footprint.arena_bytes,
-        "best_test": test_accuracy(chosen),
+        "best_test": accuracy_on(chosen, test),
         "train_s": trained_s,
         "shrink_s": shrink_s,
         "report": result.files["png"],
@@ -99,19 +128,62 @@ def one_seed(seed, args, out_dir):
     return row
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--width", type=int, default=48, help="baseline filters")
-    parser.add_argument("--baseline-epochs", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=15, help="per candidate")
-    parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 0.4, 0.3, 0.25])
-    parser.add_argument("--target", default="nano33ble")
-    parser.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
-    args = parser.parse_args()
-    out_dir = args.out or tempfile.mkdtemp(prefix="strategies_benchmark_")
-    os.makedirs(out_dir, exist_ok=True)
-    rows = [one_seed(seed, args, out_dir) for seed in range(args.seeds)]
+def grow_seed(seed, args, out_dir):
+    import tfslim
+    from tfslim.architectures import build_mnist1d_cnn
+
+    train, val, test = split()
+    baseline, trained_s = trained_baseline(seed, args, out_dir, train)
+
+    def build(width_multiplier):
+        return build_mnist1d_cnn(width=round(args.width * width_multiplier), batch_norm=True)
+
+    start = time.perf_counter()
+    result = tfslim.grow_improve_shrink(
+        build,
+        train,
+        val,
+        target=args.target,
+        footprint_of=baseline,
+        growth=args.growth,
+        # A grown model gets the baseline's training; each shrunk one `--epochs` of
+        # distillation from it + QAT, as does the baseline itself (original_qat).
+        epochs=args.baseline_epochs,
+        shrink_epochs=args.epochs,
+        directory=os.path.join(out_dir, f"grow_seed{seed}"),
+        latency_runs=10,
+        seed=seed,
+        log=lambda line: print(f"  seed {seed}: {line}", flush=True),
+    )
+    grow_s = time.perf_counter() - start
+    base = result.baseline_candidate
+    shrunk = [c for c in result.candidates if c.spec.get("growth", 1) > 1 and c.spec["width"] < 1]
+    fitting = [c for c in shrunk if c.feasible]
+    # Chosen on the validation split (the candidates' measured quality), scored on test.
+    chosen = max(fitting or shrunk, key=lambda c: c.quality)
+    grown = result[f"grow{round(100 * chosen.spec['growth'])}"]
+    row = {
+        "seed": seed,
+        "baseline_flash": base.footprint.flash_bytes,
+        "baseline_arena": base.footprint.arena_bytes,
+        "baseline_test": accuracy_on(base, test),
+        "qat_test": accuracy_on(result["original_qat"], test),
+        "best": chosen.name,
+        "growth": chosen.spec["growth"],
+        "width": chosen.spec["width"],
+        "fits": chosen.feasible,
+        "best_flash": chosen.footprint.flash_bytes,
+        "best_arena": chosen.footprint.arena_bytes,
+        "best_test": accuracy_on(chosen, test),
+        "grown_test": accuracy_on(grown, test),
+        "train_s": trained_s,
+        "grow_s": grow_s,
+    }
+    row["margin_points"] = 100 * (row["best_test"] - row["baseline_test"])
+    return row
+
+
+def report_shrink(rows, args):
     header = (
         f"{'seed':>4} {'baseline':>10} {'budget':>8} {'base test':>9} {'best':<10} {'fits':>4} "
         f"{'flash':>7} {'arena':>7} {'best test':>9} {'gap pts':>7} {'shrink s':>8}"
@@ -143,6 +215,95 @@ def main():
             "beyond the 1-point allowance (mean over seeds)"
         )
     )
+
+
+def report_grow(rows, args):
+    print(
+        f"\ngrow_improve_shrink on MNIST-1D ({args.target}), budget = the baseline's int8 flash "
+        f"and arena; growth {' '.join(f'{g:g}' for g in args.growth)}; test accuracy on "
+        "1,000 sequences (LiteRT)"
+    )
+    print(
+        f"{'seed':>4} {'base flash':>10} {'arena':>7} {'base test':>9} {'qat test':>8} "
+        f"{'best':<16} {'fits':>4} {'flash':>8} {'arena':>7} {'grown test':>10} "
+        f"{'best test':>9} {'margin':>7} {'grow s':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['seed']:>4} {r['baseline_flash']:>8} B {r['baseline_arena'] or 0:>5} B "
+            f"{r['baseline_test']:>9.4f} {r['qat_test']:>8.4f} {r['best']:<16} "
+            f"{'yes' if r['fits'] else 'NO':>4} {r['best_flash']:>6} B {r['best_arena'] or 0:>5} B "
+            f"{r['grown_test']:>10.4f} {r['best_test']:>9.4f} {r['margin_points']:>+7.2f} "
+            f"{r['grow_s']:>7.0f}"
+        )
+
+    def spread(key):
+        values = np.array([r[key] for r in rows], dtype=float)
+        return values.mean(), values.std()
+
+    print()
+    for key, label in (
+        ("baseline_flash", "baseline int8 flash (B)"),
+        ("baseline_arena", "baseline arena (B)"),
+        ("baseline_test", "baseline int8 test"),
+        ("qat_test", "baseline distilled + QAT test"),
+        ("best_flash", "best grown-then-shrunk flash (B)"),
+        ("best_arena", "best grown-then-shrunk arena (B)"),
+        ("grown_test", "its grown model's test (over budget)"),
+        ("best_test", "best grown-then-shrunk test"),
+        ("margin_points", "margin over the baseline (points)"),
+    ):
+        mean, std = spread(key)
+        print(f"  {label:<38} {mean:>10.4f} ± {std:.4f}")
+    margin, margin_std = spread("margin_points")
+    base_std = 100 * spread("baseline_test")[1]
+    fits = all(r["fits"] for r in rows)
+    # Spreads are the standard deviation over seeds (numpy's default, ddof=0).
+    print(
+        f"\nseed-to-seed spread: baseline test std {base_std:.2f} points; std of the per-seed "
+        f"margin {margin_std:.2f} points; {len(rows)} seed(s)"
+    )
+    beats = fits and margin > base_std
+    print(
+        "verdict: "
+        + (
+            f"better than the baseline at <= its flash and arena by {margin:+.2f} points, more "
+            f"than the baseline's seed-to-seed std ({base_std:.2f})"
+            + (
+                f" and than the margin's own std ({margin_std:.2f})"
+                if margin > margin_std
+                else f", but not more than the margin's own std ({margin_std:.2f})"
+            )
+            if beats
+            else (
+                "NOT within the baseline's flash and arena on every seed"
+                if not fits
+                else f"NOT better by more than the spread: the margin {margin:+.2f} points "
+                f"misses the baseline's std ({base_std:.2f}) by {base_std - margin:.2f} points"
+            )
+        )
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategy", choices=["shrink", "grow"], default="shrink")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--width", type=int, default=48, help="baseline filters")
+    parser.add_argument("--baseline-epochs", type=int, default=40, help="also each grown model's")
+    parser.add_argument(
+        "--epochs", type=int, default=15, help="distillation + QAT per shrunk candidate"
+    )
+    parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 0.4, 0.3, 0.25])
+    parser.add_argument("--growth", type=float, nargs="+", default=[1.5, 2.0])
+    parser.add_argument("--target", default="nano33ble")
+    parser.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
+    args = parser.parse_args()
+    out_dir = args.out or tempfile.mkdtemp(prefix="strategies_benchmark_")
+    os.makedirs(out_dir, exist_ok=True)
+    one_seed = grow_seed if args.strategy == "grow" else shrink_seed
+    rows = [one_seed(seed, args, out_dir) for seed in range(args.seeds)]
+    (report_grow if args.strategy == "grow" else report_shrink)(rows, args)
     print(f"runs and front.png of each seed under {out_dir}")
 
 
