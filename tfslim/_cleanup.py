@@ -4,12 +4,13 @@ A process killed by SIGKILL (or a native crash) runs no cleanup, so every tempor
 tfslim makes carries its owner's pid in its name:
 
 - `.NAME.PID.XXXXXXXX.tmp` (and `.tmp.keras`) beside an output `NAME` (`tfslim._io`);
-- `tfslim-export-PID-XXXXXXXX` SavedModel folders in the temporary directory (the
-  converter), and `tfslim-run-PID-XXXXXXXX` folders there holding a model and its data
-  for an isolated runtime check (`tfslim.litert.isolation`).
+- `tfslim-run-PID-XXXXXXXX` folders in the temporary directory holding a model and its
+  data for an isolated runtime check (`tfslim.litert.isolation`), and
+  `tfslim-export-PID-XXXXXXXX` SavedModel folders there, which earlier
+  versions' converter made for each conversion (it now converts in memory).
 
-A later write of `NAME` removes the stale ones beside it, and a later conversion removes
-the stale export folders: those whose owner is dead and that are older than the current
+A later write of `NAME` removes the stale ones beside it, and a later isolated run removes
+the stale folders: those whose owner is dead and that are older than the current
 process. Nothing else is touched: a live owner's temporaries, files of other names and
 folders of other programs stay. Names from before the pid was part of them (`.NAME.
 XXXXXXXX.tmp`, `tfslim-export-XXXXXXXX`) are removed once they are a day old.

@@ -3,7 +3,6 @@
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfslim import _cleanup, _io, _model_facts
+from tfslim import _io, _model_facts
 from tfslim._checks import check_bool, check_int, check_shape
 from tfslim._compat import is_tf_keras
 from tfslim._predict import keras_predict
@@ -290,24 +289,21 @@ def convert(
             quantization=quantization,
             qat=qat,
         )
-    _cleanup.remove_stale_exports()  # Left by conversions killed before their cleanup.
-    with tempfile.TemporaryDirectory(prefix=_cleanup.export_prefix()) as export_dir:
-        _cleanup.track(export_dir)
-        converter = _make_converter(export_model, saved_model_dir, shapes, dtypes, export_dir)
-        _configure(converter, quantization, io_dtype, sparse, qat)
-        if needs_calibration:
-            converter.representative_dataset = lambda: (
-                s if isinstance(s, list) else [s] for s in samples
-            )
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), native_stderr_captured():
-                flatbuffer = converter.convert()
-        except Exception as e:  # ConverterError and friends: surface the reason.
-            message = str(e).strip().splitlines()
-            raise UnsupportedOpError(
-                f"TFLite conversion failed for quantization={quantization!r}, "
-                f"target={target.name!r}: {message[-1] if message else type(e).__name__}"
-            ) from e
+    converter = _make_converter(export_model, saved_model_dir, shapes, dtypes)
+    _configure(converter, quantization, io_dtype, sparse, qat)
+    if needs_calibration:
+        converter.representative_dataset = lambda: (
+            s if isinstance(s, list) else [s] for s in samples
+        )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), native_stderr_captured():
+            flatbuffer = converter.convert()
+    except Exception as e:  # ConverterError and friends: surface the reason.
+        message = str(e).strip().splitlines()
+        raise UnsupportedOpError(
+            f"TFLite conversion failed for quantization={quantization!r}, "
+            f"target={target.name!r}: {message[-1] if message else type(e).__name__}"
+        ) from e
     if target.is_micro:
         micro.check_target_ops(
             flatbuffer,
@@ -484,7 +480,7 @@ def _input_shapes(model, input_shape, calibration_data):
     return [shape], ["float32"]
 
 
-def _make_converter(keras_model, saved_model_dir, shapes, dtypes, export_dir):
+def _make_converter(keras_model, saved_model_dir, shapes, dtypes):
     import tensorflow as tf
 
     if saved_model_dir is not None:
