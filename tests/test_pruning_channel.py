@@ -156,11 +156,91 @@ def test_unpruned_model_is_returned_as_is(digits):
         ({"target_fraction": 0.5, "criterion": "l3"}, r"Received: criterion='l3'"),
         ({"target_fraction": 0.5, "schedule": "cubic"}, r"Received: schedule='cubic'"),
         ({"target_fraction": 0.5, "updates": 0}, r"Received: updates=0"),
+        ({}, r"needs one target.*Received: target_fraction=None, max_params=None"),
+        ({"target_fraction": 0.5, "max_macs": 0.3}, r"needs one target"),
+        ({"max_macs": 1.5}, r"`max_macs`. Expected an int >= 1 .*Received: max_macs=1.5"),
+        ({"max_params": 0}, r"`max_params`. Expected an int >= 1 .*Received: max_params=0"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ChannelPruning(**kwargs)
+
+
+def _small_cnn():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Conv2D(16, 1, activation="relu", name="pw")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(4, name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_cost_counts_params_and_macs_from_the_structure():
+    model = _small_cnn()
+    graph = ChannelGraph(model)
+    full = graph.cost()
+    assert full["params"] == model.count_params()
+    # stem 9*3*8 per pixel, dw 9*8, pw 8*16 over 64 pixels; logits 256*4 once.
+    assert full["macs"] == 64 * (9 * 3 * 8 + 9 * 8 + 8 * 16) + 4 * 4 * 16 * 4
+    assert full["int8_bytes"] == 9 * 3 * 8 + 9 * 8 + 8 * 16 + 256 * 4 + 4 * (8 + 8 + 16 + 4)
+    stem, pw = sorted(graph.groups(), key=lambda g: g.size)
+    half = graph.cost({stem.id: 4, pw.id: 8})
+    assert half["macs"] == 64 * (9 * 3 * 4 + 9 * 4 + 4 * 8) + 4 * 4 * 8 * 4
+    assert half["params"] == (9 * 3 + 1 + 9 + 1 + 4) * 4 + (4 + 1) * 8 + (16 * 8 + 1) * 4
+
+
+def _prune_by_hooks(model, callback):
+    """One constant-schedule mask update through the callback's hooks, no `fit`."""
+    model.compile("sgd", "mse")
+    callback.set_model(model)
+    callback.set_params({"epochs": 1, "steps": 1})
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)
+    callback.on_train_end()
+    return strip_channels(model)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_macs": 0.3}, {"max_params": 0.3, "max_int8_bytes": 0.25}, {"max_macs": 20_000}],
+)
+def test_footprint_target_chooses_the_fraction_that_meets_it(limits):
+    keras.utils.set_random_seed(0)
+    model = _small_cnn()
+    full = ChannelGraph(model).cost()
+    callback = ChannelPruning(**limits, schedule="constant")
+    small = _prune_by_hooks(model, callback)
+    reached = ChannelGraph(small).cost()
+    assert reached["params"] == small.count_params()
+    for name, limit in limits.items():
+        figure = name.removeprefix("max_")
+        bound = limit * full[figure] if isinstance(limit, float) else limit
+        assert reached[figure] <= bound
+    # The smallest such fraction: one channel fewer pruned in each group misses a limit.
+    graph = ChannelGraph(model)
+    groups = graph.groups()
+    fewer = {g.id: g.size - max(0, round(callback.planned_fraction * g.size) - 1) for g in groups}
+    figures = graph.cost(fewer)
+    assert any(
+        figures[n.removeprefix("max_")]
+        > (v * full[n.removeprefix("max_")] if isinstance(v, float) else v)
+        for n, v in limits.items()
+    )
+    assert 0 < callback.planned_fraction < 1
+
+
+def test_unreachable_footprint_is_refused():
+    model = _small_cnn()
+    callback = ChannelPruning(max_params=50, schedule="constant")
+    model.compile("sgd", "mse")
+    callback.set_model(model)
+    callback.set_params({"epochs": 1, "steps": 1})
+    with pytest.raises(ValueError, match=r"cannot reach max_params=50 \(50; unpruned 1"):
+        callback.on_train_begin()
 
 
 def test_subclassed_model_is_refused():

@@ -100,15 +100,34 @@ class ChannelPruning(keras.callbacks.Callback):
     `Add`, depthwise convolutions, `Concatenate`, squeeze-and-excite `Multiply` and
     `Flatten -> Dense` couple channels; see `tfslim.pruning.channel_graph`), and attaches a
     channel mask to every per-channel weight of each prunable group. On schedule it ranks the
-    channels of each group by `criterion` and masks the lowest until `target_fraction` of the
-    group's channels are gone (masks only lose ones). The masks are applied inside the compiled
+    channels of each group by `criterion` and masks the lowest until the group has lost its
+    fraction of channels (masks only lose ones). The masks are applied inside the compiled
     train step; the callback's per-batch work is one integer comparison. At the end of `fit`
     the zeros are baked in and the masks detached; `tfslim.strip_pruning` (or `strip_channels`)
     then returns the physically smaller model. Logs `channel_fraction` (pruned fraction of the
     prunable channels) each epoch.
 
+    The target is either a fraction of channels (`target_fraction`, the same in every group)
+    or a footprint: `max_params`, `max_macs` and/or `max_int8_bytes`, each an int (an absolute
+    count) or a float in (0, 1) (a fraction of the unpruned model's figure). For a footprint the
+    callback counts the figures from the model's structure at the start of `fit` (see
+    `ChannelGraph.cost`: kernel shapes, channels and output pixels; int8 bytes estimated as one
+    per weight and four per bias) and chooses the smallest fraction, the same in every group,
+    whose pruned model meets every limit; `planned_fraction` holds it. Every group loses the
+    same fraction, so the figures do not fall as the square of it: in MobileNetV2 the stem
+    (three input channels), the depthwise convolutions and the classifier scale linearly, and
+    50% of the channels leave 0.31x of the MACs.
+
     Args:
-        target_fraction: float in [0, 1). Fraction of each group's channels to remove.
+        target_fraction: float in [0, 1) or None. Fraction of each group's channels to
+            remove; None when a footprint limit is given. Defaults to `None`.
+        max_params: int, float in (0, 1) or None. Largest parameter count (Keras
+            `count_params`: kernels, biases, batch-norm statistics). Defaults to `None`.
+        max_macs: int, float in (0, 1) or None. Largest number of multiply-accumulates of
+            one inference (what `tfslim.measure` reports as `macs`). Defaults to `None`.
+        max_int8_bytes: int, float in (0, 1) or None. Largest estimated size of the int8
+            weights (the .tflite file adds its ops and quantization parameters).
+            Defaults to `None`.
         criterion: `"l1"` or `"l2"` norm of the filters, or `"bn_gamma"` (|gamma| of the
             group's batch normalization). Defaults to `"l1"`.
         schedule: `"polynomial"` (from 0 to `target_fraction` over the first 70% of the
@@ -118,8 +137,9 @@ class ChannelPruning(keras.callbacks.Callback):
         skip_layers: layer names or classes whose output channels are kept. Defaults to `()`.
 
     Raises:
-        ValueError: for an invalid argument, or (at the start of `fit`) a subclassed model or a
-            model with no prunable channel group.
+        ValueError: for an invalid argument, or (at the start of `fit`) a subclassed model, a
+            model with no prunable channel group, or a footprint that pruning every group down
+            to one channel does not reach.
 
     Example:
 
@@ -132,19 +152,47 @@ class ChannelPruning(keras.callbacks.Callback):
     >>> small = tfslim.strip_pruning(model)
     >>> small.layers[0].units
     8
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                           keras.layers.Dense(2)])
+    >>> model.compile("adam", "mse")
+    >>> pruning = tfslim.callbacks.ChannelPruning(max_params=0.5, schedule="constant")
+    >>> history = model.fit(np.ones((32, 8)), np.ones((32, 2)), epochs=1, verbose=0,
+    ...                     callbacks=[pruning])
+    >>> round(pruning.planned_fraction, 2), tfslim.strip_pruning(model).count_params()
+    (0.53, 79)
     """
 
     def __init__(
         self,
-        target_fraction: float,
+        target_fraction: float | None = None,
         *,
+        max_params: int | float | None = None,
+        max_macs: int | float | None = None,
+        max_int8_bytes: int | float | None = None,
         criterion: str = "l1",
         schedule: str = "polynomial",
         updates: int = 10,
         skip_layers: Iterable[str | type] = (),
     ):
         super().__init__()
-        target_fraction = check_rate("target_fraction", target_fraction)
+        self.limits = {
+            figure: _check_limit(f"max_{figure}", value)
+            for figure, value in (
+                ("params", max_params),
+                ("macs", max_macs),
+                ("int8_bytes", max_int8_bytes),
+            )
+            if value is not None
+        }
+        if (target_fraction is None) == (not self.limits):
+            raise ValueError(
+                "ChannelPruning needs one target: `target_fraction`, or a footprint "
+                "(`max_params`, `max_macs`, `max_int8_bytes`). Received: "
+                f"target_fraction={target_fraction!r}, max_params={max_params!r}, "
+                f"max_macs={max_macs!r}, max_int8_bytes={max_int8_bytes!r}"
+            )
+        if target_fraction is not None:
+            target_fraction = check_rate("target_fraction", target_fraction)
         for argument, value, choices in (
             ("criterion", criterion, _CRITERIA),
             ("schedule", schedule, _SCHEDULES),
@@ -155,7 +203,8 @@ class ChannelPruning(keras.callbacks.Callback):
                     f"Received: {argument}={value!r}"
                 )
         updates = check_positive_int("updates", updates)
-        self.target_fraction = float(target_fraction)
+        self.target_fraction = None if target_fraction is None else float(target_fraction)
+        self.planned_fraction = self.target_fraction
         self.criterion = criterion
         self.schedule = schedule
         self.updates = updates
@@ -168,7 +217,7 @@ class ChannelPruning(keras.callbacks.Callback):
     def _fraction_schedule(self) -> dict[int, float]:
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         if self.schedule == "constant":
-            return {0: self.target_fraction}
+            return {0: self.planned_fraction}
         if not epochs or not steps:
             raise ValueError(
                 "ChannelPruning(schedule='polynomial') needs the number of steps per epoch, "
@@ -177,7 +226,7 @@ class ChannelPruning(keras.callbacks.Callback):
             )
         end = max(1, int(0.7 * int(epochs) * int(steps)))
         points = np.linspace(0, end, self.updates + 1)[1:]
-        return {int(s): self.target_fraction * (1 - (1 - s / end) ** 3) for s in points}
+        return {int(s): self.planned_fraction * (1 - (1 - s / end) ** 3) for s in points}
 
     def on_train_begin(self, logs=None):
         model = self.model
@@ -209,6 +258,9 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"ChannelPruning found no prunable channel group in model '{model.name}'. "
                 f"Layers: {policy.describe_layers(model)}"
             )
+        if self.limits:
+            groups = [group for group, _, _ in self._groups]
+            self.planned_fraction = _plan_fraction(graph, groups, self.limits)
         self._update_steps = self._fraction_schedule()
         self._step = 0
         model.make_train_function(force=True)
@@ -222,7 +274,7 @@ class ChannelPruning(keras.callbacks.Callback):
     def _apply(self, fraction: float) -> None:
         for group, weights, mask in self._groups:
             current = np.asarray(mask.numpy())
-            n_prune = min(int(round(fraction * group.size)), group.size - 1)
+            n_prune = _n_pruned(fraction, group.size)
             pruned = np.flatnonzero(current == 0)
             if len(pruned) < n_prune:
                 scores = channel_scores(weights, group.size, self.criterion)
@@ -252,6 +304,74 @@ class ChannelPruning(keras.callbacks.Callback):
         if self._constraints:
             self.model.make_train_function(force=True)
         self._constraints = []
+
+
+def _n_pruned(fraction: float, size: int) -> int:
+    return min(int(round(fraction * size)), size - 1)
+
+
+def _check_limit(name: str, value) -> int | float:
+    """A footprint limit: an int >= 1 (absolute) or a float in (0, 1) (of the unpruned model)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(
+            f"Invalid type for argument `{name}`. Expected an int (a count) or a float in "
+            f"(0, 1) (a fraction of the unpruned model). Received: {name}={value!r} of type "
+            f"{type(value).__name__}"
+        )
+    if isinstance(value, int | np.integer):
+        if value >= 1:
+            return int(value)
+    elif 0 < value < 1:
+        return float(value)
+    raise ValueError(
+        f"Invalid value for argument `{name}`. Expected an int >= 1 (a count) or a float in "
+        f"(0, 1) (a fraction of the unpruned model). Received: {name}={value!r}"
+    )
+
+
+def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict) -> float:
+    """Smallest fraction of every group's channels whose pruned model meets `limits`."""
+    full = graph.cost()
+    if "macs" in limits and full["macs"] is None:
+        raise ValueError(
+            "Invalid value for argument `max_macs`: the MACs of model "
+            f"'{graph.model.name}' depend on its input size, which is not fixed. Build it with "
+            f"a fixed input shape or give `max_params`. Received: max_macs={limits['macs']!r}"
+        )
+    bounds = {
+        figure: limit * full[figure] if isinstance(limit, float) else limit
+        for figure, limit in limits.items()
+    }
+
+    def cost(fraction):
+        return graph.cost({g.id: g.size - _n_pruned(fraction, g.size) for g in groups})
+
+    def meets(figures):
+        return all(figures[figure] <= bound for figure, bound in bounds.items())
+
+    if meets(full):
+        return 0.0
+    smallest = cost(1.0)
+    if not meets(smallest):
+        missed = ", ".join(
+            f"max_{figure}={limits[figure]!r} ({bound:.0f}; unpruned {full[figure]}, every "
+            f"prunable group at one channel {smallest[figure]})"
+            for figure, bound in bounds.items()
+            if smallest[figure] > bound
+        )
+        raise ValueError(
+            f"Invalid footprint for model '{graph.model.name}': channel pruning cannot reach "
+            f"{missed}. Expected a limit at or above the one-channel figure (the frozen "
+            "channels, such as the outputs, and the layers outside any group stay)."
+        )
+    low, high = 0.0, 1.0  # cost(low) misses, cost(high) meets
+    for _ in range(40):
+        middle = (low + high) / 2
+        if meets(cost(middle)):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def strip_channels(model, *, batch_norm_data=None, batch_norm_steps: int = 20):

@@ -121,6 +121,7 @@ class ChannelGraph:
         self.spaces: dict[int, Space] = {}
         self.layouts: dict[int, Layout] = {}  # id(KerasTensor) -> layout
         self.layer_io: dict[str, tuple[Layout | None, Layout | None]] = {}
+        self.positions: dict[str, int | None] = {}  # output pixels of each layer's first node
         for tensor in graph.inputs:
             self.layouts[id(tensor)] = Layout((self._new(tensor.shape[-1], frozen=True),))
         for operation in graph.operations:
@@ -184,6 +185,10 @@ class ChannelGraph:
     # -- the rules
     def _visit(self, op, inputs: list[Layout], outputs) -> None:
         name = op.name
+        if name not in self.positions and outputs:
+            spatial = tuple(outputs[0].shape[1:-1])
+            known = all(d is not None for d in spatial)
+            self.positions[name] = int(np.prod(spatial)) if known else None
         single = inputs[0] if len(inputs) == 1 else None
         if isinstance(op, keras.Model) or len(outputs) != 1:
             self.layer_io[name] = (None, None)
@@ -296,6 +301,58 @@ class ChannelGraph:
         if layout.repeat == 1:
             return channels
         return (np.arange(layout.repeat)[:, None] * offset + channels[None, :]).reshape(-1)
+
+    def width(self, layout: Layout, kept: dict[int, int]) -> int:
+        """Channels of a tensor with `layout` when space root `r` keeps `kept[r]` of them."""
+        total = 0
+        for space in layout.spaces:
+            root = self.find(space)
+            total += kept.get(root, self.spaces[root].size)
+        return total * layout.repeat
+
+    def cost(self, kept: dict[int, int] | None = None) -> dict:
+        """Params, MACs and estimated int8 weight bytes, counted from the layers' shapes.
+
+        With `kept` (space root -> channels kept), the figures of the model those channels
+        leave. Convolutions, depthwise convolutions and `Dense` count
+        `kernel pixels x in x out x output pixels` MACs; other layers none (nested models
+        count their parameters only). Int8 bytes: one per kernel weight, four per bias
+        (int32), batch normalization folded into the layer before it (not counted).
+        `macs` is None when a layer's output size is unknown (an input of any size).
+        """
+        kept = kept or {}
+        params = macs = int8 = 0
+        for layer in self.model._flatten_layers(include_self=False, recursive=False):
+            weights = {v.name: v for v in layer.weights}
+            in_layout, out_layout = self.layer_io.get(layer.name, (None, None))
+            kernel = weights.get("kernel", weights.get("depthwise_kernel"))
+            positions = self.positions.get(layer.name, 1)
+            depthwise = isinstance(layer, _DEPTHWISE)
+            if kernel is None or isinstance(layer, keras.Model) or len(layer.weights) > 2:
+                if isinstance(layer, keras.layers.BatchNormalization) and out_layout is not None:
+                    params += len(layer.weights) * self.width(out_layout, kept)
+                else:
+                    params += sum(int(np.prod(v.shape)) for v in layer.weights)
+                continue
+            shape = tuple(kernel.shape)
+            if depthwise:
+                c_in, c_out = 1, shape[-2] * shape[-1]
+                if out_layout is not None:
+                    c_out = self.width(out_layout, kept)
+            else:
+                c_in, c_out = shape[-2], shape[-1]
+                if in_layout is not None:
+                    c_in = self.width(in_layout, kept)
+                if out_layout is not None:
+                    c_out = self.width(out_layout, kept)
+            pixels = int(np.prod(shape[:-2]))
+            n_kernel = pixels * c_in * c_out
+            n_bias = c_out if "bias" in weights else 0
+            params += n_kernel + n_bias
+            int8 += n_kernel + 4 * n_bias
+            if macs is not None:
+                macs = None if positions is None else macs + n_kernel * positions
+        return {"params": params, "macs": macs, "int8_bytes": int8}
 
 
 def _zero_at_zero(activation) -> bool:
