@@ -32,12 +32,16 @@ tf_keras `fit` and tfmot. Keras accuracies are means over seeds.
 
 `--channel` runs the channel-pruning rows instead: MobileNetV2 (alpha 0.35, 32x32x3) and MLPerf
 Tiny resnet8 on digits (upsampled 4x to 32x32, grey copied to 3 channels). Each model trains
-`--channel-epochs` epochs; copies of it then fine-tune `--prune-epochs` more epochs three ways:
-unpruned, `ChannelPruning(0.5)` (then `strip_pruning`, `reestimate_batch_norm` and
-`--recover-epochs` epochs), and unstructured `Pruning` to the parameter count of the
-channel-pruned model (the same epochs in total). Params and MACs come from the int8 file
-(`tfslim.measure`), latency from LiteRT's default Interpreter (XNNPACK, one thread) over
-interleaved rounds, the arena from the TFLite Micro interpreter (mcu file).
+`--channel-epochs` epochs; copies of it then fine-tune `--prune-epochs` more epochs: unpruned,
+`ChannelPruning(0.5)` (50% of every group's channels) and `ChannelPruning(max_params=0.3,
+max_macs=0.3)` (the footprint target: the callback picks the fraction), each then
+`strip_pruning`, `reestimate_batch_norm` and `--recover-epochs` epochs; and unstructured
+`Pruning` to the parameter count of the footprint-target model (the same epochs in total).
+Every model's batch-norm statistics are re-estimated before it is measured. Params come from
+Keras, MACs from the int8 file (`tfslim.measure`), latency from LiteRT's default Interpreter
+(XNNPACK, one thread) over interleaved rounds, the arena from the TFLite Micro interpreter (mcu
+file). Accuracies are means over `--seeds` seeds from `--seed0`; seed 0 alone gives the
+footprint and latency rows.
 
 `--mobile-runtime` times the digits CNN pruned to 80% in LiteRT: dense int8 with XNNPACK (the
 default file) against sparse int8 with builtin kernels (the only way it runs) and the float
@@ -297,6 +301,7 @@ def main():
     parser.add_argument(
         "--channel-models", default="mobilenet_v2,resnet8", help="comma-separated, for --channel"
     )
+    parser.add_argument("--seed0", type=int, default=0, help="first seed of --channel runs")
     parser.add_argument("--mobile-runtime", action="store_true", help="sparse runtime rows only")
     args = parser.parse_args()
     if args.channel:
@@ -440,13 +445,27 @@ def channel_models():
     }
 
 
-def channel_rows(name, build, data, args):
+CHANNEL_CONFIGS = {
+    "channel 50%": {"target_fraction": 0.5},
+    "channel <=0.3x": {"max_params": 0.3, "max_macs": 0.3},
+}
+
+
+def channel_rows(name, build, data, args, seed):
+    """Rows of one model and seed: unpruned, each CHANNEL_CONFIGS entry, unstructured.
+
+    Every model has its batch-norm statistics re-estimated on the training images before it
+    is evaluated or converted: Keras applications use momentum 0.999, which in a few hundred
+    steps leaves the moving statistics near their initial values, and an unpruned model
+    evaluated with them is no reference. Seeds other than 0 give the accuracies only.
+    """
     import keras
 
     import tfslim
 
     x_train, y_train, x_test, y_test = data
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
+    first = seed == 0  # the footprint and latency rows; other seeds give accuracies
 
     def compiled(model, lr):
         model.compile(
@@ -465,40 +484,54 @@ def channel_rows(name, build, data, args):
         )
         return model
 
+    def settled(model):
+        tfslim.reestimate_batch_norm(model, x_train, steps=len(x_train) // 64 + 1)
+        return model
+
     base = fit(compiled(build(), 2e-3), args.channel_epochs)
     total = args.prune_epochs + args.recover_epochs
-    dense = fit(compiled(copy(base), 5e-4), total)
-    channel = compiled(copy(base), 5e-4)
-    t = time.perf_counter()
-    fit(channel, args.prune_epochs, [tfslim.callbacks.ChannelPruning(0.5)])
-    channel = tfslim.strip_pruning(channel)
-    tfslim.reestimate_batch_norm(channel, x_train, steps=10)
-    fit(compiled(channel, 5e-4), args.recover_epochs)
-    print(f"{name}: channel pruned in {time.perf_counter() - t:.0f} s", flush=True)
-    kept = channel.count_params() / dense.count_params()
-    unstructured = compiled(copy(base), 5e-4)
-    fit(unstructured, total, [tfslim.callbacks.Pruning(1 - kept)])
-    unstructured = tfslim.strip_pruning(unstructured)
-    models = {"unpruned": dense, "channel 50%": channel, "unstructured": unstructured}
+    models = {"unpruned": settled(fit(compiled(copy(base), 5e-4), total))}
+    fractions = {}
+    for label, target in CHANNEL_CONFIGS.items():
+        channel = compiled(copy(base), 5e-4)
+        t = time.perf_counter()
+        callback = tfslim.callbacks.ChannelPruning(**target)
+        fit(channel, args.prune_epochs, [callback])
+        fractions[label] = callback.channel_fraction()
+        channel = tfslim.strip_pruning(channel)
+        tfslim.reestimate_batch_norm(channel, x_train, steps=10)
+        models[label] = settled(fit(compiled(channel, 5e-4), args.recover_epochs))
+        print(
+            f"{name} seed {seed}: {label} ({100 * fractions[label]:.1f}% of the prunable "
+            f"channels) in {time.perf_counter() - t:.0f} s",
+            flush=True,
+        )
+    if first:
+        kept = models["channel <=0.3x"].count_params() / models["unpruned"].count_params()
+        unstructured = compiled(copy(base), 5e-4)
+        fit(unstructured, total, [tfslim.callbacks.Pruning(1 - kept)])
+        models["unstructured"] = settled(tfslim.strip_pruning(unstructured))
     rows, files = {}, {}
     for label, model in models.items():
         with silenced():
             mobile = tfslim.convert(model, quantization="int8", calibration_data=x_train[:200])
             mcu = tfslim.convert(model, target="mcu", calibration_data=x_train[:200])
         phone = tfslim.measure(mobile, data=(x_test, y_test), latency_runs=0)
-        board = tfslim.measure(mcu, latency_runs=0)
-        files[label] = mobile.flatbuffer
         rows[label] = {
             "params": model.count_params(),
             "macs": phone.macs,
-            "flash": board.flash_bytes,
-            "arena": board.arena_bytes,
             "keras_acc": model.evaluate(x_test, y_test, verbose=0)[1],
             "int8_acc": phone.quality,
+            "fraction": fractions.get(label, 0.0),
             "nonzero": sum(int((w != 0).sum()) for w in model.get_weights() if w.ndim >= 2),
         }
-    for label, ms in interleaved_latency(files).items():
-        rows[label]["latency"] = ms
+        if first:
+            board = tfslim.measure(mcu, latency_runs=0)
+            files[label] = mobile.flatbuffer
+            rows[label].update(flash=board.flash_bytes, arena=board.arena_bytes)
+    if first:
+        for label, ms in interleaved_latency(files, rounds=7, runs=210).items():
+            rows[label]["latency"] = ms
     return rows
 
 
@@ -506,43 +539,61 @@ def channel_main(args):
     data = digits_rgb32(load_data())
     start = time.perf_counter()
     header = (
-        f"{'model':<14}{'config':<14}{'params':>9}{'x':>7}{'MACs':>11}{'x':>7}{'flash B':>9}"
-        f"{'arena B':>9}{'x':>7}{'int8 ms':>9}{'x':>7}{'keras acc':>10}{'int8 acc':>9}"
+        f"{'model':<14}{'config':<16}{'chan%':>6}{'params':>9}{'x':>7}{'nonzero':>9}{'MACs':>11}"
+        f"{'x':>7}"
+        f"{'flash B':>9}{'arena B':>9}{'x':>7}{'int8 ms':>9}{'x':>7}{'keras acc':>10}"
+        f"{'int8 acc':>9}"
     )
     checks = []
     tables = []
     builders = channel_models()
+    seeds = range(args.seed0, args.seed0 + args.seeds)
     for name in args.channel_models.split(","):
-        rows = channel_rows(name, builders[name], data, args)
+        runs = [channel_rows(name, builders[name], data, args, seed) for seed in seeds]
+        rows = runs[0]
+        for label, row in rows.items():
+            for key in ("keras_acc", "int8_acc"):
+                row[key + "_seeds"] = [run[label][key] for run in runs if label in run]
+                row[key] = statistics.mean(row[key + "_seeds"])
         ref = rows["unpruned"]
         lines = []
         for label, row in rows.items():
+            nan = float("nan")
+            row = {"flash": 0, "arena": 0, "latency": nan, **row}
+            ref = {"arena": 0, "latency": nan, **ref}
             arena = row["arena"] or 0
             lines.append(
-                f"{name:<14}{label:<14}{row['params']:>9}{row['params'] / ref['params']:>7.3f}"
-                f"{row['macs']:>11}{row['macs'] / ref['macs']:>7.3f}{row['flash']:>9}"
-                f"{arena:>9}{arena / (ref['arena'] or 1):>7.3f}{row['latency']:>9.3f}"
+                f"{name:<14}{label:<16}{100 * row['fraction']:>6.1f}{row['params']:>9}"
+                f"{row['params'] / ref['params']:>7.3f}{row['nonzero']:>9}{row['macs']:>11}"
+                f"{row['macs'] / ref['macs']:>7.3f}{row['flash']:>9}"
+                f"{arena:>9}{arena / (ref['arena'] or 1):>7.3f}{row['latency']:>9.4f}"
                 f"{row['latency'] / ref['latency']:>7.3f}{100 * row['keras_acc']:>10.2f}"
                 f"{100 * row['int8_acc']:>9.2f}"
             )
+            seeds_text = " ".join(f"{100 * v:.2f}" for v in row["int8_acc_seeds"])
+            lines.append(f"{'':<14}{'':<16}  int8 acc per seed: {seeds_text}")
         tables.append(lines)
-        ch = rows["channel 50%"]
-        checks += [
-            (f"{name} channel params <= 0.3x", ch["params"] / ref["params"], 0.3),
-            (f"{name} channel MACs <= 0.3x", ch["macs"] / ref["macs"], 0.3),
-            (f"{name} channel int8 latency <= 0.6x", ch["latency"] / ref["latency"], 0.6),
-            (f"{name} channel arena <= 0.6x", (ch["arena"] or 0) / (ref["arena"] or 1), 0.6),
-            (
-                f"{name} channel int8 acc: points below unpruned",
-                100 * (ref["int8_acc"] - ch["int8_acc"]),
-                1.0,
-            ),
-        ]
+        ref = {"arena": 0, "latency": float("nan"), **ref}
+        for label in CHANNEL_CONFIGS:
+            ch = {"arena": 0, "latency": float("nan"), **rows[label]}
+            checks += [
+                (f"{name} {label} params <= 0.3x", ch["params"] / ref["params"], 0.3),
+                (f"{name} {label} MACs <= 0.3x", ch["macs"] / ref["macs"], 0.3),
+                (f"{name} {label} int8 latency <= 0.6x", ch["latency"] / ref["latency"], 0.6),
+                (f"{name} {label} arena <= 0.6x", (ch["arena"] or 0) / (ref["arena"] or 1), 0.6),
+                (
+                    f"{name} {label} int8 acc: points below unpruned (mean of seeds)",
+                    100 * (ref["int8_acc"] - ch["int8_acc"]),
+                    1.0,
+                ),
+            ]
         print(f"{name} measured at {time.perf_counter() - start:.0f} s", flush=True)
     print(
         f"\ndigits 32x32x3; {args.channel_epochs} epochs, then {args.prune_epochs} + "
-        f"{args.recover_epochs} fine-tuning epochs per config; x = / unpruned; latency: LiteRT "
-        "default Interpreter (XNNPACK), 1 thread, median of interleaved rounds"
+        f"{args.recover_epochs} fine-tuning epochs per config; accuracies: mean of "
+        f"{args.seeds} seeds; chan% = pruned share of the prunable channels; x = / unpruned; "
+        "latency: LiteRT default Interpreter (XNNPACK), 1 thread, median of 7 interleaved "
+        "rounds; unstructured: pruned to the parameter count of 'channel <=0.3x'"
     )
     print(header)
     print("-" * len(header))
