@@ -410,3 +410,30 @@ def test_tensorboard_gets_sparsity_scalars(digits, tmp_path):
                     tags[value.tag] = float(tf.make_ndarray(value.tensor))
     assert tags["epoch_sparsity"] == pytest.approx(0.5, abs=2e-3)
     assert tags["epoch_sparsity/hidden"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_next_fit_reuses_the_traced_step_and_a_plain_fit_is_unmasked(digits):
+    x, y = digits[0][:64].reshape(64, 64), digits[1][:64]
+    model = _compile(keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, name="d")]))
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: seen.append(model.train_function)
+    )
+
+    def fit(*callbacks):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[*callbacks, record])
+
+    schedule = ConstantSparsity(0.5, frequency=1)
+    fit(Pruning(schedule=schedule))
+    fit(Pruning(schedule=schedule))
+    pruned_step = seen[0]
+    assert seen[2] is pruned_step
+    kernel = model.get_layer("d").kernel
+    assert float((kernel.numpy() == 0).mean()) == 0.5
+    fit()  # No callback: the masks are detached, the zeros train again.
+    assert seen[4] is not pruned_step
+    assert float((kernel.numpy() == 0).mean()) < 0.1
+    _compile(model)  # A new optimizer: the old trace is not reused.
+    fit(Pruning(schedule=schedule))
+    assert seen[6] is not pruned_step
+    assert float((kernel.numpy() == 0).mean()) == 0.5

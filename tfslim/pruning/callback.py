@@ -10,7 +10,13 @@ import numpy as np
 from tfslim._checks import check_bool
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
-from tfslim.pruning.constraint import PruningConstraint, sparsity_of
+from tfslim.pruning.constraint import (
+    PruningConstraint,
+    restore_plain_step,
+    reuse_constrained_step,
+    sparsity_of,
+    trace_constrained_step,
+)
 from tfslim.pruning.masks import Granularity
 from tfslim.pruning.schedules import (
     ConstantSparsity,
@@ -116,6 +122,7 @@ class Pruning(keras.callbacks.Callback):
         self._constraints: list[PruningConstraint] = []
         self._layer_weights: dict[str, list] = {}
         self._pending = self._needs_init = False
+        self._plain_train_function = self._train_function = None
 
     def _resolve_schedule(self) -> PruningSchedule:
         if isinstance(self.schedule, PruningSchedule):
@@ -194,29 +201,55 @@ class Pruning(keras.callbacks.Callback):
             return
         policy.check_names_exist(model, self.skip_layers, self.layer_sparsity)
         schedule = self._resolve_schedule()
-        with model.distribute_strategy.scope():
-            for layer in model._flatten_layers(include_self=True, recursive=True):
-                if policy.is_skipped(layer, self.skip_layers) or not layer.trainable:
-                    continue
-                variables = policy.own_prunable_weights(layer)
-                for variable in variables:
-                    self._attach(layer, variable, schedule)
-                if variables:
-                    self._add_log_entry(layer, variables)
-        if not self._constraints:
+        planned = []
+        for layer in model._flatten_layers(include_self=True, recursive=True):
+            if policy.is_skipped(layer, self.skip_layers) or not layer.trainable:
+                continue
+            variables = policy.own_prunable_weights(layer)
+            for variable in variables:
+                where = f"layer '{layer.name}' ({type(layer).__name__}), weight '{variable.name}'"
+                self.granularity.check_weight(variable.shape, where)
+                if isinstance(variable.constraint, PruningConstraint):
+                    raise ValueError(
+                        f"The Pruning callback cannot prune {where}: it is already being pruned "
+                        "(is another Pruning callback in the list?)."
+                    )
+                layer_schedule = policy.schedule_for(layer, schedule, self.layer_sparsity)
+                planned.append((variable, layer_schedule))
+            if variables:
+                self._add_log_entry(layer, variables)
+        if not planned:
             raise ValueError(
                 f"The Pruning callback found no prunable layer in model '{model.name}' "
                 f"({type(model).__name__}): no trainable kernel outside `skip_layers`. "
                 f"Layers: {policy.describe_layers(model)}"
             )
+        # The traced step depends on which variables are pruned, how, and what constraint each
+        # already had; the same again (the next `fit` of this model) reuses that trace.
+        key = (
+            self.granularity,
+            tuple((id(v), repr(s), id(v.constraint)) for v, s in planned),
+        )
+        self._plain_train_function = model.train_function
+        reused = None if catch_up else reuse_constrained_step(model, "Pruning", key)
+        if reused is not None:
+            self._constraints = list(reused)
+            for constraint in self._constraints:
+                constraint.attach()
+        else:
+            with model.distribute_strategy.scope():
+                for variable, layer_schedule in planned:
+                    self._attach(variable, layer_schedule)
         self._needs_init = True
         if catch_up:
             # Replay the step that ran before the masks existed.
             self._init_state(step_offset=1)
             for constraint in self._constraints:
                 constraint.variable.assign(constraint(constraint.variable))
-        # The train function may have been traced without (or with other) constraints.
-        model.make_train_function(force=True)
+        if reused is None:
+            # The train function may have been traced without (or with other) constraints.
+            trace_constrained_step(model, "Pruning", key, tuple(self._constraints))
+        self._train_function = model.train_function
 
     def _add_log_entry(self, layer, variables) -> None:
         # Layer names can repeat across nested models (e.g. every attention block has a
@@ -226,14 +259,7 @@ class Pruning(keras.callbacks.Callback):
             key = variables[0].path.rsplit("/", 1)[0]
         self._layer_weights.setdefault(key, []).extend(variables)
 
-    def _attach(self, layer, variable, schedule) -> None:
-        where = f"layer '{layer.name}' ({type(layer).__name__}), weight '{variable.name}'"
-        self.granularity.check_weight(variable.shape, where)
-        if isinstance(variable.constraint, PruningConstraint):
-            raise ValueError(
-                f"The Pruning callback cannot prune {where}: it is already being pruned (is "
-                "another Pruning callback in the list?)."
-            )
+    def _attach(self, variable, schedule) -> None:
         mask = keras.Variable(
             np.ones(variable.shape, dtype=variable.dtype),
             trainable=False,
@@ -244,7 +270,7 @@ class Pruning(keras.callbacks.Callback):
             variable,
             mask,
             counter,
-            policy.schedule_for(layer, schedule, self.layer_sparsity),
+            schedule,
             self.granularity,
         )
         constraint.attach()
@@ -259,8 +285,9 @@ class Pruning(keras.callbacks.Callback):
         for constraint in self._constraints:
             constraint.detach()
         if self._constraints:
-            self.model.make_train_function(force=True)
+            restore_plain_step(self.model, self._plain_train_function, self._train_function)
         self._constraints = []
+        self._plain_train_function = self._train_function = None
         self._pending = self._needs_init = False
 
     def sparsity_logs(self) -> dict[str, float]:

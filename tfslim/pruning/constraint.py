@@ -119,6 +119,89 @@ class PruningConstraint:
         self.variable.assign(np.where(mask > 0, value, np.zeros_like(value)))
 
 
+class _SavedStep:
+    """A train function traced with constraints attached, and what it was traced beside."""
+
+    __slots__ = ("constrained", "key", "plain", "state")
+
+    def __init__(self, plain, constrained, key, state):
+        self.plain, self.constrained, self.key, self.state = plain, constrained, key, state
+
+
+class _SavedSteps:
+    """Per model: one `_SavedStep` per owner (a plain object, so Keras does not track it)."""
+
+    __slots__ = ("by_owner",)
+
+    def __init__(self):
+        self.by_owner = {}
+
+
+_SAVED_STEPS = "_tfslim_constrained_steps"
+
+
+def reuse_constrained_step(model, owner: str, key):
+    """Swaps in the train function `remember_constrained_step` saved under `key`, if valid.
+
+    Tracing a train step costs about as much as several epochs of a small model, and the
+    constraints are part of the traced graph. A callback attaching them at the start of every
+    `fit` would retrace every `fit`. The saved trace is reused only when the model's train
+    function is still the plain one it was traced beside (`compile` makes a new one) and the
+    caller attaches the same constraints (same `key`): the caller must then re-attach the saved
+    `state`, the constraint objects the graph reads.
+
+    Args:
+        model: the Keras model whose `train_function` is swapped.
+        owner: str naming the caller, e.g. "Pruning".
+        key: comparable description of the constraints about to be attached.
+
+    Returns:
+        The saved state (the model's `train_function` now the saved one), or None.
+    """
+    saved = getattr(model, _SAVED_STEPS, None)
+    entry = None if saved is None else saved.by_owner.get(owner)
+    plain = getattr(model, "train_function", None)
+    if entry is None or plain is None or entry.plain is not plain or entry.key != key:
+        return None
+    model.train_function = entry.constrained
+    return entry.state
+
+
+def trace_constrained_step(model, owner: str, key, state) -> None:
+    """Makes a train function with the attached constraints and saves it for the next `fit`.
+
+    Args:
+        model: the Keras model, its constraints attached.
+        owner: str naming the caller, e.g. "Pruning".
+        key: comparable description of the constraints (see `reuse_constrained_step`).
+        state: what the caller re-attaches when the saved function is reused.
+    """
+    plain = getattr(model, "train_function", None)
+    model.make_train_function(force=True)
+    if plain is None:  # No plain function to tell a later `compile` by: nothing to reuse.
+        return
+    saved = getattr(model, _SAVED_STEPS, None)
+    if saved is None:
+        saved = _SavedSteps()
+        setattr(model, _SAVED_STEPS, saved)
+    saved.by_owner[owner] = _SavedStep(plain, model.train_function, key, state)
+
+
+def restore_plain_step(model, plain, constrained) -> None:
+    """Puts back the plain train function after the caller detached its constraints.
+
+    Args:
+        model: the Keras model.
+        plain: the train function before the caller swapped it (None: Keras makes one).
+        constrained: the function the caller swapped in. If another callback swapped in its own
+            since, neither is valid any more and the next `fit` traces a new one.
+    """
+    if model.train_function is constrained:
+        model.train_function = plain
+    else:
+        model.make_train_function(force=True)
+
+
 def find_constraints(model) -> list[PruningConstraint]:
     """Every `PruningConstraint` attached to a variable of `model`."""
     found = []
