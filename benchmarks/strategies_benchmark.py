@@ -254,7 +254,8 @@ def report_grow(rows, args):
         ("margin_points", "margin over the baseline (points)"),
     ):
         mean, std = spread(key)
-        print(f"  {label:<38} {mean:>10.4f} ± {std:.4f}")
+        digits = 0 if key.endswith(("flash", "arena")) else 2 if key == "margin_points" else 4
+        print(f"  {label:<38} {mean:>10.{digits}f} ± {std:.{digits}f}")
     margin, margin_std = spread("margin_points")
     base_std = 100 * spread("baseline_test")[1]
     fits = all(r["fits"] for r in rows)
