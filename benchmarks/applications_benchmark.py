@@ -14,6 +14,10 @@ each a fixed random smooth image plus noise). Per row:
 - fully_integer and the ops left in float of the `mcu` file (or why `mcu` refused it);
 - agreement of the int8 file (LiteRT, XNNPACK) with the QAT Keras model: top-1 and relative L2
   error of the dequantized outputs, on held-out samples;
+- the QAT Keras model's agreement with itself when each input value moves by -1, 0 or +1
+  step of the int8 input grid (self_top1, self_rel_l2): the floor below which no int8
+  file of that model can be held, since the int8 kernels' rounding differs from the
+  emulation's by about that much;
 - int8 size; tfmot's `quantize_model` on the tf_keras twin (the same application in
   `tf_keras.applications`): ok or its error.
 """
@@ -168,6 +172,22 @@ def agreement(flatbuffer, qat, x):
     return top1, relative
 
 
+def self_agreement(flatbuffer, qat, x, seed=0):
+    """(top-1 agreement, relative L2 error) of the QAT Keras model with itself when every input
+    value moves by -1, 0 or +1 step of the int8 file's input scale (a one-step rounding
+    change, the size of the difference between an int8 kernel and its float emulation)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    scale = interpreter.get_input_details()[0]["quantization"][0] or 1.0
+    step = np.random.default_rng(seed).integers(-1, 2, x.shape) * scale
+    reference = qat.predict(x, verbose=0, batch_size=32)
+    moved = qat.predict((x + step).astype("float32"), verbose=0, batch_size=32)
+    top1 = float(np.mean(moved.argmax(-1) == reference.argmax(-1)))
+    relative = float(np.linalg.norm(moved - reference) / (np.linalg.norm(reference) + 1e-12))
+    return top1, relative
+
+
 def settle_batch_norm(model, momentum=0.9):
     """Lowers the batch norms' momentum so a few epochs settle their moving statistics.
 
@@ -241,6 +261,7 @@ def run_row(name, args):
             row["float_ops"] = ",".join(report["float_ops"]) or "-"
             row["int8_bytes"] = report["size_bytes"]
             row["top1"], row["rel_l2"] = agreement(result.flatbuffer, qat, x_test)
+            row["self_top1"], row["self_rel_l2"] = self_agreement(result.flatbuffer, qat, x_test)
     if "mcu_error" in row and "mobile_error" not in row:
         row["fully_integer"] = False
     row["bare_convert_s"] = bare_convert_seconds(qat)
@@ -283,6 +304,8 @@ def main():
         ("float_ops", "s"),
         ("top1", ".3f"),
         ("rel_l2", ".4f"),
+        ("self_top1", ".3f"),
+        ("self_rel_l2", ".4f"),
         ("int8_bytes", "d"),
         ("tfmot", "s"),
     ]
