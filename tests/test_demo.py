@@ -63,7 +63,7 @@ def test_report_labels_host_latency_and_mcu_estimates_apart():
     mobile = next(line for line in text.splitlines() if line.startswith("| float | mobile |"))
     assert mobile.count("| - |") >= 3  # No arena and no board estimates for a phone file.
     assert "predicts the same class as the Keras model" in text and "360 test images" in text
-    assert "Pruned models:" not in text
+    assert "Pruned and clustered models:" not in text
 
 
 def test_pruned_rows_are_explained_from_their_figures():
@@ -107,19 +107,62 @@ def test_pruned_rows_are_explained_from_their_figures():
     assert "80% of its weights are zero" in mcu and "TFLite Micro reads only dense" in mcu
     assert "gzip 28,000 B, 0.40x dense" in mcu
     assert "XNNPACK" not in fast and "host latency 0.005 ms vs 0.006 ms dense" in fast
-    assert "Pruned models:" in demo._markdown(_report(rows))
+    assert "Pruned and clustered models:" in demo._markdown(_report(rows))
 
 
-def _fake_variants(data, epochs, log):
+def test_channel_pruned_and_clustered_rows_are_explained_against_their_reference():
+    float_mcu = _row("float", "mcu")
+    channels = {
+        **_row(
+            "channels50",
+            "mcu",
+            flash_bytes=24_000,
+            params=19_000,
+            macs=30_000,
+            arena_bytes=4_000,
+            latency_ms=0.003,
+            mcu_latency_estimate_ms={"nano33ble": 1.2, "rp2040": 2.0},
+        ),
+        "structure": "channels",
+        "reference": "float",
+    }
+    clustered = {
+        **_row(
+            "clustered16",
+            "mcu",
+            flash_bytes=48_000,
+            gzip_bytes=40_000,
+            arena_bytes=60_000,
+            ops={"CUSTOM:TFLM_DECODE": 2, "CONV_2D": 2},
+        ),
+        "structure": "clusters",
+        "reference": "float",
+    }
+    rows = [_row("float", "mobile"), float_mcu, channels, clustered]
+    notes = demo._pruning_notes(rows, {"mcu"})
+    assert len(notes) == 2
+    channel_note, cluster_note = notes
+    assert channel_note.startswith("- **channels50** (mcu): 24,000 B, 0.30x dense float")
+    assert "params 19,000 vs 75,000 (0.25x)" in channel_note
+    assert "arena 4,000 B vs 7,000 B (0.57x)" in channel_note
+    assert "host latency 0.003 ms vs 0.006 ms (0.50x)" in channel_note
+    assert "nano33ble estimate 1.2 ms vs 3.1 ms" in channel_note
+    assert cluster_note.startswith("- **clustered16** (mcu): 48,000 B, 0.60x dense float")
+    assert "LUT compression" in cluster_note and "gzip 40,000 B vs 70,000 B" in cluster_note
+    assert "needs more RAM: arena 60,000 B vs 7,000 B (8.57x)" in cluster_note
+    assert "accuracy is the uncompressed int8 file's" in cluster_note
+
+
+def _fake_variants(data, epochs, log, quick):
     import keras
 
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
     )
-    yield "tiny", "an untrained tiny model", model
+    yield demo._Variant("tiny", "an untrained tiny model", model)
 
 
-def _fake_measure(name, description, model, data, target, out_dir, log):
+def _fake_measure(name, description, model, data, target, out_dir, log, **options):
     (out_dir / f"digits_{name}_{target}.tflite").write_bytes(b"new " + target.encode())
     if target == "mcu" and os.environ.get("TFSLIM_TEST_INTERRUPT"):
         raise KeyboardInterrupt
@@ -204,24 +247,13 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| model | target |" in markdown and "| host latency ms |" in markdown
     rows = {(r["model"], r["target"]): r for r in report["models"]}
-    assert {m for m, _ in rows} >= {
-        "float",
-        "qat",
-        "pruned80",
-        "pruned80_qat",
-        "student",
-        "distilled",
-    }
+    # Quick stops unstructured pruning before pruning-preserving QAT and the students.
+    assert {m for m, _ in rows} == {"float", "qat", "pruned80", "channels50", "clustered16"}
     for row in report["models"]:
         # Every row is a Footprint plus the demo's own keys.
         assert Footprint.from_dict(row).to_dict() == {
             k: row[k] for k in Footprint.from_dict(row).to_dict()
         }
-    assert rows[("distilled", "mcu")]["fully_integer"]
-    assert rows[("pruned80_qat", "mcu")]["fully_integer"]
-    assert rows[("pruned80_qat", "mcu")]["sparsity"] >= 0.7  # zeros survive QAT into int8
-    assert rows[("distilled", "mcu")]["sparsity"] >= 0.4
-    assert rows[("student", "mcu")]["params"] < 0.3 * rows[("float", "mcu")]["params"]
     assert rows[("qat", "mobile")]["quantization"] == "int8"
     assert rows[("pruned80", "mcu")]["sparsity"] >= 0.7
     # A sparse-encoded phone file is smaller; a dense file (every board file, and the
@@ -237,6 +269,20 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     assert rows[("pruned80", "mcu")]["sparse_tensors"] == 0
     # Each pruned row gets its one explaining line.
     assert markdown.count("- **pruned80** (") == 2
+    # Channel pruning removes weights physically; LUT compression trades flash for arena.
+    dense, channels = rows[("float", "mcu")], rows[("channels50", "mcu")]
+    clustered = rows[("clustered16", "mcu")]
+    assert channels["fully_integer"] and clustered["fully_integer"]
+    assert channels["params"] < 0.5 * dense["params"]
+    assert channels["flash_bytes"] < dense["flash_bytes"]
+    assert channels["arena_bytes"] <= dense["arena_bytes"]
+    assert clustered["flash_bytes"] < dense["flash_bytes"]
+    assert clustered["arena_bytes"] >= dense["arena_bytes"]
+    assert clustered["ops"].get("CUSTOM:TFLM_DECODE", 0) >= 1
+    assert clustered["latency_ms"] is None  # LiteRT cannot run DECODE: no host figure
+    assert markdown.count("- **channels50** (mcu): ") == 1
+    assert markdown.count("- **clustered16** (mcu): ") == 1
+    assert ("channels50", "mobile") not in rows and ("clustered16", "mobile") not in rows
     for row in report["models"]:
         path = out / row["file"]
         assert path.stat().st_size == row["flash_bytes"]

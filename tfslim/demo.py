@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from tfslim import _io
 from tfslim._checks import check_int
@@ -43,8 +44,28 @@ def _compile(model, lr=2e-3):
     return model
 
 
-def _variants(data, epochs: int, log):
-    """Yields (name, description, keras model) for every technique available."""
+_BOTH = {"mobile": {}, "mcu": {}}
+_MCU = {"mcu": {}}
+
+
+class _Variant(NamedTuple):
+    """A model of the demo, the targets it is converted for and how it was made smaller."""
+
+    name: str
+    description: str
+    model: object
+    targets: dict = _BOTH  # target -> extra `tfslim.convert` keyword arguments
+    structure: str | None = None  # "channels" or "clusters": explained by its own note
+    reference: str | None = None  # the unshrunk model its note compares it with
+
+
+def _variants(data, epochs: int, log, quick: bool = False):
+    """Yields a `_Variant` for every technique.
+
+    The clustered and channel-pruned models are converted for the microcontroller only: what
+    they change (LUT-compressed flash and the arena it costs; fewer channels) is measured
+    there, int8 with its arena.
+    """
     x_train, y_train, _, _ = data
     float_model = _compile(_build_cnn())
     t = time.perf_counter()
@@ -53,23 +74,37 @@ def _variants(data, epochs: int, log):
         f"trained float CNN ({float_model.count_params()} params) in "
         f"{time.perf_counter() - t:.1f} s"
     )
-    yield "float", "float CNN, post-training quantization", float_model
-    yield from _technique_variants(float_model, data, epochs, log)
+    yield _Variant("float", "float CNN, post-training quantization", float_model)
+    yield from _technique_variants(float_model, data, epochs, log, quick)
+    yield from _structured_variants(float_model, data, epochs, log, quick)
 
 
-def _technique_variants(float_model, data, epochs, log):
-    """QAT and pruning variants of the trained float model (shrink-and-improve)."""
+def _fine_tune_epochs(epochs: int, quick: bool) -> int:
+    return 1 if quick else max(2, epochs // 5)
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def _technique_variants(float_model, data, epochs, log, quick):
+    """QAT and pruning variants of the trained float model (shrink-and-improve).
+
+    `quick` fine-tunes one epoch and stops after unstructured pruning: pruning-preserving
+    QAT and the distilled student have their own tests, and the quick demo's `shrink`
+    still distills a narrow student with QAT.
+    """
     import keras
 
     from tfslim.pruning import Pruning, strip_pruning
     from tfslim.quantization import quantize_and_finetune
 
     x_train, y_train, _, _ = data
-    finetune = max(2, epochs // 5)
+    finetune = _fine_tune_epochs(epochs, quick)
     t = time.perf_counter()
     qat = quantize_and_finetune(float_model, x_train, y_train, epochs=finetune)
-    log(f"QAT fine-tuned {finetune} epochs in {time.perf_counter() - t:.1f} s")
-    yield "qat", f"float CNN + {finetune} epochs quantization-aware training", qat
+    log(f"QAT fine-tuned {_epochs(finetune)} in {time.perf_counter() - t:.1f} s")
+    yield _Variant("qat", f"float CNN + {_epochs(finetune)} quantization-aware training", qat)
 
     t = time.perf_counter()
     pruned = keras.models.clone_model(float_model)
@@ -80,14 +115,16 @@ def _technique_variants(float_model, data, epochs, log):
     )
     pruned = strip_pruning(pruned)
     log(f"pruned to 80% sparsity in {time.perf_counter() - t:.1f} s")
-    yield "pruned80", "float CNN pruned to 80% sparsity during fine-tuning", pruned
+    yield _Variant("pruned80", "float CNN pruned to 80% sparsity during fine-tuning", pruned)
 
+    if quick:
+        return
     t = time.perf_counter()
     pruned_qat = quantize_and_finetune(
         pruned, x_train, y_train, epochs=finetune, callbacks=[Pruning(schedule="keep")]
     )
     log(f"pruning-preserving QAT in {time.perf_counter() - t:.1f} s")
-    yield "pruned80_qat", "80%-pruned CNN + pruning-preserving QAT", pruned_qat
+    yield _Variant("pruned80_qat", "80%-pruned CNN + pruning-preserving QAT", pruned_qat)
 
     # Grow-improve-shrink: the float CNN teaches a quarter-size student that is pruned
     # (50%) and quantization-aware trained in the same fit.
@@ -101,7 +138,7 @@ def _technique_variants(float_model, data, epochs, log):
         f"trained the student alone ({alone.count_params()} params) in "
         f"{time.perf_counter() - t:.1f} s"
     )
-    yield "student", "quarter-size CNN trained alone, post-training quantization", alone
+    yield _Variant("student", "quarter-size CNN trained alone, post-training quantization", alone)
     t = time.perf_counter()
     distilled = distill(
         float_model,
@@ -115,7 +152,7 @@ def _technique_variants(float_model, data, epochs, log):
         optimizer=keras.optimizers.Adam(2e-3),
     )
     log(f"distilled + pruned + QAT student in {time.perf_counter() - t:.1f} s")
-    yield (
+    yield _Variant(
         "distilled",
         "quarter-size CNN distilled from the float CNN, pruned to 50% and "
         "quantization-aware trained in one fit",
@@ -123,23 +160,108 @@ def _technique_variants(float_model, data, epochs, log):
     )
 
 
-def _measure(name, description, model, data, target, out_dir, log):
+def _structured_variants(float_model, data, epochs, log, quick):
+    """Channel-pruned and clustered variants of the float model, for the microcontroller."""
+    import keras
+
+    import tfslim
+
+    x_train, y_train, _, _ = data
+    finetune = _fine_tune_epochs(epochs, quick)
+    t = time.perf_counter()
+    wide = keras.models.clone_model(float_model)
+    wide.set_weights(float_model.get_weights())
+    _compile(wide, lr=1e-3)
+    # The schedule masks channels over the first 70% of the steps; the rest fine-tunes.
+    wide.fit(
+        x_train,
+        y_train,
+        epochs=2 * finetune,
+        batch_size=32,
+        verbose=0,
+        callbacks=[tfslim.callbacks.ChannelPruning(0.5)],
+    )
+    narrow = tfslim.strip_channels(wide, batch_norm_data=x_train)
+    log(
+        f"channel-pruned to 50% ({narrow.count_params()} params) in {time.perf_counter() - t:.1f} s"
+    )
+    yield _Variant(
+        "channels50",
+        f"float CNN with 50% of its channels pruned during {_epochs(2 * finetune)} of "
+        "fine-tuning (`ChannelPruning`), then removed (`strip_channels`), post-training int8",
+        narrow,
+        _MCU,
+        "channels",
+        "float",
+    )
+
+    t = time.perf_counter()
+    clustered = tfslim.cluster_weights(float_model, 16)
+    _compile(clustered, lr=1e-3)
+    clustered.fit(x_train, y_train, epochs=finetune, batch_size=32, verbose=0)
+    clustered = tfslim.strip_clustering(clustered)
+    log(f"clustered to 16 values per kernel in {time.perf_counter() - t:.1f} s")
+    yield _Variant(
+        "clustered16",
+        f"float CNN clustered to 16 values per kernel ({_epochs(finetune)}), post-training "
+        "int8, kernels LUT-compressed for TFLite Micro (`compress=True`)",
+        clustered,
+        {"mcu": {"compress": True}},
+        "clusters",
+        "float",
+    )
+    if quick:
+        return
+    t = time.perf_counter()
+    clustered_qat = tfslim.quantize_model(clustered, preserve="clusters")
+    _compile(clustered_qat, lr=1e-3)
+    clustered_qat.fit(x_train, y_train, epochs=finetune, batch_size=32, verbose=0)
+    log(f"clustering-preserving QAT in {time.perf_counter() - t:.1f} s")
+    yield _Variant(
+        "clustered16_qat",
+        f"16-cluster CNN + {_epochs(finetune)} clustering-preserving QAT "
+        '(`quantize_model(preserve="clusters")`), LUT-compressed for TFLite Micro',
+        clustered_qat,
+        {"mcu": {"compress": True}},
+        "clusters",
+        "qat",
+    )
+
+
+def _measure(
+    name, description, model, data, target, out_dir, log, *, latency_runs=50, compress=False
+):
     import tfslim
 
     x_train, _, x_test, y_test = data
-    result = tfslim.convert(model, target=target, calibration_data=x_train[:200])
+    convert = {"target": target, "calibration_data": x_train[:200]}
+    result = tfslim.convert(model, compress=compress, **convert)
     path = out_dir / f"digits_{name}_{target}.tflite"
     result.save(path, overwrite=True)
-    footprint = tfslim.measure(
-        result,
-        data=(x_test, y_test),
-        keras_model=model,
-        boards=list(_BOARDS) if result.target.is_micro else None,
-        latency_runs=50,
-        warmup=5,
-    )
+    boards = list(_BOARDS) if result.target.is_micro else None
+    if not compress:
+        footprint = tfslim.measure(
+            result,
+            data=(x_test, y_test),
+            keras_model=model,
+            boards=boards,
+            latency_runs=latency_runs,
+            warmup=5,
+        ).to_dict()
+    else:
+        # LiteRT has no DECODE op, so the LUT-compressed file runs only in TFLite Micro:
+        # its flash, arena and board figures are its own; accuracy comes from the same int8
+        # model uncompressed (the tables hold its exact int8 values); no host latency.
+        footprint = tfslim.measure(result, boards=boards, latency_runs=0).to_dict()
+        dense = tfslim.measure(
+            tfslim.convert(model, **convert),
+            data=(x_test, y_test),
+            keras_model=model,
+            latency_runs=0,
+        ).to_dict()
+        footprint.update({k: dense[k] for k in ("quality", "metric", "keras_quality", "agreement")})
     row = {"model": name, "description": description, "file": path.name}
-    row.update(footprint.to_dict())
+    row.update(footprint)
     log(
         f"  {name:>12} {target:>6}: {row['flash_bytes']:>7} B, keras {row['keras_quality']:.4f}"
         f" -> tflite {row['quality']:.4f}, host {row['latency_ms']} ms"
@@ -160,10 +282,12 @@ def _front(model, data, rows, out_dir: Path, quick: bool, log) -> dict:
     x_train, y_train, x_test, y_test = data
     float_mcu = next(r for r in rows if r["model"] == "float" and r["target"] == "mcu")
     budget = tfslim.Budget.from_target("nano33ble", max_flash_bytes=float_mcu["flash_bytes"] // 2)
+    # Quick: one epoch on a third of the data; the candidate still fits the same budget.
+    train = (x_train[:480], y_train[:480]) if quick else (x_train, y_train)
     t = time.perf_counter()
     result = shrink(
         model,
-        (x_train, y_train),
+        train,
         (x_test, y_test),
         target="nano33ble",
         budget=budget,
@@ -171,7 +295,7 @@ def _front(model, data, rows, out_dir: Path, quick: bool, log) -> dict:
         widths=[0.25],
         epochs=1 if quick else 3,
         directory=out_dir / "shrink",
-        latency_runs=10,
+        latency_runs=5 if quick else 10,
         log=lambda line: log(f"  shrink {line}"),
     )
     seconds = time.perf_counter() - t
@@ -254,7 +378,10 @@ def _dense_reference(row, rows):
     same = [
         r
         for r in rows
-        if r["target"] == row["target"] and r["params"] == row["params"] and r is not row
+        if r["target"] == row["target"]
+        and r["params"] == row["params"]
+        and r is not row
+        and not r.get("structure")  # a clustered model is not the dense one
     ]
     # Prefer the unpruned model converted the same way (QAT beside pruned + QAT).
     best = min(
@@ -267,6 +394,9 @@ def _pruning_notes(rows, micro_targets) -> list[str]:
     """One line per pruned row, stating what its measured figures show."""
     notes = []
     for row in rows:
+        if row.get("structure"):
+            notes.append(_structure_note(row, rows))
+            continue
         if row["sparsity"] < 0.25:
             continue
         ref = _dense_reference(row, rows)
@@ -279,11 +409,18 @@ def _pruning_notes(rows, micro_targets) -> list[str]:
             gzip += f", {row['gzip_bytes'] / ref['gzip_bytes']:.2f}x dense"
         if row["target"] in micro_targets:
             if row["sparse_tensors"] == 0:
-                notes.append(
+                line = (
                     f"{head}; {zeros}, but TFLite Micro reads only dense tensors, so the file "
                     f"stores every zero and saves no flash: unstructured zeros only compress "
-                    f"({gzip}, what an over-the-air update ships)."
+                    f"({gzip}, what an over-the-air update ships)"
                 )
+                board = _estimate(row)
+                if ref is not None and board is not None and board == _estimate(ref):
+                    line += (
+                        f", and no int8 kernel skips a zero ({board[0]} estimate "
+                        f"{board[1]} ms, as dense)"
+                    )
+                notes.append(line + ".")
             else:
                 notes.append(f"{head}; {zeros}, {row['sparse_tensors']} tensors sparse ({gzip}).")
             continue
@@ -305,6 +442,67 @@ def _pruning_notes(rows, micro_targets) -> list[str]:
                 line += f" ({row['latency_runtime']} kernels both)"
         notes.append(line + ".")
     return notes
+
+
+def _estimate(row):
+    """(board, ms) of the first board's MCU latency estimate, or None."""
+    estimates = row.get("mcu_latency_estimate_ms") or {}
+    board = next(iter(estimates), None)
+    return None if board is None else (board, estimates[board])
+
+
+def _versus(label, value, dense, unit=""):
+    """`label value vs dense (ratio x)` from two measured figures."""
+    if value is None or dense is None:
+        return None
+    text = f"{label} {value:,}{unit} vs {dense:,}{unit}"
+    return text + (f" ({value / dense:.2f}x)" if dense else "")
+
+
+def _structure_note(row, rows) -> str:
+    """The line explaining a channel-pruned or clustered row against its unshrunk model."""
+    ref = next(
+        (r for r in rows if r["model"] == row.get("reference") and r["target"] == row["target"]),
+        None,
+    )
+    head = f"- **{row['model']}** ({row['target']}): {row['flash_bytes']:,} B"
+    if ref is None:
+        return head + "."
+    head += f", {row['flash_bytes'] / ref['flash_bytes']:.2f}x dense {ref['model']}"
+    arena = _versus("arena", row["arena_bytes"], ref["arena_bytes"], " B")
+    if row["structure"] == "channels":
+        figures = [
+            _versus("params", row["params"], ref["params"]),
+            _versus("MACs", row["macs"], ref["macs"]),
+            arena,
+            _versus("host latency", row["latency_ms"], ref["latency_ms"], " ms"),
+        ]
+        board = _estimate(row)
+        if board is not None and _estimate(ref) is not None:
+            figures.append(_versus(f"{board[0]} estimate", board[1], _estimate(ref)[1], " ms"))
+        return (
+            f"{head}; the pruned channels are removed from the model, so the file holds fewer "
+            "weights physically and every int8 kernel does less work: "
+            + ", ".join(f for f in figures if f)
+            + "."
+        )
+    line = (
+        f"{head}; clustering leaves each kernel a few distinct values, which TFLite "
+        "Micro's LUT compression stores as bit-packed indices into a table of them "
+        f"(gzip {row['gzip_bytes']:,} B vs {ref['gzip_bytes']:,} B)"
+    )
+    if any(op.endswith("DECODE") for op in row["ops"]) and arena:  # CUSTOM:TFLM_DECODE
+        more = "more" if row["arena_bytes"] > ref["arena_bytes"] else "no more"
+        line += (
+            f"; flash goes down, but DECODE ops expand the compressed kernels into the "
+            f"arena at run time, so it needs {more} RAM: {arena}"
+        )
+    elif arena:
+        line += f"; no kernel was compressed (no DECODE op): {arena}"
+    return line + (
+        "; accuracy is the uncompressed int8 file's (the same values; LiteRT has no "
+        "DECODE op, so no host latency)."
+    )
 
 
 def _markdown(report: dict) -> str:
@@ -335,7 +533,7 @@ def _markdown(report: dict) -> str:
     ]
     notes = _pruning_notes(rows, micro)
     if notes:
-        lines += ["", "Pruned models:", "", *notes]
+        lines += ["", "Pruned and clustered models:", "", *notes]
     if report.get("shrink"):
         lines += _front_markdown(report["shrink"])
     lines += ["", "Ops:", ""]
@@ -472,7 +670,8 @@ def run_demo(
         out_dir: str or Path. Output directory (created if missing; its parent must
             exist). Defaults to `"tflite_models"`.
         epochs: int or None. Training epochs; None means 15 (3 with `quick`).
-        quick: bool. Fewer epochs, for smoke tests. Defaults to `False`.
+        quick: bool. For smoke tests: fewer epochs, a smaller `shrink`, and no
+            pruning- or clustering-preserving QAT or students. Defaults to `False`.
         overwrite: bool. Replace the demo files of an earlier run in a non-empty
             `out_dir`. Defaults to `False`.
         as_json: bool. Print the JSON report instead of the table. Defaults to `False`.
@@ -505,11 +704,22 @@ def run_demo(
     try:
         os.chmod(new, _default_dir_mode())  # mkdtemp makes 0700; outputs get the usual mode.
         rows, float_model = [], None
-        for name, description, model in _variants(data, epochs, quiet):
-            for target in ("mobile", "mcu"):
-                rows.append(_measure(name, description, model, data, target, new, quiet))
-            if name == "float":
-                float_model = model
+        for variant in _variants(data, epochs, quiet, quick):
+            for target, options in variant.targets.items():
+                row = _measure(
+                    variant.name,
+                    variant.description,
+                    variant.model,
+                    data,
+                    target,
+                    new,
+                    quiet,
+                    latency_runs=20 if quick else 50,
+                    **options,
+                )
+                rows.append({**row, "structure": variant.structure, "reference": variant.reference})
+            if variant.name == "float":
+                float_model = variant.model
         front = None if float_model is None else _front(float_model, data, rows, new, quick, quiet)
         report = {
             "dataset": f"scikit-learn digits, {len(data[0])} train / {len(data[2])} test",
