@@ -418,7 +418,7 @@ def _pruning_notes(rows, micro_targets) -> list[str]:
                 if ref is not None and board is not None and board == _estimate(ref):
                     line += (
                         f", and no int8 kernel skips a zero ({board[0]} estimate "
-                        f"{board[1]} ms, as dense)"
+                        f"{board[1]:.4g} ms, as dense)"
                     )
                 notes.append(line + ".")
             else:
@@ -453,9 +453,11 @@ def _estimate(row):
 
 def _versus(label, value, dense, unit=""):
     """`label value vs dense (ratio x)` from two measured figures."""
+    from tfslim.benchmarking.report import format_number
+
     if value is None or dense is None:
         return None
-    text = f"{label} {value:,}{unit} vs {dense:,}{unit}"
+    text = f"{label} {format_number(value)}{unit} vs {format_number(dense)}{unit}"
     return text + (f" ({value / dense:.2f}x)" if dense else "")
 
 
