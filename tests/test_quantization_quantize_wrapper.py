@@ -249,3 +249,20 @@ def test_argument_errors():
         QuantizeWrapper(L.Dense(2, activation="relu"))
     with pytest.raises(ValueError, match=r"argument `activation`.*activation=selu"):
         QuantizeWrapper(L.Dense(2), activation="selu")
+
+
+def test_qat_conv1d_converts_to_the_ops_of_a_post_training_conv1d():
+    """The QAT Conv1D's added axis is an expand-dims, as TFLite lowers a float Conv1D: a slice
+    in its place stayed in the int8 graph as one STRIDED_SLICE per layer (flash and arena)."""
+    import tfslim
+
+    model = keras.Sequential(
+        [keras.Input((16, 2)), L.Conv1D(4, 3, activation="relu"), L.Conv1D(4, 3), L.Flatten()]
+    )
+    x = np.random.default_rng(0).normal(size=(8, 16, 2)).astype("float32")
+    qat = tfslim.quantize_model(model)
+    qat(x, training=True)  # Observe the ranges once.
+    qat_ops = tfslim.inspect(tfslim.convert(qat, target="mcu"), micro_check=False)["ops"]
+    ptq = tfslim.convert(model, target="mcu", calibration_data=x)
+    assert qat_ops == tfslim.inspect(ptq, micro_check=False)["ops"]
+    assert "STRIDED_SLICE" not in qat_ops

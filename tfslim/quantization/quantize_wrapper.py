@@ -199,7 +199,7 @@ class QuantizeWrapper(keras.layers.Layer):
         common = dict(strides=layer.strides, padding=layer.padding, data_format="channels_last")
         if self.kind == "Conv1D":
             y = keras.ops.conv(
-                x[:, None],
+                keras.ops.expand_dims(x, 1),  # A slice `x[:, None]` stays in the int8 graph.
                 kernel,
                 strides=(1, layer.strides[0]),
                 padding=layer.padding,
