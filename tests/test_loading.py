@@ -79,21 +79,32 @@ _PLAIN_FIRST = textwrap.dedent(
 @pytest.mark.slow
 def test_saved_qat_and_pruned_models_load_in_a_fresh_process(tmp_path):
     _save_qat_and_pruned(tmp_path)
-    for tag, imports, before in (
+    orders = (
         ("keras_first", "import keras", _PLAIN_FIRST),
         ("tfslim_first", "import tfslim, keras", ""),
         # TensorFlow probes for Keras with importlib.util.find_spec before importing it.
         ("tensorflow_after_tfslim", "import tfslim, tensorflow; import keras", ""),
-    ):
-        loaded = _run(_LOAD.format(imports=imports, before=before), tmp_path, tag)
-        assert loaded.returncode == 0, f"{imports}: {loaded.stderr[-2000:]}"
-        assert "QuantizeWrapper" in loaded.stdout and "PruneLowMagnitude" in loaded.stdout
+    )
+    # The three fresh processes (mostly importing TensorFlow) run side by side.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOAD.format(imports=imports, before=before), tmp_path, tag],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag, imports, before in orders
+    ]
+    for (tag, imports, before), proc in zip(orders, procs, strict=True):
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{imports}: {stderr[-2000:]}"
+        assert "QuantizeWrapper" in stdout and "PruneLowMagnitude" in stdout
         for name in ("qat", "pruned"):
             expected = np.load(tmp_path / f"{name}.npy")
             got = np.load(tmp_path / f"{name}-{tag}.npy")
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=imports)
         if before:
-            (plain,) = [line for line in loaded.stdout.splitlines() if line.startswith("PLAIN")]
+            (plain,) = [line for line in stdout.splitlines() if line.startswith("PLAIN")]
             assert plain.startswith("PLAIN FAILED"), plain
             assert "tfslim>" in plain or "Could not locate class" in plain, plain
 
