@@ -689,7 +689,11 @@ def channel_main(args):
             if "latency" in rows[label]:  # measured on seed 0 only
                 checks += [
                     (f"{name} {label} int8 latency <= 0.6x", ch["latency"] / ref["latency"], 0.6),
-                    (f"{name} {label} arena <= 0.6x", ch["arena"] / (ref["arena"] or 1), 0.6),
+                    (
+                        f"{name} {label} arena <= 0.6x",
+                        (ch["arena"] or 0) / (ref["arena"] or 1),
+                        0.6,
+                    ),
                 ]
         print(f"{name} measured at {time.perf_counter() - start:.0f} s", flush=True)
     print(
