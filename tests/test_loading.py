@@ -84,8 +84,14 @@ def test_saved_qat_and_pruned_models_load_in_a_fresh_process(tmp_path):
         ("tfslim_first", "import tfslim, keras", ""),
         # TensorFlow probes for Keras with importlib.util.find_spec before importing it.
         ("tensorflow_after_tfslim", "import tfslim, tensorflow; import keras", ""),
+        # Keras imported by the first use of a lazy attribute, inside a tfslim module.
+        (
+            "attribute_first",
+            "import tfslim; tfslim.cluster_weights; tfslim.prune_low_magnitude; import keras",
+            "",
+        ),
     )
-    # The three fresh processes (mostly importing TensorFlow) run side by side.
+    # The fresh processes (mostly importing TensorFlow) run side by side.
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _LOAD.format(imports=imports, before=before), tmp_path, tag],
@@ -98,6 +104,7 @@ def test_saved_qat_and_pruned_models_load_in_a_fresh_process(tmp_path):
     for (tag, imports, before), proc in zip(orders, procs, strict=True):
         stdout, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{imports}: {stderr[-2000:]}"
+        assert "could not register" not in stderr, f"{imports}: {stderr[-2000:]}"
         assert "QuantizeWrapper" in stdout and "PruneLowMagnitude" in stdout
         for name in ("qat", "pruned"):
             expected = np.load(tmp_path / f"{name}.npy")

@@ -21,8 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfslim._compat import is_tf_keras
+
+# A module import, not `from ... import strip_clustering`: the first `tfslim.cluster_weights`
+# imports Keras from inside `cluster.py`, which registers this module while `cluster.py` is
+# still half-initialised.
+from tfslim.clustering import cluster as cluster_lib
 from tfslim.clustering import tfmot_routing
-from tfslim.clustering.cluster import strip_clustering
 from tfslim.clustering.cluster_wrapper import clusterable_weights, run_with_values
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 
@@ -145,7 +149,7 @@ def quantize_preserving_clusters(model, *, skip=None, ema_decay: float = 0.99):
         return tfmot_routing.quantize_tf_keras_preserving_clusters(
             plain, preserve_sparsity=_has_zeros(plain)
         )
-    qat = quantize_model(strip_clustering(model), skip=skip, ema_decay=ema_decay)
+    qat = quantize_model(cluster_lib.strip_clustering(model), skip=skip, ema_decay=ema_decay)
     replaced = []
 
     def clone(layer):
