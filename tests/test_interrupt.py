@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tfslim import _cleanup, _io
@@ -278,28 +279,36 @@ def keras_file(tmp_path_factory):
     return path
 
 
-def _exports(folder: Path) -> list[Path]:
-    return list((folder / "tmp").glob("tfslim-export-*-*"))
-
-
 @pytest.mark.slow
 def test_convert_interrupted_while_converting_or_after_its_output_leaves_nothing(
     tmp_path, keras_file
 ):
-    """Two real conversions side by side: Ctrl-C to the process group while converting,
-    and SIGINT to the command after the output is written."""
+    """Two real conversions side by side: Ctrl-C to the process group while converting
+    (checking its file), and SIGINT to the command after the output is written."""
     folders = {name: tmp_path / name for name in ("converting", "written")}
     dead = _dead_pid()
     for folder in folders.values():
         (folder / "tmp").mkdir(parents=True)
-    # A folder a killed conversion left: the next conversion removes it; a live one's stays.
+    # A folder a killed conversion left: the next isolated run removes it; a live one's stays.
     stale = folders["converting"] / "tmp" / f"tfslim-export-{dead}-abcdefgh"
     _touch(stale, _OLD, folder=True)
     live = folders["converting"] / "tmp" / f"tfslim-export-{os.getpid()}-abcdefgh"
     _touch(live, _OLD, folder=True)
 
     def convert(folder):
-        return _command(folder, "convert", str(keras_file), "-o", str(folder / "m.tflite"))
+        # Calibrated, so the conversion checks its file in an isolated run: that run's folder
+        # in TMPDIR shows the conversion under way (it converts in memory, leaving no trace).
+        calibration = folder / "x.npy"
+        np.save(calibration, np.random.default_rng(0).random((16, 4), dtype=np.float32))
+        return _command(
+            folder,
+            "convert",
+            str(keras_file),
+            "-o",
+            str(folder / "m.tflite"),
+            "--calibration",
+            str(calibration),
+        )
 
     procs = {name: convert(folder) for name, folder in folders.items()}
     results = {}
@@ -307,8 +316,8 @@ def test_convert_interrupted_while_converting_or_after_its_output_leaves_nothing
     def drive(name):
         proc, folder = procs[name], folders[name]
         if name == "converting":
-            ours = lambda: [p for p in _exports(folder) if p != live and p != stale]  # noqa: E731
-            assert _when(ours, proc), "the conversion never started"
+            checking = lambda: list((folder / "tmp").glob("tfslim-run-*-*"))  # noqa: E731
+            assert _when(checking, proc), "the conversion never reached its check"
             os.killpg(proc.pid, signal.SIGINT)
         elif _when((folder / "m.tflite").exists, proc):
             os.kill(proc.pid, signal.SIGINT)
