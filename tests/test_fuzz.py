@@ -60,13 +60,21 @@ def _mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
 @pytest.fixture(scope="module")
 def mutants(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mutants")
+    # LiteRT is the oracle only for files it builds intact: a board file with TFLite Micro's
+    # LUT compression (DECODE ops) is refused by LiteRT as it is.
+    sources = [s for s, e in zip(SOURCES, _litert_verdicts(SOURCES), strict=True) if e is None]
     rng = np.random.default_rng(12)
     paths = []
     for i in range(N_MUTANTS):
-        source, kind = SOURCES[i % len(SOURCES)], KINDS[i % len(KINDS)]
+        source, kind = sources[i % len(sources)], KINDS[i % len(KINDS)]
         path = folder / f"{i:02d}_{kind}_{source.name}"
         path.write_bytes(_mutate(source.read_bytes(), kind, rng))
         paths.append(path)
+    return list(zip(paths, _litert_verdicts(paths), strict=True))
+
+
+def _litert_verdicts(paths) -> list:
+    """LiteRT's error building each file (None: it builds), from a fresh interpreter."""
     oracle = subprocess.run(
         [sys.executable, "-c", _ORACLE, *map(str, paths)],
         capture_output=True,
@@ -74,7 +82,7 @@ def mutants(tmp_path_factory):
         timeout=600,
         check=True,
     )
-    return list(zip(paths, json.loads(oracle.stdout), strict=True))
+    return json.loads(oracle.stdout)
 
 
 def _refusal(error: InvalidModelError, path: Path) -> str:
