@@ -109,3 +109,13 @@ def test_inspect_and_export_c_take_a_compressed_model(clustered_int8, tmp_path):
     assert report["targets"]["nano33ble"]["ram_bytes"] == report["micro"]["arena_bytes"]
     source, _ = tfslim.export_c(compressed, tmp_path / "model_data.cc")
     assert f"{len(compressed)}" in Path(source).read_text()
+
+
+def test_litert_refusing_a_compressed_model_says_why(clustered_int8):
+    """LiteRT has no DECODE kernel; its own refusal ("num_scales must be 1") hides that."""
+    from tfslim.errors import InvalidModelError
+
+    dense, x = clustered_int8
+    compressed, _ = compression.compress_micro(dense)
+    with pytest.raises(InvalidModelError, match=r"LUT-compressed for TFLite Micro.*no DECODE"):
+        tfslim.predict(compressed, x[:1])

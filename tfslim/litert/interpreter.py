@@ -48,15 +48,43 @@ def make_interpreter(
         interp.allocate_tensors()
         return interp
 
-    if not xnnpack:
-        return make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), None
     try:
-        return make(OpResolverType.AUTO), None
-    except RuntimeError as e:
-        # XNNPACK cannot run some graphs (e.g. sparse int8 weights behind DENSIFY);
-        # LiteRT itself would fall back the same way on a phone.
-        note = f"XNNPACK refused the model, builtin kernels used ({_first_line(e)})"
-        return make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), note
+        if not xnnpack:
+            return make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), None
+        try:
+            return make(OpResolverType.AUTO), None
+        except RuntimeError as e:
+            # XNNPACK cannot run some graphs (e.g. sparse int8 weights behind DENSIFY);
+            # LiteRT itself would fall back the same way on a phone.
+            note = f"XNNPACK refused the model, builtin kernels used ({_first_line(e)})"
+            return make(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), note
+    except (RuntimeError, ValueError) as e:
+        _raise_if_micro_compressed(model_path, model_content, e)
+        raise
+
+
+def _raise_if_micro_compressed(model_path, model_content, error) -> None:
+    """Names the cause when LiteRT refused a file with TFLite Micro's LUT compression.
+
+    LiteRT has no DECODE kernel and reads the compressed tensors' quantization as invalid
+    ("num_scales must be 1 ..."), which does not say why. Checked only once LiteRT has
+    refused the file, so building a model costs nothing more.
+    """
+    from tfslim.litert import flatbuffer
+
+    try:
+        if model_content is None:
+            with open(model_path, "rb") as f:
+                model_content = f.read()
+        ops = flatbuffer.analyze(model_content)["ops"]
+    except (OSError, InvalidModelError):
+        return  # LiteRT's own error says more.
+    if TFLM_DECODE in ops:
+        raise ValueError(
+            "the file is LUT-compressed for TFLite Micro (DECODE ops), which only TFLite Micro "
+            "runs: LiteRT has no DECODE kernel; convert without `compress=True` for LiteRT "
+            f"(LiteRT said: {_first_line(error)})"
+        ) from error
 
 
 def _first_line(error: Exception) -> str:
