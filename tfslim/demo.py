@@ -10,6 +10,7 @@ A rerun builds everything in a fresh hidden sibling folder and swaps it in at th
 interrupted run leaves the previous folder whole: never new models beside an old report.
 """
 
+import copy
 import glob
 import json
 import os
@@ -232,10 +233,13 @@ def _measure(
     name, description, model, data, target, out_dir, log, *, latency_runs=50, compress=False
 ):
     import tfslim
+    from tfslim.litert.converter import finish
 
     x_train, _, x_test, y_test = data
-    convert = {"target": target, "calibration_data": x_train[:200]}
-    result = tfslim.convert(model, compress=compress, **convert)
+    dense = tfslim.convert(model, target=target, calibration_data=x_train[:200])
+    result = dense
+    if compress:  # The dense file with its kernels LUT-compressed, as `compress=True` makes it.
+        result = finish(copy.copy(dense), compress=True, output_path=None, overwrite=False)
     path = out_dir / f"digits_{name}_{target}.tflite"
     result.save(path, overwrite=True)
     boards = list(_BOARDS) if result.target.is_micro else None
@@ -251,15 +255,14 @@ def _measure(
     else:
         # LiteRT has no DECODE op, so the LUT-compressed file runs only in TFLite Micro:
         # its flash, arena and board figures are its own; accuracy comes from the same int8
-        # model uncompressed (the tables hold its exact int8 values); no host latency.
+        # file uncompressed (the tables hold its exact int8 values); no host latency.
         footprint = tfslim.measure(result, boards=boards, latency_runs=0).to_dict()
-        dense = tfslim.measure(
-            tfslim.convert(model, **convert),
-            data=(x_test, y_test),
-            keras_model=model,
-            latency_runs=0,
+        accuracy = tfslim.measure(
+            dense, data=(x_test, y_test), keras_model=model, latency_runs=0
         ).to_dict()
-        footprint.update({k: dense[k] for k in ("quality", "metric", "keras_quality", "agreement")})
+        footprint.update(
+            {k: accuracy[k] for k in ("quality", "metric", "keras_quality", "agreement")}
+        )
     row = {"model": name, "description": description, "file": path.name}
     row.update(footprint)
     log(
@@ -463,6 +466,8 @@ def _versus(label, value, dense, unit=""):
 
 def _structure_note(row, rows) -> str:
     """The line explaining a channel-pruned or clustered row against its unshrunk model."""
+    from tfslim.litert import interpreter
+
     ref = next(
         (r for r in rows if r["model"] == row.get("reference") and r["target"] == row["target"]),
         None,
@@ -493,7 +498,7 @@ def _structure_note(row, rows) -> str:
         "Micro's LUT compression stores as bit-packed indices into a table of them "
         f"(gzip {row['gzip_bytes']:,} B vs {ref['gzip_bytes']:,} B)"
     )
-    if any(op.endswith("DECODE") for op in row["ops"]) and arena:  # CUSTOM:TFLM_DECODE
+    if interpreter.TFLM_DECODE in row["ops"] and arena:
         more = "more" if row["arena_bytes"] > ref["arena_bytes"] else "no more"
         line += (
             f"; flash goes down, but DECODE ops expand the compressed kernels into the "
