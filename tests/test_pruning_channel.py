@@ -160,11 +160,28 @@ def test_unpruned_model_is_returned_as_is(digits):
         ({"target_fraction": 0.5, "max_macs": 0.3}, r"needs one target"),
         ({"max_macs": 1.5}, r"`max_macs`. Expected an int >= 1 .*Received: max_macs=1.5"),
         ({"max_params": 0}, r"`max_params`. Expected an int >= 1 .*Received: max_params=0"),
+        (
+            {"max_latency_ms": -1.0, "target": "nano33ble"},
+            r"`max_latency_ms`. Expected a number of milliseconds > 0. Received: "
+            r"max_latency_ms=-1.0",
+        ),
+        (
+            {"target_fraction": 0.5, "target": "nano33ble"},
+            r"`target` .* only used with `max_latency_ms`. Received: target='nano33ble'",
+        ),
     ],
 )
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ChannelPruning(**kwargs)
+
+
+def test_latency_limit_needs_a_board_object_with_an_estimate():
+    with pytest.raises(TypeError, match=r"tfslim.get_target\('nano33ble'\).*target='nano33ble'"):
+        ChannelPruning(max_latency_ms=5.0, target="nano33ble")
+    phone = tfslim.get_target("mobile")
+    with pytest.raises(ValueError, match=r"target 'mobile' has no latency estimate"):
+        ChannelPruning(max_latency_ms=5.0, target=phone)
 
 
 def _small_cnn():
@@ -231,6 +248,27 @@ def test_footprint_target_chooses_the_fraction_that_meets_it(limits):
         for n, v in limits.items()
     )
     assert 0 < callback.planned_fraction < 1
+
+
+def test_latency_limit_on_a_board_holds_for_the_converted_file():
+    keras.utils.set_random_seed(0)
+    model = _small_cnn()
+    board = tfslim.get_target("nano33ble")
+    calibration = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+
+    def estimate(m):
+        file = tfslim.convert(m, target="nano33ble", calibration_data=calibration)
+        return tfslim.measure(file, target="nano33ble", latency_runs=0).mcu_latency_estimate_ms
+
+    full = estimate(model)["nano33ble"]
+    limit = full / 2
+    callback = ChannelPruning(max_latency_ms=limit, target=board, schedule="constant")
+    small = _prune_by_hooks(model, callback)
+    assert 0 < callback.planned_fraction < 1
+    # Counted from the layers: the file adds its reshape, quantize and dispatch costs.
+    assert estimate(small)["nano33ble"] <= 1.1 * limit
+    with pytest.raises(ValueError, match=r"max_latency_ms=0.001 \(0.001 ms; unpruned"):
+        _prune_by_hooks(_small_cnn(), ChannelPruning(max_latency_ms=0.001, target=board))
 
 
 def test_unreachable_footprint_is_refused():
@@ -344,3 +382,34 @@ def test_qat_and_distillation_run_on_the_smaller_model(pruned_se_model, digits):
     assert student is not small and student.count_params() == small.count_params()
     distilled = tfslim.distill(model, student, x, y, epochs=1)
     assert distilled.count_params() == student.count_params()
+
+
+def test_next_fit_reuses_the_traced_step_and_keeps_the_pruned_channels(digits):
+    x, y = digits[0][:64].reshape(64, 64), digits[1][:64]
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(16, name="hidden"), keras.layers.Dense(10)]
+    )
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: seen.append(model.train_function)
+    )
+
+    def fit(*callbacks):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[*callbacks, record])
+
+    def pruned_units():
+        return int((~np.any(model.get_layer("hidden").kernel.numpy(), axis=0)).sum())
+
+    fit(ChannelPruning(0.5, schedule="constant"))
+    fit(ChannelPruning(0.75, schedule="constant"))
+    masked_step = seen[0]
+    assert seen[2] is masked_step
+    assert pruned_units() == 12  # The second fit starts from the first one's 8 zero channels.
+    fit()  # No callback: the plain step, and the zero channels train again.
+    assert seen[4] is not masked_step
+    assert pruned_units() == 0
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    fit(ChannelPruning(0.5, schedule="constant"))  # After compile the old trace is not reused.
+    assert seen[6] is not masked_step
+    assert pruned_units() == 8

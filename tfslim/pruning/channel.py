@@ -20,6 +20,11 @@ from tfslim._checks import check_positive_int, check_rate
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
 from tfslim.pruning.channel_graph import _DEPTHWISE, ChannelGraph, group_weights
+from tfslim.pruning.constraint import (
+    restore_plain_step,
+    reuse_constrained_step,
+    trace_constrained_step,
+)
 
 _CRITERIA = ("l1", "l2", "bn_gamma")
 _SCHEDULES = ("polynomial", "constant")
@@ -109,7 +114,10 @@ class ChannelPruning(keras.callbacks.Callback):
 
     The target is either a fraction of channels (`target_fraction`, the same in every group)
     or a footprint: `max_params`, `max_macs` and/or `max_int8_bytes`, each an int (an absolute
-    count) or a float in (0, 1) (a fraction of the unpruned model's figure). For a footprint the
+    count) or a float in (0, 1) (a fraction of the unpruned model's figure), and/or
+    `max_latency_ms` on a microcontroller `target` (the same per-op-type latency estimate
+    `tfslim.inspect` reports for the board, applied to the convolutions, dense layers, merges
+    and pooling of the pruned model; an estimate, not a measurement). For a footprint the
     callback counts the figures from the model's structure at the start of `fit` (see
     `ChannelGraph.cost`: kernel shapes, channels and output pixels; int8 bytes estimated as one
     per weight and four per bias) and chooses the smallest fraction, the same in every group,
@@ -127,6 +135,12 @@ class ChannelPruning(keras.callbacks.Callback):
             one inference (what `tfslim.measure` reports as `macs`). Defaults to `None`.
         max_int8_bytes: int, float in (0, 1) or None. Largest estimated size of the int8
             weights (the .tflite file adds its ops and quantization parameters).
+            Defaults to `None`.
+        max_latency_ms: float > 0 or None. Largest estimated latency on `target`, in ms.
+            Defaults to `None`.
+        target: a `tfslim.Target` with a latency estimate (a microcontroller board, e.g.
+            `tfslim.get_target("nano33ble")`), for `max_latency_ms`; only the object, not
+            its name (the pruning stage does not import the converter's target registry).
             Defaults to `None`.
         criterion: `"l1"` or `"l2"` norm of the filters, or `"bn_gamma"` (|gamma| of the
             group's batch normalization). Defaults to `"l1"`.
@@ -164,6 +178,8 @@ class ChannelPruning(keras.callbacks.Callback):
         max_params: int | float | None = None,
         max_macs: int | float | None = None,
         max_int8_bytes: int | float | None = None,
+        max_latency_ms: float | None = None,
+        target=None,
         criterion: str = "l1",
         schedule: str = "polynomial",
         updates: int = 10,
@@ -179,12 +195,16 @@ class ChannelPruning(keras.callbacks.Callback):
             )
             if value is not None
         }
+        self.target = _check_latency_target(max_latency_ms, target)
+        if max_latency_ms is not None:
+            self.limits["latency_ms"] = float(max_latency_ms)
         if (target_fraction is None) == (not self.limits):
             raise ValueError(
                 "ChannelPruning needs one target: `target_fraction`, or a footprint "
-                "(`max_params`, `max_macs`, `max_int8_bytes`). Received: "
+                "(`max_params`, `max_macs`, `max_int8_bytes`, `max_latency_ms`). Received: "
                 f"target_fraction={target_fraction!r}, max_params={max_params!r}, "
-                f"max_macs={max_macs!r}, max_int8_bytes={max_int8_bytes!r}"
+                f"max_macs={max_macs!r}, max_int8_bytes={max_int8_bytes!r}, "
+                f"max_latency_ms={max_latency_ms!r}"
             )
         if target_fraction is not None:
             target_fraction = check_rate("target_fraction", target_fraction)
@@ -208,6 +228,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self._constraints: list[ChannelMask] = []
         self._update_steps: dict[int, float] = {}
         self._step = 0
+        self._plain_train_function = self._train_function = None
 
     def _fraction_schedule(self) -> dict[int, float]:
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
@@ -231,34 +252,54 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"{type(model).__name__}"
             )
         graph = ChannelGraph(model)
-        self._groups, self._constraints = [], []
+        planned = []  # (group, weights)
         for group in graph.groups():
             if any(policy.is_skipped(layer, self.skip_layers) for layer in group.sources):
                 continue
             weights = group_weights(graph, group)
-            if not weights:
-                continue
-            initial = np.zeros(group.size, dtype="float32")
-            initial[_kept_channels(weights, group.size)] = 1.0
-            with model.distribute_strategy.scope():
-                mask = keras.Variable(initial, trainable=False, name="channel_mask")
-            for _, variable, axis in weights:
-                if variable.trainable:
-                    constraint = ChannelMask(variable, mask, axis)
-                    constraint.attach()
-                    self._constraints.append(constraint)
-            self._groups.append((group, weights, mask))
-        if not self._groups:
+            if weights:
+                planned.append((group, weights))
+        if not planned:
             raise ValueError(
                 f"ChannelPruning found no prunable channel group in model '{model.name}'. "
                 f"Layers: {policy.describe_layers(model)}"
             )
+        # The traced step reads the masks through the constraints: the same groups, weights
+        # and existing constraints again (the next `fit` of this model) reuse that trace.
+        key = tuple(
+            (group.size, tuple((id(v), axis, id(v.constraint)) for _, v, axis in weights))
+            for group, weights in planned
+        )
+        self._plain_train_function = model.train_function
+        reused = reuse_constrained_step(model, "ChannelPruning", key)
+        masks, self._constraints = reused if reused is not None else ([], [])
+        self._constraints = list(self._constraints)
+        self._groups = []
+        for index, (group, weights) in enumerate(planned):
+            initial = np.zeros(group.size, dtype="float32")
+            initial[_kept_channels(weights, group.size)] = 1.0
+            if reused is not None:
+                mask = masks[index]
+                mask.assign(initial)
+            else:
+                with model.distribute_strategy.scope():
+                    mask = keras.Variable(initial, trainable=False, name="channel_mask")
+                masks.append(mask)
+                for _, variable, axis in weights:
+                    if variable.trainable:
+                        self._constraints.append(ChannelMask(variable, mask, axis))
+            self._groups.append((group, weights, mask))
+        for constraint in self._constraints:
+            constraint.attach()
         if self.limits:
             groups = [group for group, _, _ in self._groups]
-            self.planned_fraction = _plan_fraction(graph, groups, self.limits)
+            self.planned_fraction = _plan_fraction(graph, groups, self.limits, self.target)
         self._update_steps = self._fraction_schedule()
         self._step = 0
-        model.make_train_function(force=True)
+        if reused is None:
+            state = (tuple(masks), tuple(self._constraints))
+            trace_constrained_step(model, "ChannelPruning", key, state)
+        self._train_function = model.train_function
 
     def on_train_batch_begin(self, batch, logs=None):
         fraction = self._update_steps.get(self._step)
@@ -297,8 +338,9 @@ class ChannelPruning(keras.callbacks.Callback):
             constraint.bake()
             constraint.detach()
         if self._constraints:
-            self.model.make_train_function(force=True)
+            restore_plain_step(self.model, self._plain_train_function, self._train_function)
         self._constraints = []
+        self._plain_train_function = self._train_function = None
 
 
 def _n_pruned(fraction: float, size: int) -> int:
@@ -324,22 +366,77 @@ def _check_limit(name: str, value) -> int | float:
     )
 
 
-def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict) -> float:
-    """Smallest fraction of every group's channels whose pruned model meets `limits`."""
-    full = graph.cost()
-    if "macs" in limits and full["macs"] is None:
+def _figure(figure: str, value) -> str:
+    return f"{value:.3f} ms" if figure == "latency_ms" else f"{value:.0f}"
+
+
+def _check_latency_target(max_latency_ms, target):
+    """The target of a latency limit: an object with `estimate_latency_ms`, or None."""
+    if max_latency_ms is None:
+        if target is not None:
+            raise ValueError(
+                "Argument `target` of ChannelPruning is only used with `max_latency_ms`. "
+                f"Received: target={target!r}, max_latency_ms=None"
+            )
+        return None
+    if (
+        isinstance(max_latency_ms, bool)
+        or not isinstance(max_latency_ms, int | float | np.integer | np.floating)
+        or not np.isfinite(max_latency_ms)
+        or max_latency_ms <= 0
+    ):
         raise ValueError(
-            "Invalid value for argument `max_macs`: the MACs of model "
-            f"'{graph.model.name}' depend on its input size, which is not fixed. Build it with "
-            f"a fixed input shape or give `max_params`. Received: max_macs={limits['macs']!r}"
+            "Invalid value for argument `max_latency_ms`. Expected a number of milliseconds "
+            f"> 0. Received: max_latency_ms={max_latency_ms!r}"
         )
+    if not callable(getattr(target, "estimate_latency_ms", None)):
+        # The pruning stage does not import the converter stage's target registry: the caller
+        # hands over the target object.
+        raise TypeError(
+            "Invalid value for argument `target`: `max_latency_ms` needs the board whose "
+            "latency is estimated, as a `tfslim.Target` (e.g. "
+            "`target=tfslim.get_target('nano33ble')`). Received: "
+            f"target={target!r} of type {type(target).__name__}"
+        )
+    if target.estimate_latency_ms(1, ops=[]) is None:
+        raise ValueError(
+            f"Invalid value for argument `target`: target '{getattr(target, 'name', target)}' "
+            "has no latency estimate (no clock or cost model); `max_latency_ms` needs a "
+            "microcontroller target. Received: "
+            f"target={getattr(target, 'name', target)!r}"
+        )
+    return target
+
+
+def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict, target=None) -> float:
+    """Smallest fraction of every group's channels whose pruned model meets `limits`."""
+
+    def figures(kept=None):
+        counted = graph.cost(kept)
+        if "latency_ms" in limits:
+            estimate = target.estimate_latency_ms(counted["macs"], ops=counted["ops"])
+            counted["latency_ms"] = estimate["value_ms"]
+        return counted
+
+    needs_size = [f"max_{f}" for f in ("macs", "latency_ms") if f in limits]
+    if needs_size and graph.cost()["macs"] is None:
+        argument = needs_size[0]
+        raise ValueError(
+            f"Invalid value for argument `{argument}`: the MACs of model "
+            f"'{graph.model.name}' depend on its input size, which is not fixed. Build it with "
+            f"a fixed input shape or give `max_params`. Received: {argument}="
+            f"{limits[argument.removeprefix('max_')]!r}"
+        )
+    full = figures()
     bounds = {
-        figure: limit * full[figure] if isinstance(limit, float) else limit
+        figure: limit * full[figure]
+        if isinstance(limit, float) and figure != "latency_ms"
+        else limit
         for figure, limit in limits.items()
     }
 
     def cost(fraction):
-        return graph.cost({g.id: g.size - _n_pruned(fraction, g.size) for g in groups})
+        return figures({g.id: g.size - _n_pruned(fraction, g.size) for g in groups})
 
     def meets(figures):
         return all(figures[figure] <= bound for figure, bound in bounds.items())
@@ -349,8 +446,9 @@ def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict) -> float:
     smallest = cost(1.0)
     if not meets(smallest):
         missed = ", ".join(
-            f"max_{figure}={limits[figure]!r} ({bound:.0f}; unpruned {full[figure]}, every "
-            f"prunable group at one channel {smallest[figure]})"
+            f"max_{figure}={limits[figure]!r} ({_figure(figure, bound)}; unpruned "
+            f"{_figure(figure, full[figure])}, every "
+            f"prunable group at one channel {_figure(figure, smallest[figure])})"
             for figure, bound in bounds.items()
             if smallest[figure] > bound
         )

@@ -319,9 +319,13 @@ class ChannelGraph:
         count their parameters only). Int8 bytes: one per kernel weight, four per bias
         (int32), batch normalization folded into the layer before it (not counted).
         `macs` is None when a layer's output size is unknown (an input of any size).
+        `ops` lists what a latency model costs, one entry per layer with MACs (its TFLite op
+        type, `macs`, `output_elements`) and per element-wise merge or pooling layer (`ADD`,
+        `MUL`, `SUB`, pooling and `MEAN` with `input_elements`); None with `macs`.
         """
         kept = kept or {}
         params = macs = int8 = 0
+        ops = []
         for layer in self.model._flatten_layers(include_self=False, recursive=False):
             weights = {v.name: v for v in layer.weights}
             in_layout, out_layout = self.layer_io.get(layer.name, (None, None))
@@ -333,6 +337,9 @@ class ChannelGraph:
                     params += len(layer.weights) * self.width(out_layout, kept)
                 else:
                     params += sum(int(np.prod(v.shape)) for v in layer.weights)
+                op = self._elementwise_op(layer, in_layout, out_layout, kept)
+                if op is not None:
+                    ops.append(op)
                 continue
             shape = tuple(kernel.shape)
             if depthwise:
@@ -352,7 +359,67 @@ class ChannelGraph:
             int8 += n_kernel + 4 * n_bias
             if macs is not None:
                 macs = None if positions is None else macs + n_kernel * positions
-        return {"params": params, "macs": macs, "int8_bytes": int8}
+            if positions is not None:
+                ops.append(
+                    {
+                        "op": _op_type(layer),
+                        "macs": n_kernel * positions,
+                        "output_elements": c_out * positions,
+                    }
+                )
+        return {
+            "params": params,
+            "macs": macs,
+            "int8_bytes": int8,
+            "ops": None if macs is None else ops,
+        }
+
+    def _elementwise_op(self, layer, in_layout, out_layout, kept) -> dict | None:
+        """The latency-model entry of a merge or pooling layer (None for other layers)."""
+        kind = next((k for cls, k in _ELEMENTWISE_OPS if isinstance(layer, cls)), None)
+        if kind is None or out_layout is None:
+            return None
+        positions = self.positions.get(layer.name)
+        if positions is None:
+            return None
+        if kind in ("ADD", "MUL", "SUB"):
+            return {
+                "op": kind,
+                "macs": 0,
+                "output_elements": positions * self.width(out_layout, kept),
+            }
+        node = layer._inbound_nodes[0]
+        spatial = tuple(node.input_tensors[0].shape[1:-1])
+        if any(d is None for d in spatial) or in_layout is None:
+            return None
+        width = self.width(in_layout, kept)
+        return {
+            "op": kind,
+            "macs": 0,
+            "input_elements": int(np.prod(spatial)) * width,
+            "output_elements": positions * width,
+        }
+
+
+_ELEMENTWISE_OPS = (
+    (keras.layers.Add, "ADD"),
+    (keras.layers.Multiply, "MUL"),
+    (keras.layers.Subtract, "SUB"),
+    ((keras.layers.MaxPooling1D, keras.layers.MaxPooling2D), "MAX_POOL_2D"),
+    ((keras.layers.AveragePooling1D, keras.layers.AveragePooling2D), "AVERAGE_POOL_2D"),
+    ((keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D), "MEAN"),
+)
+
+
+def _op_type(layer) -> str:
+    """The TFLite op a layer with a kernel converts to."""
+    if isinstance(layer, _DEPTHWISE):
+        return "DEPTHWISE_CONV_2D"
+    if isinstance(layer, keras.layers.Dense):
+        return "FULLY_CONNECTED"
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return "TRANSPOSE_CONV"
+    return "CONV_2D"
 
 
 def _zero_at_zero(activation) -> bool:
