@@ -1,6 +1,6 @@
 """Clustering benchmark: tfslim (Keras 3) against tfmot (tf_keras) on digits, side by side.
 
-Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--epochs 12]
+Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--epochs 12] [--timing]
 
 The digits CNN (`tfslim.architectures.build_digits_cnn`, 75k parameters) is trained once in
 Keras 3 and copied layer for layer, with its weights, to tf_keras, so both frameworks cluster
@@ -132,12 +132,15 @@ def run_tfmot(tk_float, k, data, args):
     }
 
 
-def _fit_times(framework, path, epochs):
+def _fit_times(framework, path, epochs, repeats=5):
     """Seconds of one `fit` of `epochs` epochs: plain and clustered (16), one framework.
 
-    Each model is fitted once (1 epoch) to warm up, then timed; they alternate. Runs in a child
-    process of `step_ratios`, on the float model saved at `path`.
+    Each model is fitted once (1 epoch) to warm up; then each `fit` is timed `repeats` times,
+    the models alternating, and the median kept (one fit lasts about a second). Runs in a
+    child process of `step_ratios`, on the float model saved at `path`.
     """
+    import statistics
+
     import keras
 
     from tfslim.datasets import load_digits_data
@@ -166,12 +169,13 @@ def _fit_times(framework, path, epochs):
         optimizers = tf_keras.optimizers
     for model in models.values():
         compiled(model, LR, optimizers).fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
-    times = {}
-    for name, model in models.items():
-        start = time.perf_counter()
-        model.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0)
-        times[name] = time.perf_counter() - start
-    return times
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(measured) for name, measured in times.items()}
 
 
 def step_ratios(float_model, data, rounds, epochs=8):
@@ -256,6 +260,7 @@ def main():
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved step-time rounds")
     parser.add_argument("--clusters", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--timing", action="store_true", help="the step-time table only")
     args = parser.parse_args()
 
     import keras
@@ -276,6 +281,8 @@ def main():
         f"{reference['int8_acc']:.4f}, file {reference['file']:,} B, gzip "
         f"{reference['gzip']:,} B, TFLM arena {reference['arena']:,} B\n"
     )
+    if args.timing:
+        args.clusters = []
     header = (
         "| k | framework | clustered acc | CQAT acc | int8 acc | int8 file | gzip | gzip x dense"
         " | TFLM flash | flash x dense | arena (compressed) |"
@@ -304,6 +311,8 @@ def main():
     )
     for name in ("keras3", "tfslim", "tf_keras", "tfmot"):
         print(f"| {name} | {1000 * steps[name][0]:.2f} | {steps[name][1]:.3f} |")
+    if args.timing:
+        return
     print(
         "\n| MLPerf Tiny, 16 clusters | int8 file | arena | compressed flash | arena | "
         + " | ".join(BOARDS)

@@ -1,6 +1,6 @@
 """Pruning benchmark: tfslim against tfmot on digits, same architecture, data and schedule.
 
-Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/pruning_benchmark.py [--seeds 2 --epochs 20]
+Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/pruning_benchmark.py [--seeds 2 --epochs 20] [--timing]
 
 One CNN (Conv2D 24 -> MaxPool -> Flatten (216) -> Dense 512 -> Dense 10, 116k parameters) is built
 in Keras 3 and, layer for layer with the same initial weights, in tf_keras. Each configuration
@@ -200,11 +200,14 @@ def train_tfmot(kind, seed, init, data, epochs, *, timing=False):
     return model, accuracy, timer
 
 
-def _fit_times(framework, epochs):
+def _fit_times(framework, epochs, repeats=5):
     """Seconds (wall, CPU) of one `fit` of `epochs` epochs per configuration of `framework`.
 
     Each configuration has its own model, fitted once (1 epoch, the same callbacks) to warm
-    up, then timed; the configurations alternate. Runs in a child process of `step_times`.
+    up; then every configuration's `fit` is timed `repeats` times, the configurations
+    alternating, and the median kept (one 8-epoch `fit` of the digits CNN lasts about a
+    second, short enough for a scheduler hiccup to move it by 20%). Runs in a child process
+    of `step_times`.
     """
     x, y = load_data()[:2]
     steps = -(-len(x) // BATCH)
@@ -257,12 +260,16 @@ def _fit_times(framework, epochs):
         )
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks())
         runs[kind] = model, callbacks
-    times = {}
-    for kind, (model, callbacks) in runs.items():
-        start = time.perf_counter(), time.process_time()
-        model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=callbacks())
-        times[kind] = (time.perf_counter() - start[0], time.process_time() - start[1])
-    return times
+    times = {kind: [] for kind in runs}
+    for _ in range(repeats):
+        for kind, (model, callbacks) in runs.items():
+            start = time.perf_counter(), time.process_time()
+            model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=callbacks())
+            times[kind].append((time.perf_counter() - start[0], time.process_time() - start[1]))
+    return {
+        kind: tuple(statistics.median(t[i] for t in measured) for i in (0, 1))
+        for kind, measured in times.items()
+    }
 
 
 def step_times(data, rounds, epochs=8):
@@ -271,7 +278,7 @@ def step_times(data, rounds, epochs=8):
     One framework per process (Keras 3 and tf_keras in one process slow each other): each
     round runs a Keras 3 child (plain `fit`, `Pruning`, `ChannelPruning(0.5)`, the
     `prune_low_magnitude` wrapper) and then a tf_keras child (plain `fit`, tfmot), each timing
-    a warmed-up `fit` of `epochs` epochs per configuration (see `_fit_times`, which includes
+    warmed-up `fit`s of `epochs` epochs per configuration (see `_fit_times`, which includes
     the callbacks' work at the start and end of `fit`). Load from other processes on a shared
     machine hits both frameworks alike; ratios to plain `fit` are taken within each child and
     their medians over the rounds printed.
@@ -398,7 +405,13 @@ def main():
     )
     parser.add_argument("--seed0", type=int, default=0, help="first seed of --channel runs")
     parser.add_argument("--mobile-runtime", action="store_true", help="sparse runtime rows only")
+    parser.add_argument(
+        "--timing", action="store_true", help="training-overhead table only (--timing-rounds)"
+    )
     args = parser.parse_args()
+    if args.timing:
+        step_times(load_data(), args.timing_rounds)
+        return None
     if args.channel:
         return channel_main(args)
     if args.mobile_runtime:
