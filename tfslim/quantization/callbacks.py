@@ -116,19 +116,19 @@ class FreezeQuantization(keras.callbacks.Callback):
         if self.freeze_batch_norm_epoch is not None and epoch >= self.freeze_batch_norm_epoch:
             set_batch_norm_frozen(self.model)
 
+    # Steps are counted at the start of each batch: a callback with an `on_train_batch_end`
+    # makes Keras wait for every step's logs before it starts the next one.
     def on_train_batch_begin(self, batch, logs=None):
+        step = self._step
+        self._step += 1
         if self.freeze_ranges_step is None and self.freeze_batch_norm_step is None:
             return
-        step = self._step
         if self.freeze_ranges_step is not None and step >= self.freeze_ranges_step:
             set_quantizers_frozen(self.model)
             self.freeze_ranges_step = None
         if self.freeze_batch_norm_step is not None and step >= self.freeze_batch_norm_step:
             set_batch_norm_frozen(self.model)
             self.freeze_batch_norm_step = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
 
     def on_epoch_end(self, epoch, logs=None):
         if self.log_ranges and logs is not None:
