@@ -35,7 +35,9 @@ class Pruning(keras.callbacks.Callback):
     At the start of `fit` the callback attaches an in-graph mask to every prunable weight
     (trainable kernels of `Dense`, `Conv*`, `Embedding`, RNN and `EinsumDense` layers, in
     Sequential, Functional and subclassed models alike). The masks are applied by the optimizer
-    inside the compiled train step, so there is no Python work per batch. At the end of each
+    inside the compiled train step; the callback updates them between steps when the schedule
+    says so (per batch it only compares integers; with `steps_per_execution > 1` the update
+    runs inside the step instead, in a `tf.cond`). At the end of each
     epoch it adds `sparsity` (all pruned weights) and `sparsity/<layer>` to the logs, where the
     progress bar, `History`, `CSVLogger` and `TensorBoard` pick them up (list it before those
     callbacks). At the end of `fit` the masks are detached; the zeros stay in the weights.
@@ -122,6 +124,8 @@ class Pruning(keras.callbacks.Callback):
         self._constraints: list[PruningConstraint] = []
         self._layer_weights: dict[str, list] = {}
         self._pending = self._needs_init = self._stepped = False
+        self._hoisted: list[PruningConstraint] = []
+        self._next_step = 0
         self._plain_train_function = self._train_function = None
 
     def _resolve_schedule(self) -> PruningSchedule:
@@ -163,6 +167,7 @@ class Pruning(keras.callbacks.Callback):
         self._check_model(model)
         self._constraints, self._layer_weights = [], {}
         self._pending = self._needs_init = self._stepped = False
+        self._hoisted, self._next_step = [], 0
         if not model.variables:
             # A subclassed model is built by the first traced train step (without a
             # distribution strategy); attach after that step and retrace once.
@@ -180,6 +185,14 @@ class Pruning(keras.callbacks.Callback):
         self._stepped = True
         if self._needs_init:
             self._init_state(step_offset=0)
+        if self._hoisted:
+            self._update_masks(self._next_step)
+            self._next_step += 1
+
+    def _update_masks(self, step: int) -> None:
+        for constraint in self._hoisted:
+            if constraint.schedule.prunes_at(step):
+                constraint.update_mask(step)
 
     def _init_state(self, *, step_offset: int) -> None:
         """Starts masks at the current zeros and step counters at the optimizer's step.
@@ -193,6 +206,7 @@ class Pruning(keras.callbacks.Callback):
         for constraint in self._constraints:
             constraint.init_mask_from_weights()
             constraint.step.assign(max(step - step_offset, 0))
+        self._next_step = max(step - step_offset, 0)
 
     def _attach_all(self, *, catch_up: bool) -> None:
         model = self.model
@@ -232,6 +246,10 @@ class Pruning(keras.callbacks.Callback):
             self.granularity,
             tuple((id(v), repr(s), id(v.constraint)) for v, s in planned),
         )
+        # Between-step mask updates need a batch hook before every step: not when one call
+        # of the train function runs several steps.
+        hoist = int(getattr(model, "steps_per_execution", 1) or 1) == 1
+        key = (*key, hoist)
         self._plain_train_function = model.train_function
         reused = None if catch_up else reuse_constrained_step(model, "Pruning", key)
         if reused is not None:
@@ -242,10 +260,16 @@ class Pruning(keras.callbacks.Callback):
             with model.distribute_strategy.scope():
                 for variable, layer_schedule in planned:
                     self._attach(variable, layer_schedule)
+        for constraint in self._constraints:
+            constraint.hoisted = hoist
+        self._hoisted = list(self._constraints) if hoist else []
         self._needs_init = True
         if catch_up:
             # Replay the step that ran before the masks existed.
             self._init_state(step_offset=1)
+            if self._hoisted:
+                self._update_masks(self._next_step)
+                self._next_step += 1
             for constraint in self._constraints:
                 constraint.variable.assign(constraint(constraint.variable))
         if reused is None:
@@ -295,6 +319,7 @@ class Pruning(keras.callbacks.Callback):
         self._constraints = []
         self._plain_train_function = self._train_function = None
         self._pending = self._needs_init = False
+        self._hoisted = []
 
     def sparsity_logs(self) -> dict[str, float]:
         """{"sparsity": overall, "sparsity/<layer>": per layer} over the pruned weights."""

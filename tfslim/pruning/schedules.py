@@ -55,6 +55,14 @@ class PruningSchedule:
         on_turn = tf.equal(tf.math.floormod(step - self.begin_step, self.frequency), 0)
         return tf.logical_and(in_range, on_turn)
 
+    def prunes_at(self, step: int) -> bool:
+        """`should_prune` for a Python int step, without building a tensor."""
+        if type(self).should_prune is not PruningSchedule.should_prune:
+            return bool(self.should_prune(tf.constant(step, tf.int64)))
+        if step < self.begin_step or (self.end_step >= 0 and step > self.end_step):
+            return False
+        return (step - self.begin_step) % self.frequency == 0
+
     def sparsity(self, step):
         """Scalar float32 tensor: the sparsity the masks are updated to at `step`."""
         raise NotImplementedError
