@@ -144,6 +144,8 @@ def test_plan_starts_with_the_baseline_and_combines_levers():
         (dict(techniques="qat"), TypeError, "argument `techniques`"),
         (dict(widths=(0.5, 1.0)), ValueError, r"argument `widths`.*\(0, 1\).*widths=1.0"),
         (dict(sparsity=1.0), ValueError, "argument `sparsity`"),
+        (dict(clusters=1), ValueError, r"argument `clusters`.*\[2, 128\].*clusters=1"),
+        (dict(clusters="16"), TypeError, "argument `clusters`.*Received: clusters='16'"),
         (dict(epochs=0), ValueError, "argument `epochs`.*Received: epochs=0"),
         (dict(max_candidates=0), ValueError, "argument `max_candidates`"),
         (dict(budget={"max_flash_bytes": 1}), TypeError, "argument `budget`.*tfslim.Budget"),

@@ -1,9 +1,9 @@
 """The candidates a strategy makes from a trained model, and how each is trained.
 
 Every candidate starts as a copy of the model (weights included), is made smaller by its
-levers (narrower by channel pruning, sparser by unstructured or m:n pruning), then improved:
-distilled from the teacher with quantization-aware training in one fit, so what is measured
-after int8 conversion is what was trained.
+levers (narrower by channel pruning, sparser by unstructured or m:n pruning, fewer distinct
+weight values by clustering), then improved: distilled from the teacher with
+quantization-aware training, so what is measured after int8 conversion is what was trained.
 """
 
 import dataclasses
@@ -18,7 +18,13 @@ TECHNIQUES = {
     "prune": "unstructured magnitude pruning to `sparsity`",
     "m_by_n": "m:n structured sparsity (2 of every 4 weights zero)",
     "channels": "narrower models: channel pruning to each of `widths`, then stripped",
+    "cluster": (
+        "weight clustering to `clusters` values per kernel, then clustering-preserving QAT; "
+        "LUT-compressed for TFLite Micro on microcontroller targets"
+    ),
 }
+# TFLite Micro's LUT compression stores at most 7-bit indices (128 values per table).
+MAX_CLUSTERS = 128
 DEFAULT_TECHNIQUES = ("qat", "prune", "channels")
 
 
@@ -35,6 +41,8 @@ class CandidateSpec:
         train: bool. False: the model as given, only converted (the baseline).
         growth: float >= 1. Width multiplier of a grown model (`grow_improve_shrink`);
             `width` then is the fraction of the grown model's channels kept.
+        clusters: int. Distinct values per kernel after weight clustering (0: not
+            clustered); not combined with `sparsity` or `m_by_n`.
     """
 
     name: str
@@ -44,6 +52,18 @@ class CandidateSpec:
     qat: bool = True
     train: bool = True
     growth: float = 1.0
+    clusters: int = 0
+
+    def __post_init__(self):
+        if self.clusters:
+            check_clusters(self.clusters)
+            if self.sparsity or self.m_by_n:
+                raise ValueError(
+                    "Invalid value for argument `clusters`. Clustering is not combined with "
+                    "pruning (a clustered kernel is stored as indices whatever its zeros); "
+                    f"expected sparsity=0 and m_by_n=None. Received: clusters={self.clusters}, "
+                    f"sparsity={self.sparsity}, m_by_n={self.m_by_n}"
+                )
 
     def description(self) -> str:
         if not self.train:
@@ -57,12 +77,19 @@ class CandidateSpec:
             parts.append(f"{self.sparsity:.0%} unstructured sparsity")
         if self.m_by_n:
             parts.append(f"{self.m_by_n[0]}:{self.m_by_n[1]} sparsity")
-        parts.append("distilled + QAT" if self.qat else "distilled, post-training int8")
+        if self.clusters:
+            parts.append(f"clustered to {self.clusters} values per kernel")
+        qat = "distilled + clustering-preserving QAT" if self.clusters else "distilled + QAT"
+        parts.append(qat if self.qat else "distilled, post-training int8")
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["m_by_n"] = list(self.m_by_n) if self.m_by_n else None
+        # Written only when set, so the specs in manifests written before clustering was a
+        # lever still match and their candidates resume.
+        if not values["clusters"]:
+            del values["clusters"]
         return values
 
 
@@ -86,10 +113,19 @@ def check_widths(widths) -> tuple:
     )
 
 
-def plan_candidates(techniques, *, widths, sparsity, max_candidates=None) -> list[CandidateSpec]:
-    """The baseline first, then each lever alone, then narrow and sparse combined.
+def check_clusters(clusters) -> int:
+    return check_int("clusters", clusters, minimum=2, maximum=MAX_CLUSTERS)
+
+
+def plan_candidates(
+    techniques, *, widths, sparsity, clusters=16, max_candidates=None
+) -> list[CandidateSpec]:
+    """The baseline first, then each lever alone, then narrow and sparse (or clustered)
+    combined.
 
     Smaller footprints come later in each group; `max_candidates` keeps the first ones.
+    Clustering is not combined with pruning: a LUT-compressed kernel costs its indices
+    whatever its zeros.
     """
     specs = [CandidateSpec("original", qat=False, train=False)]
     pct = round(100 * sparsity)
@@ -99,6 +135,8 @@ def plan_candidates(techniques, *, widths, sparsity, max_candidates=None) -> lis
         specs.append(CandidateSpec(f"prune{pct}", sparsity=sparsity))
     if "m_by_n" in techniques:
         specs.append(CandidateSpec("prune2of4", m_by_n=(2, 4)))
+    if "cluster" in techniques:
+        specs.append(CandidateSpec(f"cluster{clusters}", clusters=clusters))
     if "channels" in techniques:
         for width in widths:
             specs.append(CandidateSpec(f"width{round(100 * width)}", width=width))
@@ -107,6 +145,15 @@ def plan_candidates(techniques, *, widths, sparsity, max_candidates=None) -> lis
                 specs.append(
                     CandidateSpec(
                         f"width{round(100 * width)}_prune{pct}", width=width, sparsity=sparsity
+                    )
+                )
+        if "cluster" in techniques:
+            for width in widths:
+                specs.append(
+                    CandidateSpec(
+                        f"width{round(100 * width)}_cluster{clusters}",
+                        width=width,
+                        clusters=clusters,
                     )
                 )
     if max_candidates is not None:
@@ -127,6 +174,18 @@ def train_candidate(spec, model, teacher, x, y, *, epochs, batch_size, learning_
     student.set_weights(model.get_weights())
     if spec.width < 1:
         student = narrow(student, teacher, x, 1.0 - spec.width, batch_size, learning_rate)
+    if spec.clusters:
+        return cluster(
+            student,
+            teacher,
+            x,
+            y,
+            clusters=spec.clusters,
+            qat=spec.qat,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+        )
     pruning = None
     if spec.sparsity:
         pruning = Pruning(spec.sparsity)
@@ -141,6 +200,48 @@ def train_candidate(spec, model, teacher, x, y, *, epochs, batch_size, learning_
         batch_size=batch_size,
         quantize=spec.qat,
         pruning=pruning,
+        optimizer=keras.optimizers.Adam(learning_rate),
+    )
+
+
+def cluster(student, teacher, x, y, *, clusters, qat, epochs, batch_size, learning_rate):
+    """`student` with `clusters` values per kernel, distilled from `teacher`.
+
+    Clustering and quantization-aware training cannot share one fit: the centroids and
+    assignments train first, distilled (`ceil(epochs / 2)` epochs); the stripped model is
+    then wrapped by `quantize_model(preserve="clusters")`, which keeps every weight on its
+    centroid while fake quantization rounds the centroids, and distilled for the other
+    `epochs // 2` (at least one). Without `qat` the clustering fit takes all `epochs` and
+    the stripped model is converted post-training; either way the int8 kernels hold at
+    most `clusters` values (per output channel for per-channel convolution kernels).
+    """
+    import keras
+
+    from tfslim.clustering import cluster_weights, strip_clustering
+    from tfslim.distillation import distill
+    from tfslim.quantization import quantize_model
+
+    cluster_epochs = epochs - epochs // 2 if qat else epochs
+    clustered = distill(
+        teacher,
+        cluster_weights(student, clusters),
+        x,
+        y,
+        epochs=cluster_epochs,
+        batch_size=batch_size,
+        optimizer=keras.optimizers.Adam(learning_rate),
+    )
+    stripped = strip_clustering(clustered)
+    if not qat:
+        stripped.compile(optimizer="adam", loss=clustered.loss, metrics=["accuracy"])
+        return stripped
+    return distill(
+        teacher,
+        quantize_model(stripped, preserve="clusters"),
+        x,
+        y,
+        epochs=max(1, epochs // 2),
+        batch_size=batch_size,
         optimizer=keras.optimizers.Adam(learning_rate),
     )
 

@@ -26,8 +26,12 @@ class Candidate:
         footprint: Footprint. Measured on the converted model (`tfslim.measure`).
         violations: list of str. Budget limits it breaks (empty: it fits).
         keras_path: str. The trained Keras model (`.keras`).
-        tflite_path: str. The converted model (`.tflite`).
+        tflite_path: str. The converted model (`.tflite`), the file to deploy.
         seconds: float. Time spent training, converting and measuring it.
+        uncompressed_path: str or None. For a LUT-compressed candidate (clustered, on a
+            microcontroller target), whose `.tflite` runs only in TFLite Micro: the same
+            int8 model uncompressed, which LiteRT runs with identical outputs; its quality
+            is this file's. None for every other candidate. Defaults to `None`.
     """
 
     name: str
@@ -38,6 +42,12 @@ class Candidate:
     keras_path: str
     tflite_path: str
     seconds: float = 0.0
+    uncompressed_path: str | None = None
+
+    @property
+    def compressed(self) -> bool:
+        """Whether `tflite_path` is LUT-compressed (TFLite Micro only, no LiteRT)."""
+        return self.uncompressed_path is not None
 
     @property
     def feasible(self) -> bool:
@@ -65,6 +75,10 @@ class Candidate:
             "violations": list(self.violations),
             "keras": os.path.basename(self.keras_path),
             "tflite": os.path.basename(self.tflite_path),
+            "compressed": self.compressed,
+            "uncompressed_tflite": (
+                os.path.basename(self.uncompressed_path) if self.compressed else None
+            ),
             "seconds": round(self.seconds, 1),
             **self.footprint.to_dict(),
         }

@@ -6,8 +6,13 @@ the trained model with every lever tfslim has, recover quality with learning tec
 the target and measure it with the real interpreters. Each finished candidate is written
 (`<name>.keras`, `<name>.tflite`) and recorded in `manifest.json` atomically, so a run
 killed half-way resumes where it stopped without recomputing what was finished.
+
+A clustered candidate on a microcontroller target is LUT-compressed (TFLite Micro's DECODE
+op): it is judged by the compressed file's flash and arena, and its quality comes from the
+same int8 model uncompressed (`<name>.uncompressed.tflite`), since LiteRT cannot run DECODE.
 """
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -28,7 +33,8 @@ __all__ = ["shrink"]
 
 _MANIFEST = "manifest.json"
 _FORMAT = 1
-_PLAN_SETTINGS = ("techniques", "widths", "sparsity", "growth")
+_PLAN_SETTINGS = ("techniques", "widths", "sparsity", "clusters", "growth")
+_UNCOMPRESSED = ".uncompressed.tflite"
 
 
 def shrink(
@@ -42,6 +48,7 @@ def shrink(
     teacher=None,
     widths=(0.5, 0.25),
     sparsity: float = 0.5,
+    clusters: int = 16,
     epochs: int = 3,
     batch_size: int = 32,
     learning_rate: float = 1e-3,
@@ -56,16 +63,29 @@ def shrink(
     """Shrinks a trained classifier with every lever, improves each candidate, measures all.
 
     Candidates, in order: the model as given (post-training int8, the baseline); then each
-    technique in `techniques` alone; then narrow and sparse together. Every trained
-    candidate starts from the model's weights and is distilled from `teacher` with
-    quantization-aware training in one fit. Each is converted for `target` and measured
-    with `tfslim.measure` on `validation_data` (int8 flash, TFLite Micro arena, host LiteRT
-    latency, MCU latency estimate, quality of the converted model). Candidates over
-    `budget` are kept, marked infeasible.
+    technique in `techniques` alone; then narrow and sparse (or narrow and clustered)
+    together. Every trained candidate starts from the model's weights and is distilled
+    from `teacher` with quantization-aware training in one fit (a clustered one in two:
+    clustering, then QAT that keeps the clusters). Each is converted for `target` and
+    measured with `tfslim.measure` on `validation_data` (int8 flash, TFLite Micro arena,
+    host LiteRT latency, MCU latency estimate, quality of the converted model). Candidates
+    over `budget` are kept, marked infeasible.
+
+    `"cluster"` on a microcontroller target: the int8 file is LUT-compressed as
+    `tfslim.convert(..., compress=True)` does (kernels as bit-packed indices into value
+    tables, expanded by DECODE ops into the arena), so flash shrinks and the arena grows;
+    the candidate is judged by the compressed file's flash, arena and MCU estimate. That
+    file runs only in TFLite Micro: quality is measured on the same int8 model
+    uncompressed (`<name>.uncompressed.tflite`, identical outputs) and it has no host
+    latency (a `max_latency_ms` budget rules it out). On `mobile`, LiteRT has no LUT
+    decoding: the candidate is a plain int8 file about as large as the unclustered one, and
+    clustering only shrinks its gzip size (the download); a note in `result.notes` gives
+    both.
 
     A rerun with the same model, data and training settings in the same `directory`
     resumes: the candidates recorded in its `manifest.json` are read back, not recomputed.
-    A changed `budget` only re-judges them; more `widths` or `techniques` add candidates.
+    A changed `budget` only re-judges them; more `widths` or `techniques` (or another
+    `clusters`) add candidates.
 
     Args:
         model: keras.Model. The trained float classifier (integer labels).
@@ -75,13 +95,15 @@ def shrink(
         budget: Budget or None. Hard limits; None uses the target's flash and RAM.
             Defaults to `None`.
         techniques: sequence of str. Levers from `tfslim.strategies.TECHNIQUES`:
-            `"qat"`, `"prune"`, `"m_by_n"`, `"channels"`. Defaults to
+            `"qat"`, `"prune"`, `"m_by_n"`, `"channels"`, `"cluster"`. Defaults to
             `("qat", "prune", "channels")`.
         teacher: keras.Model or None. Distillation teacher; None uses `model`.
             Defaults to `None`.
         widths: sequence of float in (0, 1). Fractions of channels kept by `"channels"`.
             Defaults to `(0.5, 0.25)`.
         sparsity: float in (0, 1). Sparsity of `"prune"`. Defaults to `0.5`.
+        clusters: int in [2, 128]. Distinct values per kernel of `"cluster"` (per output
+            channel for convolutions); 16 stores 4-bit indices. Defaults to `16`.
         epochs: int. Training epochs of each candidate. Defaults to `3`.
         batch_size: int. Defaults to `32`.
         learning_rate: float. Adam learning rate of the fine-tuning. Defaults to `1e-3`.
@@ -124,6 +146,7 @@ def shrink(
             "sparsity", sparsity, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False
         ),
         widths=list(_candidates.check_widths(widths)),
+        clusters=_candidates.check_clusters(clusters),
         techniques=list(_candidates.check_techniques(techniques)),
         calibration_samples=check_int("calibration_samples", calibration_samples),
         latency_runs=check_int("latency_runs", latency_runs, minimum=0),
@@ -138,6 +161,7 @@ def shrink(
         settings["techniques"],
         widths=settings["widths"],
         sparsity=settings["sparsity"],
+        clusters=settings["clusters"],
         max_candidates=max_candidates,
     )
     check_model("model", model)
@@ -156,7 +180,48 @@ def shrink(
             validation_data,
             settings,
         )
+    run.notes += cluster_notes(run.candidates, target)
     return run.finish("original")
+
+
+def cluster_notes(candidates, target) -> list[str]:
+    """What the report says about clustered candidates: compressed ones run only in TFLite
+    Micro; on a phone clustering shrinks only the download."""
+    notes = []
+    compressed = [c.name for c in candidates if c.compressed]
+    if compressed:
+        notes.append(
+            f"LUT-compressed for TFLite Micro: {', '.join(compressed)}. Their `.tflite` holds "
+            "clustered kernels as bit-packed indices into value tables, expanded by DECODE ops "
+            "into the arena, and runs only in TFLite Micro: flash, arena and MCU estimate are "
+            "the compressed file's; quality is the same int8 model uncompressed "
+            f"(`<name>{_UNCOMPRESSED}`, identical outputs; LiteRT has no DECODE kernel); "
+            "no host latency."
+        )
+    by_name = {c.name: c for c in candidates}
+    for c in candidates:
+        if not c.spec.get("clusters") or c.compressed:
+            continue
+        if target.is_micro:
+            notes.append(
+                f"{c.name}: no kernel shrank when LUT-compressed, so its file is plain int8."
+            )
+            continue
+        fp = c.footprint
+        line = (
+            f"{c.name} on {target.name}: LiteRT has no LUT decoding, so the file is plain "
+            f"int8 ({fp.flash_bytes:,} B flash); clustering shrinks only the download, gzip "
+            f"{fp.gzip_bytes:,} B"
+        )
+        width = c.spec.get("width", 1.0)
+        dense = by_name.get("qat" if width == 1 else f"width{round(100 * width)}")
+        if dense is not None:
+            line += (
+                f" against {dense.name}'s {dense.footprint.gzip_bytes:,} B "
+                f"({dense.footprint.flash_bytes:,} B flash)"
+            )
+        notes.append(line + ".")
+    return notes
 
 
 def _make(spec, model, teacher, train_data, settings):
@@ -214,8 +279,11 @@ class Run:
         saved = self.done.get(spec.name)
         keras_path = self.directory / f"{spec.name}.keras"
         tflite_path = self.directory / f"{spec.name}.tflite"
+        uncompressed_path = self.directory / f"{spec.name}{_UNCOMPRESSED}"
         finished = saved is not None and saved.get("spec") == spec.to_dict()
-        if finished and keras_path.exists() and tflite_path.exists():
+        compressed = finished and bool(saved.get("uncompressed"))
+        files = (keras_path, tflite_path, *([uncompressed_path] if compressed else []))
+        if finished and all(path.exists() for path in files):
             footprint = Footprint.from_dict(saved["footprint"])
             seconds, resumed = saved.get("seconds", 0.0), True
         else:
@@ -224,21 +292,35 @@ class Run:
             keras.utils.set_random_seed(settings["seed"])
             start = time.perf_counter()
             model = make()
-            result, footprint = convert_and_measure(
-                model, self.target, train_data, validation_data, settings
+            result, footprint, uncompressed = convert_and_measure(
+                model,
+                self.target,
+                train_data,
+                validation_data,
+                settings,
+                compress=bool(getattr(spec, "clusters", 0)) and self.target.is_micro,
             )
             _io.save_keras_model(model, keras_path, overwrite=True)
             _io.atomic_write(tflite_path, result.flatbuffer, overwrite=True)
+            compressed = uncompressed is not None
+            if compressed:
+                _io.atomic_write(uncompressed_path, uncompressed.flatbuffer, overwrite=True)
+            else:
+                uncompressed_path.unlink(missing_ok=True)  # Left by an overwritten run.
             seconds, resumed = time.perf_counter() - start, False
+        description = spec.description() if hasattr(spec, "description") else spec.name
+        if compressed:
+            description += ", LUT-compressed (TFLite Micro only)"
         candidate = Candidate(
             name=spec.name,
-            description=spec.description() if hasattr(spec, "description") else spec.name,
+            description=description,
             spec=spec.to_dict(),
             footprint=footprint,
             violations=self.violations(footprint),
             keras_path=str(keras_path),
             tflite_path=str(tflite_path),
             seconds=seconds,
+            uncompressed_path=str(uncompressed_path) if compressed else None,
         )
         self.candidates = [c for c in self.candidates if c.name != spec.name] + [candidate]
         self.done[spec.name] = {
@@ -246,6 +328,8 @@ class Run:
             "footprint": footprint.to_dict(),
             "seconds": round(seconds, 2),
         }
+        if compressed:
+            self.done[spec.name]["uncompressed"] = uncompressed_path.name
         self.write_manifest()
         self.log(self.line(candidate, resumed))
         return candidate
@@ -312,14 +396,36 @@ class Run:
         return StrategyResult(**{**result.__dict__, "files": files})
 
 
-def convert_and_measure(model, target, train_data, validation_data, settings):
-    """The conversion result and the `Footprint` of one trained candidate."""
+def convert_and_measure(model, target, train_data, validation_data, settings, *, compress=False):
+    """The conversion result, the `Footprint` of one trained candidate and, if `compress`
+    LUT-compressed any kernel, the uncompressed conversion (else None).
+
+    The compressed file is the uncompressed one LUT-compressed as `tfslim.convert(...,
+    compress=True)` makes it; its flash, arena and MCU estimate are its own, its quality
+    is the uncompressed file's (LiteRT has no DECODE kernel; the tables hold the exact
+    int8 values, so the outputs are the same), and it has no host latency.
+    """
     import tfslim
+    from tfslim.litert.converter import finish
 
     x = train_data[0]
     quantized = tfslim.is_quantized_model(model)
     calibration = None if quantized else x[: settings["calibration_samples"]]
     result = tfslim.convert(model, target=target, calibration_data=calibration)
+    if compress:
+        packed = finish(copy.copy(result), compress=True, output_path=None, overwrite=False)
+        if packed.compression["compressed"]:
+            footprint = tfslim.measure(packed, target=target, latency_runs=0)
+            scores = tfslim.evaluate(result.flatbuffer, tuple(validation_data), keras_model=model)
+            footprint = dataclasses.replace(
+                footprint,
+                quality=scores["tflite"],
+                metric=scores["metric"],
+                keras_quality=scores.get("keras"),
+                agreement=scores.get("agreement"),
+                latency_note="LUT-compressed: runs in TFLite Micro only, no LiteRT latency",
+            )
+            return packed, footprint, result
     footprint = tfslim.measure(
         result,
         target=target,
@@ -328,7 +434,7 @@ def convert_and_measure(model, target, train_data, validation_data, settings):
         latency_runs=settings["latency_runs"],
         warmup=2,
     )
-    return result, footprint
+    return result, footprint, None
 
 
 def check_data(name: str, data) -> tuple:

@@ -1,0 +1,187 @@
+"""The `"cluster"` lever of `tfslim.shrink`: LUT-compressed on a board, judged by that file."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfslim.benchmarking.footprint import Footprint
+from tfslim.litert.targets import get_target
+from tfslim.strategies import Candidate, CandidateSpec, candidates
+from tfslim.strategies.shrink import cluster_notes
+
+
+def int8_kernels(flatbuffer: bytes) -> list:
+    """(int8 weight array, per_channel) of every CONV_2D / FULLY_CONNECTED filter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(flatbuffer))
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            continue
+        detail = interpreter._get_tensor_details(op["inputs"][1], 0)
+        scales = detail["quantization_parameters"]["scales"]
+        found.append((interpreter.get_tensor(detail["index"]), len(scales) > 1))
+    return found
+
+
+@pytest.fixture(scope="module")
+def wide_dense_cnn(digits):
+    """A digits CNN whose 2,880-weight Dense kernel LUT compression shrinks."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x_train, y_train, _, _ = digits
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0)
+    return model
+
+
+def test_cluster_candidate_is_lut_compressed_and_judged_by_the_compressed_file(
+    tmp_path, wide_dense_cnn, digits, monkeypatch
+):
+    import tfslim
+    from tfslim.litert import compression
+    from tfslim.strategies import shrink
+
+    x_train, y_train, x_test, y_test = digits
+    train, val = (x_train[:300], y_train[:300]), (x_test[:200], y_test[:200])
+    kwargs = dict(target="nano33ble", epochs=1, clusters=8, directory=tmp_path, latency_runs=0)
+    # A first run makes only the baseline; the rerun adding "cluster" keeps it.
+    first = shrink(wide_dense_cnn, train, val, techniques=["qat"], max_candidates=1, **kwargs)
+    assert [c.name for c in first.candidates] == ["original"]
+    lines = []
+    result = shrink(wide_dense_cnn, train, val, techniques=["cluster"], log=lines.append, **kwargs)
+    assert [c.name for c in result.candidates] == ["original", "cluster8"]
+    assert "(resumed)" in lines[0] and "(resumed)" not in lines[1]
+    original, clustered = result.candidates
+    assert clustered.compressed and not original.compressed
+    assert "LUT-compressed (TFLite Micro only)" in clustered.description
+    assert "clustering-preserving QAT" in clustered.description
+
+    # At most 8 values per kernel (per channel for the per-channel convolution).
+    twin = Path(clustered.uncompressed_path).read_bytes()
+    for kernel, per_channel in int8_kernels(twin):
+        rows = kernel.reshape(kernel.shape[0], -1) if per_channel else kernel.reshape(1, -1)
+        assert max(np.unique(row).size for row in rows) <= 8
+    # The deployed file is the uncompressed one LUT-compressed as compress=True makes it.
+    packed = Path(clustered.tflite_path).read_bytes()
+    ram = get_target("nano33ble").ram_bytes
+    expected, report = compression.compress_micro(
+        twin, ram_budget=ram, measure_arena=compression.measure_arena
+    )
+    assert packed == expected and report["compressed"]
+    fp = clustered.footprint
+    assert fp.ops.get("CUSTOM:TFLM_DECODE", 0) >= 1
+    # Flash and arena are the compressed file's, not the uncompressed twin's.
+    inspected = tfslim.inspect(clustered.tflite_path, target=["nano33ble"])
+    assert fp.flash_bytes == len(packed) == inspected["size_bytes"] < len(twin)
+    assert fp.arena_bytes == inspected["micro"]["arena_bytes"]
+    twin_arena = compression.measure_arena(twin)
+    assert fp.arena_bytes > twin_arena  # DECODE expands the kernels into the arena.
+    # Quality is the twin's (LiteRT cannot run the compressed file); no host latency.
+    assert fp.quality == tfslim.evaluate(twin, val)["tflite"] and 0.3 < fp.quality <= 1
+    assert fp.latency_ms is None and "TFLite Micro only" in fp.latency_note
+    with pytest.raises(tfslim.errors.InvalidModelError, match="LUT-compressed"):
+        tfslim.predict(clustered.tflite_path, x_test[:1])
+    notes = " ".join(result.notes)
+    assert "LUT-compressed for TFLite Micro: cluster8" in notes
+    record = json.loads((tmp_path / "report.json").read_text())["candidates"][1]
+    assert record["compressed"] and record["uncompressed_tflite"] == "cluster8.uncompressed.tflite"
+
+    # A rerun resumes it (nothing trains) and judges it by the compressed figures: an arena
+    # limit the twin would meet rules it out; a flash limit that the twin and the model as
+    # given break lets it in, the only candidate that fits.
+    monkeypatch.setattr(candidates, "train_candidate", lambda *a, **k: pytest.fail("trained"))
+    flash = min(len(twin), original.footprint.flash_bytes) - 1
+    budget = tfslim.Budget(max_flash_bytes=flash, max_arena_bytes=fp.arena_bytes - 1)
+    judged = shrink(wide_dense_cnn, train, val, techniques=["cluster"], budget=budget, **kwargs)
+    again = judged["cluster8"]
+    assert again.footprint == fp and again.uncompressed_path == clustered.uncompressed_path
+    assert again.violations == [
+        f"arena_bytes {fp.arena_bytes} > max_arena_bytes {fp.arena_bytes - 1}"
+    ]
+    loose = tfslim.Budget(max_flash_bytes=flash, max_arena_bytes=fp.arena_bytes)
+    judged = shrink(wide_dense_cnn, train, val, techniques=["cluster"], budget=loose, **kwargs)
+    assert not judged["original"].feasible and judged.best.name == "cluster8"
+    assert (tmp_path / "best.tflite").read_bytes() == packed
+
+
+def test_plan_clusters_alone_and_with_channel_pruning_not_with_sparsity():
+    specs = candidates.plan_candidates(
+        ("qat", "prune", "channels", "cluster"), widths=(0.5,), sparsity=0.5, clusters=32
+    )
+    assert [s.name for s in specs] == [
+        "original",
+        "qat",
+        "prune50",
+        "cluster32",
+        "width50",
+        "width50_prune50",
+        "width50_cluster32",
+    ]
+    assert specs[-1].width == 0.5 and specs[-1].clusters == 32 and not specs[-1].sparsity
+    assert specs[3].description() == (
+        "clustered to 32 values per kernel, distilled + clustering-preserving QAT"
+    )
+    # Unclustered specs keep the dict a manifest written before the lever holds.
+    assert "clusters" not in specs[1].to_dict() and specs[3].to_dict()["clusters"] == 32
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(clusters=1), ValueError, r"argument `clusters`.*\[2, 128\].*clusters=1"),
+        (dict(clusters=256), ValueError, r"argument `clusters`.*clusters=256"),
+        (dict(clusters=16.0), TypeError, r"argument `clusters`.*clusters=16.0"),
+        (dict(clusters=16, sparsity=0.5), ValueError, r"argument `clusters`.*sparsity=0.5"),
+        (dict(clusters=16, m_by_n=(2, 4)), ValueError, r"not combined with pruning"),
+    ],
+)
+def test_a_bad_cluster_spec_is_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        CandidateSpec("c", **kwargs)
+
+
+def _candidate(name, spec, flash, gzip, uncompressed=None):
+    footprint = Footprint(
+        flash_bytes=flash, gzip_bytes=gzip, params=1, macs=1, fully_integer=True, quality=0.9
+    )
+    return Candidate(
+        name=name,
+        description=name,
+        spec=spec,
+        footprint=footprint,
+        violations=[],
+        keras_path=f"/x/{name}.keras",
+        tflite_path=f"/x/{name}.tflite",
+        uncompressed_path=uncompressed,
+    )
+
+
+def test_notes_say_a_phone_gets_only_a_smaller_download():
+    cands = [
+        _candidate("qat", {"width": 1.0}, 4000, 2100),
+        _candidate("cluster16", {"width": 1.0, "clusters": 16}, 4000, 1500),
+        _candidate("width50_cluster16", {"width": 0.5, "clusters": 16}, 2500, 1000),
+    ]
+    notes = cluster_notes(cands, get_target("mobile"))
+    assert notes == [
+        "cluster16 on mobile: LiteRT has no LUT decoding, so the file is plain int8 (4,000 B "
+        "flash); clustering shrinks only the download, gzip 1,500 B against qat's 2,100 B "
+        "(4,000 B flash).",
+        "width50_cluster16 on mobile: LiteRT has no LUT decoding, so the file is plain int8 "
+        "(2,500 B flash); clustering shrinks only the download, gzip 1,000 B.",
+    ]
+    board = cluster_notes(cands[:2], get_target("nano33ble"))
+    assert board == ["cluster16: no kernel shrank when LUT-compressed, so its file is plain int8."]
