@@ -3,9 +3,10 @@
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/applications_benchmark.py [--models a,b] [--size 32]
 
 Every `keras.applications` family (built with `weights=None`, a small input and `classes=10`),
-MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8 are trained in float, then quantized with
-`tfslim.quantize_model` and trained a few QAT epochs on a learnable synthetic task (ten classes,
-each a fixed random smooth image plus noise). Per row:
+MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8, a Conv1D keyword-spotting model and a small
+U-Net (Conv2DTranspose, bilinear UpSampling2D, concatenated skips) are trained in float, then
+quantized with `tfslim.quantize_model` and trained a few QAT epochs on a learnable synthetic
+task (ten classes, each a fixed random smooth image plus noise). Per row:
 
 - quantize_model ok or the refusal;
 - QAT step / float step: `train_on_batch` steps of both models, interleaved in one run;
@@ -51,7 +52,7 @@ APPLICATIONS = {
 # ResNet50 (23.6M parameters) takes minutes to convert on a 2-core host: pass it with
 # --models; the default rows stand in MLPerf Tiny's ResNet-8 for the ResNet family.
 DEFAULT_APPLICATIONS = [name for name in APPLICATIONS if name != "ResNet50"]
-TINY = ("resnet8", "ds_cnn", "kws_conv1d")
+TINY = ("resnet8", "ds_cnn", "kws_conv1d", "unet")
 
 
 def kws_conv1d(num_classes=10):
@@ -66,6 +67,33 @@ def kws_conv1d(num_classes=10):
         x = layers.ReLU()(layers.BatchNormalization()(x))
     x = layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+def unet(num_classes=10, size=32):
+    """A small U-Net on (size, size, 3): two Conv2D + MaxPooling2D down blocks, a bottleneck,
+    a Conv2DTranspose up block and a bilinear UpSampling2D one, each concatenated with its
+    skip, and a 1x1 convolution scoring every pixel. Classifier head: the benchmark's task
+    labels whole images, so the per-pixel scores are averaged (GlobalAveragePooling2D) into
+    a softmax."""
+    import keras
+
+    layers = keras.layers
+
+    def block(x, filters):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        return layers.ReLU()(layers.BatchNormalization()(x))
+
+    inputs = keras.Input((size, size, 3))
+    down1 = block(inputs, 16)
+    down2 = block(layers.MaxPooling2D()(down1), 32)
+    x = block(layers.MaxPooling2D()(down2), 64)
+    x = layers.Conv2DTranspose(32, 2, strides=2, padding="same", activation="relu")(x)
+    x = block(layers.Concatenate()([x, down2]), 32)
+    x = layers.UpSampling2D(interpolation="bilinear")(x)
+    x = block(layers.Concatenate()([x, down1]), 16)
+    x = layers.Conv2D(num_classes, 1)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Softmax()(x), name="unet")
 
 
 def build(name, size):
@@ -86,8 +114,11 @@ def build(name, size):
 
     from tfslim import architectures
 
-    make = kws_conv1d if name == "kws_conv1d" else getattr(architectures, name)
-    model = make(num_classes=10)
+    if name == "unet":
+        model = unet(num_classes=10, size=size)
+    else:
+        make = kws_conv1d if name == "kws_conv1d" else getattr(architectures, name)
+        model = make(num_classes=10)
     return model, lambda: to_tf_keras(model), tuple(model.input_shape[1:])
 
 

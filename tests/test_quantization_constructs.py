@@ -1,6 +1,7 @@
 """QAT constructs of deployed architectures (keras.ops nodes, activations, preprocessing,
-standalone batch norm, squeeze-and-excite, skip): each converts to integer-only TFLite ops for
-`target="mcu"` and the int8 model computes what the QAT Keras model computes."""
+standalone batch norm, squeeze-and-excite, U-Net upsampling paths, skip): each converts to
+integer-only TFLite ops for `target="mcu"` and the int8 model computes what the QAT Keras model
+computes."""
 
 import numpy as np
 import pytest
@@ -252,6 +253,111 @@ def se_efficientnet(x):
 @pytest.mark.parametrize("block", [se_mobilenet_v3, se_efficientnet])
 def test_squeeze_and_excite_deploys_as_trained(block):
     check_deploys_as_trained(functional(block), data(), expected_ops=["MEAN", "MUL"])
+
+
+def transpose(x, **kwargs):
+    return L.Conv2DTranspose(4, 3, strides=2, padding="same", **kwargs)(x)
+
+
+UPSAMPLING_CASES = {
+    "conv2d_transpose": (lambda x: transpose(conv(x)), ["TRANSPOSE_CONV"]),
+    # No bias (or an all-zero one) with a fused ReLU: an int8 TRANSPOSE_CONV and RELU.
+    "conv2d_transpose_relu_no_bias": (
+        lambda x: transpose(conv(x), activation="relu", use_bias=False),
+        ["TRANSPOSE_CONV", "RELU"],
+    ),
+    "conv2d_transpose_relu6": (lambda x: transpose(conv(x), activation="relu6"), ["RELU6"]),
+    "conv2d_transpose_batch_norm_relu": (
+        lambda x: L.ReLU()(L.BatchNormalization()(transpose(conv(x), use_bias=False))),
+        ["TRANSPOSE_CONV"],
+    ),
+    "upsampling_nearest": (
+        lambda x: L.UpSampling2D(interpolation="nearest")(conv(x)),
+        ["RESIZE_NEAREST_NEIGHBOR"],
+    ),
+    "upsampling_bilinear": (
+        lambda x: L.UpSampling2D((3, 2), interpolation="bilinear")(conv(x)),
+        ["RESIZE_BILINEAR"],
+    ),
+    # Each branch has its own range in Keras; the int8 file gives both the output's scale.
+    "concatenate_two_quantized_branches": (
+        lambda x: L.Concatenate()([conv(x, 3), conv(x, 5, activation="relu")]),
+        ["CONCATENATION"],
+    ),
+    "concatenate_add_and_upsampled": (
+        lambda x: L.Concatenate()(
+            [L.Add()([conv(x, 3), x]), L.UpSampling2D()(L.MaxPooling2D()(conv(x, 2)))]
+        ),
+        ["CONCATENATION", "ADD"],
+    ),
+    "concatenate_transposed_relu_and_skip": (
+        lambda x: L.Concatenate()(
+            [transpose(conv(x), activation="relu"), L.UpSampling2D()(conv(x, 3))]
+        ),
+        ["CONCATENATION", "TRANSPOSE_CONV", "RESIZE_NEAREST_NEIGHBOR"],
+    ),
+    "concatenate_then_relu": (
+        lambda x: L.ReLU()(L.Concatenate()([conv(x, 3), x])),
+        ["CONCATENATION"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPSAMPLING_CASES))
+def test_upsampling_path_deploys_as_trained(case):
+    make, expected = UPSAMPLING_CASES[case]
+    check_deploys_as_trained(functional(make), data(), expected_ops=expected)
+
+
+def unet(interpolation, shape=(16, 16, 3), classes=4):
+    """Two down blocks, a bottleneck, one Conv2DTranspose and one UpSampling2D up block with
+    concatenated skips, and a 1x1 convolution head (per-pixel class scores)."""
+
+    def block(x, filters):
+        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        return L.ReLU()(L.BatchNormalization()(x))
+
+    inputs = keras.Input(shape)
+    down1 = block(inputs, 8)
+    down2 = block(L.MaxPooling2D()(down1), 16)
+    x = block(L.MaxPooling2D()(down2), 32)
+    x = L.Conv2DTranspose(16, 2, strides=2, padding="same", activation="relu")(x)
+    x = block(L.Concatenate()([x, down2]), 16)
+    x = L.UpSampling2D(interpolation=interpolation)(x)
+    x = block(L.Concatenate()([x, down1]), 8)
+    return keras.Model(inputs, L.Conv2D(classes, 1)(x))
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_unet_deploys_as_trained(interpolation):
+    model = unet(interpolation)
+    _, names = check_deploys_as_trained(
+        model, data(shape=(16, 16, 3)), expected_ops=["TRANSPOSE_CONV", "CONCATENATION"]
+    )
+    assert f"RESIZE_{'BILINEAR' if interpolation == 'bilinear' else 'NEAREST_NEIGHBOR'}" in names
+
+
+def test_only_a_concatenation_reading_a_layer_drops_its_quantizer():
+    def make(x):
+        a = conv(x, 3, name="only_concatenated")
+        b = conv(x, 2, name="also_pooled")
+        return L.Concatenate()([a, b, L.MaxPooling2D(1)(b)])
+
+    qat = quantize_model(functional(make))
+    assert qat.get_layer("only_concatenated").output_quantizer is None
+    assert qat.get_layer("also_pooled").output_quantizer is not None
+    config = qat.get_layer("only_concatenated").get_config()
+    assert config["quantize_output"] is False
+
+
+@pytest.mark.parametrize(
+    "activation, layer", [("sigmoid", L.Conv2D(2, 1)), ("relu", L.Conv1D(2, 1))]
+)
+def test_quantize_output_false_is_refused_where_the_kernel_owns_the_range(activation, layer):
+    from tfslim.quantization import QuantizeWrapper
+
+    with pytest.raises(ValueError, match=r"quantize_output.*Received: quantize_output=False"):
+        QuantizeWrapper(layer, activation=activation, quantize_output=False)
 
 
 def test_all_refusals_in_one_error_naming_the_cause():

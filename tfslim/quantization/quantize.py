@@ -147,7 +147,20 @@ class _Rewriter:
                 return None
             return users[0]
 
+        def only_concatenated(tensor):
+            """Whether one concatenation, quantized right after, is all that reads `tensor`."""
+            users = consumers.get(id(tensor), [])
+            if len(users) != 1 or id(tensor) in outputs or self.skip_fn(users[0].operation):
+                return False
+            op = users[0].operation
+            return (
+                type(op).__name__ == "Concatenate"
+                and registry.role(op) == "requantize"
+                and not self.fuses_relu(users[0])
+            )
+
         self.sole_consumer = sole_consumer
+        self.only_concatenated = only_concatenated
         new_inputs, tensors = [], {}
         for x in graph.inputs:
             input_name = _graph.input_name(x)
@@ -268,16 +281,23 @@ class _Rewriter:
             self.copies.append((clone, op))
             out = clone(*args, **kwargs)
         if kind in ("requantize", "divide"):
-            user = self.sole_consumer(node.outputs[0])
-            fused = (
-                cls in registry.FUSES_RELU
-                and user is not None
-                and registry.role(user.operation) == "activation"
-                and registry.activation_of(user.operation) in ("relu", "relu6")
-            )
-            if not fused:
+            fused = self.fuses_relu(node)
+            # A tensor read only by a concatenation gets its scale in the int8 file (see
+            # `QuantizeWrapper`'s `quantize_output`): its quantizer is the one that counts.
+            if not fused and not self.only_concatenated(node.outputs[0]):
                 out = self.quantizer(f"{op.name}_quantizer")(out)
         return out
+
+    def fuses_relu(self, node):
+        """Whether `node`'s TFLite kernel fuses the ReLU that alone reads its output, so
+        the quantizer goes after that ReLU."""
+        user = self.sole_consumer(node.outputs[0])
+        return (
+            type(node.operation).__name__ in registry.FUSES_RELU
+            and user is not None
+            and registry.role(user.operation) == "activation"
+            and registry.activation_of(user.operation) in ("relu", "relu6")
+        )
 
     def submodel(self, model):
         if id(model) not in self.submodels:
@@ -315,6 +335,11 @@ class _Rewriter:
             batch_norm=bn,
             activation=activation,
             ema_decay=self.ema_decay,
+            quantize_output=not (
+                activation in acts.FUSABLE
+                and type(layer).__name__ != "Conv1D"
+                and self.only_concatenated(last.outputs[0])
+            ),
             name=layer.name,
         )
         out = wrapper(args[0])

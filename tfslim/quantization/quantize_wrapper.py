@@ -62,6 +62,11 @@ class QuantizeWrapper(keras.layers.Layer):
             layer's output, to fold. Defaults to `None`.
         activation: str. Activation applied after the (folded) layer. Defaults to `"linear"`.
         ema_decay: float. Decay of the activation range moving averages. Defaults to `0.99`.
+        quantize_output: bool. Whether to quantize the output. `False` when only a
+            concatenation reads it: TFLite's int8 CONCATENATION keeps one scale for its inputs
+            and output, and the converter gives a tensor read only by it the concatenation's
+            scale, so the concatenation's quantizer is the one the int8 kernel applies (only
+            with a linear, ReLU or ReLU6 activation). Defaults to `True`.
         **kwargs: Base layer keyword arguments (`name`, ...).
     """
 
@@ -72,6 +77,7 @@ class QuantizeWrapper(keras.layers.Layer):
         batch_norm=None,
         activation: str = "linear",
         ema_decay: float = 0.99,
+        quantize_output: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -96,20 +102,36 @@ class QuantizeWrapper(keras.layers.Layer):
                 f"Invalid value for argument `activation`. Expected one of {acts.SUPPORTED} "
                 f"or 'leaky_relu(<slope>)'. Received: activation={activation}"
             )
+        if not isinstance(quantize_output, bool) or (
+            not quantize_output and (activation not in acts.FUSABLE or cls == "Conv1D")
+        ):
+            raise ValueError(
+                "Invalid value for argument `quantize_output`. Expected a bool, and `True` "
+                "unless the activation is linear, relu or relu6 and the layer is not a Conv1D "
+                f"(their int8 output range is their own). Received: quantize_output="
+                f"{quantize_output!r} with activation={activation!r} on a {cls}"
+            )
         self.layer = layer
         self.batch_norm = batch_norm
         self.activation = activation
         self.ema_decay = float(ema_decay)
+        self.quantize_output = quantize_output
         self.kind = cls
         fixed = acts.fixed_range(activation)
-        self.output_quantizer = ActivationQuantizer(
-            ema_decay=ema_decay,
-            fixed_range=fixed,
-            nonnegative=acts.is_nonnegative(activation),
-            name="output_quantizer",
-        )
+        self.output_quantizer = None
+        if quantize_output:
+            self.output_quantizer = ActivationQuantizer(
+                ema_decay=ema_decay,
+                fixed_range=fixed,
+                nonnegative=acts.is_nonnegative(activation),
+                name="output_quantizer",
+            )
         self.pre_activation_quantizer = None
-        if activation not in acts.FUSABLE:
+        # The converter leaves a TRANSPOSE_CONV with a fused ReLU and no (or an all-zero)
+        # bias in float: quantized before the ReLU, it is an int8 TRANSPOSE_CONV and RELU.
+        # A folded batch norm's bias is computed, so that one fuses.
+        unfusable = cls == "Conv2DTranspose" and batch_norm is None and activation != "linear"
+        if activation not in acts.FUSABLE or unfusable:
             self.pre_activation_quantizer = ActivationQuantizer(
                 ema_decay=ema_decay, name="pre_activation_quantizer"
             )
@@ -138,7 +160,8 @@ class QuantizeWrapper(keras.layers.Layer):
                 trainable=False,
                 aggregation="only_first_replica",
             )
-        self.output_quantizer.build(output_shape)
+        if self.output_quantizer is not None:
+            self.output_quantizer.build(output_shape)
         if self.pre_activation_quantizer is not None:
             self.pre_activation_quantizer.build(output_shape)
         if self.depthwise_quantizer is not None:
@@ -245,7 +268,8 @@ class QuantizeWrapper(keras.layers.Layer):
         if self.pre_activation_quantizer is not None:
             y = self.pre_activation_quantizer(y, training=training)
             y = acts.apply_activation(self.activation, y)
-        y = self.output_quantizer(y, training=training)
+        if self.output_quantizer is not None:
+            y = self.output_quantizer(y, training=training)
         if self.kind == "Conv1D":
             # Bias, batch norm, activation and range act on the 2D-conv layout TFLite uses,
             # so the converter fuses them into one int8 CONV_2D; dropping the extra axis only
@@ -366,6 +390,7 @@ class QuantizeWrapper(keras.layers.Layer):
                 ),
                 "activation": self.activation,
                 "ema_decay": self.ema_decay,
+                "quantize_output": self.quantize_output,
             }
         )
         return config
