@@ -1,7 +1,8 @@
 """Strategies benchmark: `tfslim.shrink` and `tfslim.grow_improve_shrink` on MNIST-1D.
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/strategies_benchmark.py [--seeds 3 --epochs 15]
-     [--widths 0.3 0.25] [--out DIR]   (a rerun into the same --out resumes every seed)
+     [--widths 0.3 0.25] [--techniques channels cluster --clusters 16] [--out DIR]
+     (a rerun into the same --out resumes every seed)
      python benchmarks/strategies_benchmark.py --strategy grow --seeds 3 --epochs 8
      [--growth 1.5 2.0] [--out DIR]
 
@@ -12,8 +13,12 @@ sequences) comes from a `.tflite` file in the LiteRT interpreter (`tfslim.evalua
 
 `--strategy shrink` (the default): `tfslim.shrink` with the budget `max_flash_bytes =
 baseline flash // 4` (channel-narrowed candidates at `--widths`, each distilled from the
-baseline with QAT for `--epochs`). The verdict: is the best candidate within budget within 1
-point of the baseline, mean over seeds, and per seed.
+baseline with QAT for `--epochs`; `--techniques` adds levers, e.g. `cluster`: kernels clustered
+to `--clusters` values, clustering-preserving QAT, LUT-compressed for TFLite Micro). The verdict:
+is the best candidate within budget within 1 point of the baseline, mean over seeds, and per
+seed. Every candidate of each seed is listed with its test accuracy too; a LUT-compressed one
+runs only in TFLite Micro, so its test accuracy comes from its uncompressed twin (identical
+outputs) and its flash and arena from the compressed file.
 
 `--strategy grow`: `tfslim.grow_improve_shrink` with `footprint_of=` the baseline, so the
 budget is its measured int8 flash and TFLite Micro arena. Each factor of `--growth` makes
@@ -78,10 +83,11 @@ def trained_baseline(seed, args, out_dir, train):
 
 
 def accuracy_on(candidate, test):
-    """The test accuracy of a candidate's `.tflite` file in the LiteRT interpreter."""
+    """The test accuracy of a candidate's `.tflite` file in the LiteRT interpreter (of the
+    same int8 model uncompressed for a LUT-compressed one, which LiteRT cannot run)."""
     import tfslim
 
-    return tfslim.evaluate(candidate.tflite_path, test)["tflite"]
+    return tfslim.evaluate(candidate.uncompressed_path or candidate.tflite_path, test)["tflite"]
 
 
 def shrink_seed(seed, args, out_dir):
@@ -98,8 +104,9 @@ def shrink_seed(seed, args, out_dir):
         val,
         target=args.target,
         budget=budget,
-        techniques=["channels"],
+        techniques=args.techniques,
         widths=args.widths,
+        clusters=args.clusters,
         epochs=args.epochs,
         directory=os.path.join(out_dir, f"seed{seed}"),
         latency_runs=10,
@@ -123,6 +130,18 @@ def shrink_seed(seed, args, out_dir):
         "train_s": trained_s,
         "shrink_s": shrink_s,
         "report": result.files["png"],
+        "candidates": [
+            {
+                "name": c.name,
+                "fits": c.feasible,
+                "compressed": c.compressed,
+                "flash": c.footprint.flash_bytes,
+                "arena": c.footprint.arena_bytes,
+                "val": c.quality,
+                "test": accuracy_on(c, test),
+            }
+            for c in result.candidates
+        ],
     }
     row["gap_points"] = 100 * (row["baseline_test"] - row["best_test"])
     return row
@@ -197,6 +216,21 @@ def report_shrink(rows, args):
             f"{r['best_flash']:>5} B {r['best_arena'] or 0:>5} B {r['best_test']:>9.4f} "
             f"{r['gap_points']:>+7.2f} {r['shrink_s']:>8.0f}"
         )
+    print(
+        "\nevery candidate (LUT: compressed for TFLite Micro, test accuracy of its uncompressed "
+        "twin)"
+    )
+    print(
+        f"{'seed':>4} {'candidate':<20} {'fits':>4} {'LUT':>3} {'flash':>8} {'arena':>8} "
+        f"{'val':>6} {'test':>6}"
+    )
+    for r in rows:
+        for c in r["candidates"]:
+            print(
+                f"{r['seed']:>4} {c['name']:<20} {'yes' if c['fits'] else 'NO':>4} "
+                f"{'yes' if c['compressed'] else '':>3} {c['flash']:>6} B {c['arena'] or 0:>6} B "
+                f"{c['val']:>6.4f} {c['test']:>6.4f}"
+            )
     gaps = np.array([r["gap_points"] for r in rows])
     base = np.array([r["baseline_test"] for r in rows])
     best = np.array([r["best_test"] for r in rows])
@@ -297,6 +331,13 @@ def main():
     )
     parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 0.4, 0.3, 0.25])
     parser.add_argument("--growth", type=float, nargs="+", default=[1.5, 2.0])
+    parser.add_argument(
+        "--techniques",
+        nargs="+",
+        default=["channels"],
+        help="shrink's levers (tfslim.strategies.TECHNIQUES)",
+    )
+    parser.add_argument("--clusters", type=int, default=16, help="values per kernel of 'cluster'")
     parser.add_argument("--target", default="nano33ble")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     args = parser.parse_args()
