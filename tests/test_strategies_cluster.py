@@ -9,6 +9,7 @@ import pytest
 from tfslim.benchmarking.footprint import Footprint
 from tfslim.litert.targets import get_target
 from tfslim.strategies import Candidate, CandidateSpec, candidates
+from tfslim.strategies.report import plot_front
 from tfslim.strategies.shrink import cluster_notes
 
 
@@ -98,6 +99,10 @@ def test_cluster_candidate_is_lut_compressed_and_judged_by_the_compressed_file(
     assert "LUT-compressed for TFLite Micro: cluster8" in notes
     record = json.loads((tmp_path / "report.json").read_text())["candidates"][1]
     assert record["compressed"] and record["uncompressed_tflite"] == "cluster8.uncompressed.tflite"
+    row = next(r for r in (tmp_path / "report.md").read_text().splitlines() if "| cluster8 |" in r)
+    assert "LUT-compressed (TFLite Micro only)" in row
+    labels = {t.get_text() for t in plot_front(result).axes[0].texts}
+    assert labels == {"original", "cluster8 (LUT, TFLM only)"}
 
     # A rerun resumes it (nothing trains) and judges it by the compressed figures: an arena
     # limit the twin would meet rules it out; a flash limit that the twin and the model as

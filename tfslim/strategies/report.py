@@ -55,7 +55,8 @@ def plot_front(result):
 
     The baseline (the user's model, converted as given) is a black diamond, the front a
     connected line of stars, other feasible candidates blue dots, infeasible ones grey
-    crosses, and each budget limit a dashed red line.
+    crosses, and each budget limit a dashed red line. LUT-compressed candidates are labelled
+    "(LUT, TFLM only)".
     """
     from matplotlib.figure import Figure
 
@@ -112,7 +113,8 @@ def plot_front(result):
         for r in records:
             if r.get(axis) is not None:
                 ax.annotate(
-                    r["name"],
+                    # A LUT-compressed file runs only in TFLite Micro.
+                    r["name"] + (" (LUT, TFLM only)" if r.get("compressed") else ""),
                     (r[axis] / scale, r["quality"]),
                     fontsize=7,
                     xytext=(4, 3),
