@@ -189,4 +189,7 @@ def test_notes_say_a_phone_gets_only_a_smaller_download():
         "(2,500 B flash); clustering shrinks only the download, gzip 1,000 B.",
     ]
     board = cluster_notes(cands[:2], get_target("nano33ble"))
-    assert board == ["cluster16: no kernel shrank when LUT-compressed, so its file is plain int8."]
+    assert board == [
+        "cluster16: nothing was LUT-compressed (no kernel shrank, or its expanded copy would "
+        "not fit the board's RAM), so its file is plain int8."
+    ]

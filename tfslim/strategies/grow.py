@@ -11,13 +11,12 @@ import keras
 
 from tfslim._checks import check_float, check_int, invalid_type, invalid_value
 from tfslim.strategies import candidates as _candidates
+from tfslim.strategies.run import Run, fingerprint
 from tfslim.strategies.shrink import (
-    Run,
     check_data,
     check_directory,
     check_model,
     check_target_and_budget,
-    fingerprint,
 )
 from tfslim.tuning.budget import Budget
 

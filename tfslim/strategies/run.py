@@ -1,0 +1,249 @@
+"""The files of one strategy run: each candidate's models, `manifest.json`, the report.
+
+`Run` makes, converts and measures one candidate at a time and records it atomically, so a
+run killed half-way resumes where it stopped; `fingerprint` says whether a directory holds
+a run of the same model, data and training settings. A clustered candidate on a board is
+also kept uncompressed (`<name>.uncompressed.tflite`): LiteRT cannot run the LUT-compressed
+file, so its quality is measured on that one.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tfslim import _io
+from tfslim.benchmarking.footprint import Footprint
+from tfslim.strategies.result import Candidate, StrategyResult
+from tfslim.tuning.budget import Budget
+
+__all__ = ["Run", "convert_and_measure", "fingerprint"]
+
+_MANIFEST = "manifest.json"
+_FORMAT = 1
+_PLAN_SETTINGS = ("techniques", "widths", "sparsity", "clusters", "growth")
+UNCOMPRESSED = ".uncompressed.tflite"
+
+
+class Run:
+    """The files of one strategy run: candidates' models, the manifest, the report."""
+
+    def __init__(self, directory: Path, strategy: str, target, budget, overwrite: bool, log):
+        self.directory, self.strategy = directory, strategy
+        self.target, self.budget = target, budget
+        self.overwrite, self.log = overwrite, log or (lambda *_: None)
+        self.done: dict = {}
+        self.candidates: list[Candidate] = []
+        self.notes: list[str] = []
+
+    def open(self, key: str) -> None:
+        """Reads the manifest of an earlier run with the same `key`, or starts afresh."""
+        self.key = key
+        path = self.directory / _MANIFEST
+        if path.exists():
+            try:
+                manifest = json.loads(path.read_text())
+                same = manifest.get("format") == _FORMAT and manifest.get("key") == key
+            except (OSError, ValueError, AttributeError):
+                manifest, same = {}, False
+            if not same and not self.overwrite:
+                raise FileExistsError(
+                    "Invalid value for argument `directory`. It holds a run with another model, "
+                    "data or settings; pass overwrite=True to replace it. Received: "
+                    f"directory={str(self.directory)!r}"
+                )
+            if same and not self.overwrite:
+                self.done = manifest.get("candidates", {})
+        elif any(self.directory.iterdir()) and not self.overwrite:
+            raise FileExistsError(
+                "Invalid value for argument `directory`. Expected a new or empty directory, or "
+                "one of an earlier run to resume; pass overwrite=True to write into it. "
+                f"Received: directory={str(self.directory)!r}"
+            )
+
+    def candidate(self, spec, make, train_data, validation_data, settings) -> Candidate:
+        """Makes, converts and measures `spec`, or reads it back from the manifest."""
+        saved = self.done.get(spec.name)
+        keras_path = self.directory / f"{spec.name}.keras"
+        tflite_path = self.directory / f"{spec.name}.tflite"
+        uncompressed_path = self.directory / f"{spec.name}{UNCOMPRESSED}"
+        finished = saved is not None and saved.get("spec") == spec.to_dict()
+        compressed = finished and bool(saved.get("uncompressed"))
+        files = (keras_path, tflite_path, *([uncompressed_path] if compressed else []))
+        if finished and all(path.exists() for path in files):
+            footprint = Footprint.from_dict(saved["footprint"])
+            seconds, resumed = saved.get("seconds", 0.0), True
+        else:
+            import keras
+
+            keras.utils.set_random_seed(settings["seed"])
+            start = time.perf_counter()
+            model = make()
+            result, footprint, uncompressed = convert_and_measure(
+                model,
+                self.target,
+                train_data,
+                validation_data,
+                settings,
+                compress=bool(getattr(spec, "clusters", 0)) and self.target.is_micro,
+            )
+            _io.save_keras_model(model, keras_path, overwrite=True)
+            _io.atomic_write(tflite_path, result.flatbuffer, overwrite=True)
+            compressed = uncompressed is not None
+            if compressed:
+                _io.atomic_write(uncompressed_path, uncompressed.flatbuffer, overwrite=True)
+            else:
+                uncompressed_path.unlink(missing_ok=True)  # Left by an overwritten run.
+            seconds, resumed = time.perf_counter() - start, False
+        description = spec.description() if hasattr(spec, "description") else spec.name
+        if compressed:
+            description += ", LUT-compressed (TFLite Micro only)"
+        candidate = Candidate(
+            name=spec.name,
+            description=description,
+            spec=spec.to_dict(),
+            footprint=footprint,
+            violations=self.violations(footprint),
+            keras_path=str(keras_path),
+            tflite_path=str(tflite_path),
+            seconds=seconds,
+            uncompressed_path=str(uncompressed_path) if compressed else None,
+        )
+        self.candidates = [c for c in self.candidates if c.name != spec.name] + [candidate]
+        self.done[spec.name] = {
+            "spec": candidate.spec,
+            "footprint": footprint.to_dict(),
+            "seconds": round(seconds, 2),
+        }
+        if compressed:
+            self.done[spec.name]["uncompressed"] = uncompressed_path.name
+        self.write_manifest()
+        self.log(self.line(candidate, resumed))
+        return candidate
+
+    def rejudge(self, budget: Budget) -> None:
+        """Holds every candidate (made and to come) to `budget` instead."""
+        self.budget = budget
+        self.candidates = [
+            dataclasses.replace(c, violations=self.violations(c.footprint)) for c in self.candidates
+        ]
+
+    def violations(self, footprint: Footprint) -> list[str]:
+        # The target's own verdict also catches ops TFLite Micro cannot run.
+        return self.budget.violations(footprint) + list(
+            footprint.board_reasons.get(self.target.name, [])
+        )
+
+    def write_manifest(self) -> None:
+        manifest = {
+            "format": _FORMAT,
+            "strategy": self.strategy,
+            "key": self.key,
+            "target": self.target.name,
+            "candidates": self.done,
+        }
+        _io.atomic_write(
+            self.directory / _MANIFEST, json.dumps(manifest, indent=1) + "\n", overwrite=True
+        )
+
+    def line(self, c: Candidate, resumed: bool) -> str:
+        fp = c.footprint
+        arena = "-" if fp.arena_bytes is None else f"{fp.arena_bytes:,} B"
+        latency = "-" if fp.latency_ms is None else f"{fp.latency_ms:.3g} ms"
+        status = "fits" if c.feasible else "OVER: " + "; ".join(c.violations)
+        source = "resumed" if resumed else f"{c.seconds:.1f} s"
+        return (
+            f"{c.name:<18} quality {fp.quality:.4f}  flash {fp.flash_bytes:>9,} B  "
+            f"arena {arena:>9}  host {latency:>9}  {status}  ({source})"
+        )
+
+    def finish(self, baseline: str) -> StrategyResult:
+        from tfslim.strategies.report import write_strategy_report
+
+        result = StrategyResult(
+            strategy=self.strategy,
+            target=self.target.name,
+            budget=self.budget,
+            candidates=list(self.candidates),
+            baseline=baseline,
+            directory=str(self.directory),
+            notes=list(self.notes),
+        )
+        files = write_strategy_report(result, overwrite=True)
+        # The best candidate under fixed names, for scripts; a re-judged run replaces them.
+        for suffix in (".keras", ".tflite"):
+            path = self.directory / f"best{suffix}"
+            if result.best is None:
+                path.unlink(missing_ok=True)
+                continue
+            source = result.best.keras_path if suffix == ".keras" else result.best.tflite_path
+            files[f"best{suffix}"] = _io.atomic_write(
+                path, Path(source).read_bytes(), overwrite=True
+            )
+        return StrategyResult(**{**result.__dict__, "files": files})
+
+
+def convert_and_measure(model, target, train_data, validation_data, settings, *, compress=False):
+    """The conversion result, the `Footprint` of one trained candidate and, if `compress`
+    LUT-compressed any kernel, the uncompressed conversion (else None).
+
+    The compressed file is the uncompressed one LUT-compressed as `tfslim.convert(...,
+    compress=True)` makes it; its flash, arena and MCU estimate are its own, its quality
+    is the uncompressed file's (LiteRT has no DECODE kernel; the tables hold the exact
+    int8 values, so the outputs are the same), and it has no host latency.
+    """
+    import tfslim
+    from tfslim.litert.converter import finish
+
+    x = train_data[0]
+    quantized = tfslim.is_quantized_model(model)
+    calibration = None if quantized else x[: settings["calibration_samples"]]
+    result = tfslim.convert(model, target=target, calibration_data=calibration)
+    if compress:
+        packed = finish(copy.copy(result), compress=True, output_path=None, overwrite=False)
+        if packed.compression["compressed"]:
+            footprint = tfslim.measure(packed, target=target, latency_runs=0)
+            scores = tfslim.evaluate(result.flatbuffer, tuple(validation_data), keras_model=model)
+            footprint = dataclasses.replace(
+                footprint,
+                quality=scores["tflite"],
+                metric=scores["metric"],
+                keras_quality=scores.get("keras"),
+                agreement=scores.get("agreement"),
+                latency_note="LUT-compressed: runs in TFLite Micro only, no LiteRT latency",
+            )
+            return packed, footprint, result
+    footprint = tfslim.measure(
+        result,
+        target=target,
+        data=tuple(validation_data),
+        keras_model=model,
+        latency_runs=settings["latency_runs"],
+        warmup=2,
+    )
+    return result, footprint, None
+
+
+def fingerprint(model, teacher, train_data, validation_data, target, settings) -> str:
+    """A hash of everything a candidate depends on: weights, data, target and settings."""
+    digest = hashlib.sha256()
+    for m in (model, teacher):
+        if m is None:
+            digest.update(b"none")
+            continue
+        # Weights, not the config: Keras numbers default layer names per process.
+        for weight in m.get_weights():
+            digest.update(str(weight.shape).encode())
+            digest.update(np.ascontiguousarray(weight).tobytes())
+    for array in (*train_data, *validation_data):
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    # Which candidates to make is not hashed: each is matched by its name and spec, so a
+    # rerun with more widths or techniques adds candidates and keeps the finished ones.
+    trained = {k: v for k, v in settings.items() if k not in _PLAN_SETTINGS}
+    digest.update(json.dumps({"target": target.name, **trained}, sort_keys=True).encode())
+    return digest.hexdigest()
