@@ -3,10 +3,11 @@
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/applications_benchmark.py [--models a,b] [--size 32]
 
 Every `keras.applications` family (built with `weights=None`, a small input and `classes=10`),
-MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8, a Conv1D keyword-spotting model and a small
-U-Net (Conv2DTranspose, bilinear UpSampling2D, concatenated skips) are trained in float, then
-quantized with `tfslim.quantize_model` and trained a few QAT epochs on a learnable synthetic
-task (ten classes, each a fixed random smooth image plus noise). Per row:
+MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8, a Conv1D keyword-spotting model, a small
+U-Net (Conv2DTranspose, bilinear UpSampling2D, concatenated skips) and a small Transformer
+encoder (LayerNormalization, MultiHeadAttention) are trained in float, then quantized with
+`tfslim.quantize_model` and trained a few QAT epochs on a learnable synthetic task (ten
+classes, each a fixed random smooth image plus noise). Per row:
 
 - quantize_model ok or the refusal;
 - QAT step / float step: `train_on_batch` steps of both models, interleaved in one run;
@@ -52,7 +53,7 @@ APPLICATIONS = {
 # ResNet50 (23.6M parameters) takes minutes to convert on a 2-core host: pass it with
 # --models; the default rows stand in MLPerf Tiny's ResNet-8 for the ResNet family.
 DEFAULT_APPLICATIONS = [name for name in APPLICATIONS if name != "ResNet50"]
-TINY = ("resnet8", "ds_cnn", "kws_conv1d", "unet")
+TINY = ("resnet8", "ds_cnn", "kws_conv1d", "unet", "transformer_encoder")
 
 
 def kws_conv1d(num_classes=10):
@@ -96,6 +97,34 @@ def unet(num_classes=10, size=32):
     return keras.Model(inputs, layers.Softmax()(x), name="unet")
 
 
+def transformer_encoder(num_classes=10, keras_module=None, frames=49, features=10, dim=32):
+    """A small Transformer encoder on (49 frames, 10 features), the keyword-spotting input: a
+    Dense projection, a fixed sinusoidal position encoding (an int8 ADD of a constant), one
+    pre-norm block (LayerNormalization, 2-head MultiHeadAttention, a ReLU feed-forward, residual
+    Adds), GlobalAveragePooling1D and a softmax Dense head. `keras_module` (Keras 3 by
+    default) builds the same graph in `tf_keras`, less the position encoding."""
+    import keras
+
+    keras = keras_module or keras
+    layers = keras.layers
+    position, i = np.arange(frames)[:, None], np.arange(dim)[None]
+    angle = position / np.power(10000.0, (2 * (i // 2)) / dim)
+    encoding = np.where(i % 2 == 0, np.sin(angle), np.cos(angle)).astype("float32")
+    inputs = keras.Input((frames, features))
+    x = layers.Dense(dim)(layers.Rescaling(1.0 / 255.0)(inputs))
+    if keras_module is None:
+        # tfmot cannot clone a constant add (nor a Lambda): the tf_keras twin goes without, so
+        # its answer is about the encoder's layers.
+        x = x + encoding
+    h = layers.LayerNormalization()(x)
+    x = layers.Add()([x, layers.MultiHeadAttention(2, dim // 2)(h, h)])
+    h = layers.LayerNormalization()(x)
+    h = layers.Dense(dim)(layers.Dense(2 * dim, activation="relu")(h))
+    x = layers.GlobalAveragePooling1D()(layers.Add()([x, h]))
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="transformer_encoder")
+
+
 def build(name, size):
     """Returns (Keras 3 model, builder of the tf_keras twin or None, input shape)."""
     import keras
@@ -114,6 +143,15 @@ def build(name, size):
 
     from tfslim import architectures
 
+    if name == "transformer_encoder":
+
+        def encoder_twin():
+            import tf_keras
+
+            return transformer_encoder(num_classes=10, keras_module=tf_keras)
+
+        model = transformer_encoder(num_classes=10)
+        return model, encoder_twin, tuple(model.input_shape[1:])
     if name == "unet":
         model = unet(num_classes=10, size=size)
     else:

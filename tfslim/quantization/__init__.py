@@ -13,6 +13,11 @@ from tfslim.quantization.quantize_activation import QuantizeActivation
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
 from tfslim.quantization.rescaling import QuantizeRescaling
+from tfslim.quantization.transformer import (
+    QuantizeEmbedding,
+    QuantizeLayerNormalization,
+    QuantizeMultiHeadAttention,
+)
 
 __all__ = [
     "ActivationQuantizer",
@@ -23,6 +28,9 @@ __all__ = [
     "set_quantizers_frozen",
     "QuantizeActivation",
     "QuantizeBatchNormalization",
+    "QuantizeEmbedding",
+    "QuantizeLayerNormalization",
+    "QuantizeMultiHeadAttention",
     "QuantizeRescaling",
     "QuantizeWrapper",
     "float_layers",

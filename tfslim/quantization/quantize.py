@@ -22,6 +22,19 @@ from tfslim.quantization.quantize_activation import QuantizeActivation
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer, check_ema_decay
 from tfslim.quantization.rescaling import QuantizeRescaling, affine_of
+from tfslim.quantization.transformer import (
+    QuantizeEmbedding,
+    QuantizeLayerNormalization,
+    QuantizeMultiHeadAttention,
+)
+
+_TRANSFORMER_LAYERS = {
+    "Embedding": QuantizeEmbedding,
+    "LayerNormalization": QuantizeLayerNormalization,
+    "MultiHeadAttention": QuantizeMultiHeadAttention,
+}
+# MultiHeadAttention call arguments the int8 form computes (masks and scores it does not).
+_ATTENTION_ARGUMENTS = {"query", "value", "key", "training"}
 
 
 def _is_tf_keras_model(model) -> bool:
@@ -213,6 +226,15 @@ class _Rewriter:
             self.problems.append(
                 f"BatchNormalization {op.name!r} with axis={op.axis} (only the last axis)"
             )
+        elif kind == "transformer" and type(op).__name__ == "MultiHeadAttention":
+            used = {k for k, v in kwargs.items() if v is not None and v is not False}
+            if used - _ATTENTION_ARGUMENTS or len(args) > 3:
+                kind = None
+                self.problems.append(
+                    f"MultiHeadAttention {op.name!r} called with "
+                    f"{sorted(used - _ATTENTION_ARGUMENTS) or 'masks'} (only query, value and "
+                    "key: TFLite's int8 attention takes no masks nor returns scores)"
+                )
         elif kind is None:
             self.problems.append(registry.reason(op))
         if kind is None:
@@ -231,6 +253,14 @@ class _Rewriter:
             return wrapper(args[0]), node
         if kind == "activation":
             return self.activation(op, args, kwargs), node
+        if kind == "transformer":
+            inner = _clone(op)
+            self.copies.append((inner, op))
+            layer = _TRANSFORMER_LAYERS[type(op).__name__](
+                inner, ema_decay=self.ema_decay, name=op.name
+            )
+            kwargs = {k: v for k, v in kwargs.items() if k in _ATTENTION_ARGUMENTS}
+            return layer(*args, **kwargs), node
         return self.copy(node, op, kind, args, kwargs), node
 
     def affine(self, node, op, args, absorbed):
@@ -481,7 +511,7 @@ def float_layers(model) -> list[str]:
             not type(layer).__module__.startswith("tfslim.quantization.")
             # Subclasses elsewhere (clustering's cluster-preserving wrapper) quantize too.
             and not isinstance(layer, QuantizeWrapper)
-            and (registry.role(layer) in (None, "weighted", "affine", "batch_norm"))
+            and (registry.role(layer) in (None, "weighted", "affine", "batch_norm", "transformer"))
             and type(layer).__name__ != "InputLayer"
         ):
             names.append(layer.name)

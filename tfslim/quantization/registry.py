@@ -15,6 +15,8 @@ belongs to one of these roles:
 - batch_norm: a `BatchNormalization` no layer absorbed, a `QuantizeBatchNormalization`.
 - activation: activation layers and `keras.ops` activations, fused into their producer where
   TFLite fuses them, otherwise quantized after.
+- transformer: `Embedding`, `LayerNormalization` and `MultiHeadAttention`, each replaced by
+  its `tfslim.quantization.transformer` layer (one quantizer per int8 op it converts to).
 """
 
 import keras
@@ -117,6 +119,8 @@ FUSES_RELU = frozenset({"Add", "Subtract", "Multiply", "Concatenate", "Divide", 
 
 AFFINE = frozenset({"Rescaling", "Normalization"})
 
+TRANSFORMER = frozenset({"Embedding", "LayerNormalization", "MultiHeadAttention"})
+
 SUPPORTED_LAYERS = tuple(
     sorted(
         set(WEIGHTED_LAYERS)
@@ -124,6 +128,7 @@ SUPPORTED_LAYERS = tuple(
         | REQUANTIZE
         | ACTIVATION
         | AFFINE
+        | TRANSFORMER
         | {"BatchNormalization"}
     )
 )
@@ -185,6 +190,9 @@ def _role_and_reason(operation):
         if affine_of(operation) is None:
             return None, f"{what}: not per tensor or per last-axis channel (or not adapted)"
         return "affine", None
+    if cls in TRANSFORMER:
+        problem = _transformer_problem(operation)
+        return (None, f"{what} {problem}") if problem else ("transformer", None)
     if cls == "BatchNormalization":  # The rewriter checks that it normalises the last axis.
         return "batch_norm", None
     if cls in REQUANTIZE:
@@ -195,6 +203,30 @@ def _role_and_reason(operation):
             return None, f"{what} computing {acts.describe(detail) if detail else 'this'}"
         return "activation", None
     return None, f"{what}: no int8 TFLite kernel tfslim trains for"
+
+
+def _transformer_problem(layer) -> str | None:
+    """What keeps a transformer layer from its int8 form, or `None`."""
+    cls = type(layer).__name__
+    if cls == "Embedding" and layer.mask_zero:
+        return "with mask_zero=True (an int8 model carries no masks)"
+    if cls == "LayerNormalization":
+        if layer.rms_scaling:
+            return "with rms_scaling=True"
+        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+        if len(axes) != 1 or (axes[0] != -1 and not layer.built):
+            return f"with axis={layer.axis} (only the last axis)"
+    if cls == "MultiHeadAttention":
+        config = layer.get_config()
+        # A built layer records the default (the sequence axis) as (1,).
+        axes = config.get("attention_axes")
+        if axes is not None and tuple(axes) != (1,):
+            return f"with attention_axes={axes!r} (only attention over the sequence axis 1)"
+        if config.get("use_gate"):
+            return "with use_gate=True"
+        if config.get("sliding_window") is not None:
+            return f"with sliding_window={config['sliding_window']!r}"
+    return None
 
 
 def _op_role(op):
