@@ -248,3 +248,18 @@ def test_subclassed_model_clusters_layers_it_wraps_itself():
     net.fit(np.ones((8, 5)), np.ones((8, 4)), epochs=1, verbose=0)
     value = net.dense.strip_values()[net.dense.clustered[0].variable.path]
     assert distinct_values(value) <= 3
+
+
+@pytest.mark.parametrize("rows, k, n", [(1, 16, 1000), (4, 8, 50)])
+def test_centroid_lookup_has_the_gradient_of_a_gather(rows, k, n):
+    rng = np.random.default_rng(0)
+    table = tf.Variable(rng.standard_normal((rows, k)).astype("float32"))
+    index = tf.constant(rng.integers(0, k, (rows, n)).astype("int32"))
+    upstream = tf.constant(rng.standard_normal((rows, n)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        looked_up = centroids.lookup(table, index)
+        gathered = tf.gather(table, index, batch_dims=1)
+        losses = [tf.reduce_sum(v * upstream) for v in (looked_up, gathered)]
+    np.testing.assert_array_equal(looked_up.numpy(), gathered.numpy())
+    mine, reference = (tf.convert_to_tensor(tape.gradient(loss, table)) for loss in losses)
+    np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)

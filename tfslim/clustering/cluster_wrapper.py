@@ -309,7 +309,7 @@ class ClusterWeights(InnerBuildConfig, keras.layers.Wrapper):
             state.assignments.assign(layout.from_rows(index))
         else:
             index = layout.to_rows(tf.convert_to_tensor(state.assignments))
-        value = layout.from_rows(tf.gather(table, index, batch_dims=1))
+        value = layout.from_rows(centroids_lib.lookup(table, index))
         if training:
             # Straight-through: the original weight gets the clustered weight's gradient.
             value = value + (original - tf.stop_gradient(original))
