@@ -1,6 +1,6 @@
 """Clustering benchmark: tfslim (Keras 3) against tfmot (tf_keras) on digits, side by side.
 
-Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--epochs 12] [--timing]
+Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--seeds 3] [--timing]
 
 The digits CNN (`tfslim.architectures.build_digits_cnn`, 75k parameters) is trained once in
 Keras 3 and copied layer for layer, with its weights, to tf_keras, so both frameworks cluster
@@ -261,6 +261,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved step-time rounds")
     parser.add_argument("--clusters", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--timing", action="store_true", help="the step-time table only")
+    parser.add_argument("--seeds", type=int, default=1, help="training runs (accuracy table)")
+    parser.add_argument("--seed0", type=int, default=0, help="first seed")
     args = parser.parse_args()
 
     import keras
@@ -269,41 +271,55 @@ def main():
     import tfslim
     from tfslim.datasets import load_digits_data
 
-    keras.utils.set_random_seed(0)
     data = load_digits_data()
     x, y, xt, yt = data
-    float_model = compiled(tfslim.architectures.build_digits_cnn(), 2e-3, keras.optimizers)
-    float_model.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
-    float_acc = float_model.evaluate(xt, yt, verbose=0)[1]
-    reference = files(float_model, data, calibration=x[:200])
-    print(
-        f"digits CNN, float accuracy {float_acc:.4f}; unclustered int8: accuracy "
-        f"{reference['int8_acc']:.4f}, file {reference['file']:,} B, gzip "
-        f"{reference['gzip']:,} B, TFLM arena {reference['arena']:,} B\n"
-    )
     if args.timing:
         args.clusters = []
     header = (
-        "| k | framework | clustered acc | CQAT acc | int8 acc | int8 file | gzip | gzip x dense"
-        " | TFLM flash | flash x dense | arena (compressed) |"
+        "| seed | k | framework | clustered acc | CQAT acc | int8 acc | int8 file | gzip | "
+        "gzip x dense | TFLM flash | flash x dense | arena (compressed) |"
     )
-    print(header)
-    print("|" + "---|" * 11)
-    for k in args.clusters:
-        for framework in ("tfslim", "tfmot"):
-            keras.utils.set_random_seed(0)
-            if framework == "tfslim":
-                row = run_tfslim(float_model, k, data, args)
-            else:
-                row = run_tfmot(to_tf_keras(float_model), k, data, args)
-            print(
-                f"| {k} | {framework} | {row['cluster_acc']:.4f} | {row['cqat_acc']:.4f} | "
-                f"{row['int8_acc']:.4f} | {row['file']:,} | {row['gzip']:,} | "
-                f"{row['gzip'] / reference['gzip']:.3f} | {row['flash']:,} | "
-                f"{row['flash'] / reference['file']:.3f} | {row['arena']:,} "
-                f"({row['arena_c'] or row['arena']:,}) |",
-                flush=True,
-            )
+    accuracies = {}  # (k, framework) -> [int8 accuracy per seed]; k=0: unclustered
+    for seed in range(args.seed0, args.seed0 + args.seeds):
+        keras.utils.set_random_seed(seed)
+        float_model = compiled(tfslim.architectures.build_digits_cnn(), 2e-3, keras.optimizers)
+        float_model.fit(x, y, epochs=args.epochs, batch_size=BATCH, verbose=0)
+        float_acc = float_model.evaluate(xt, yt, verbose=0)[1]
+        reference = files(float_model, data, calibration=x[:200])
+        accuracies.setdefault((0, "unclustered"), []).append(reference["int8_acc"])
+        print(
+            f"seed {seed}: digits CNN, float accuracy {float_acc:.4f}; unclustered int8: "
+            f"accuracy {reference['int8_acc']:.4f}, file {reference['file']:,} B, gzip "
+            f"{reference['gzip']:,} B, TFLM arena {reference['arena']:,} B\n"
+        )
+        print(header)
+        print("|" + "---|" * 12)
+        for k in args.clusters:
+            for framework in ("tfslim", "tfmot"):
+                keras.utils.set_random_seed(seed)
+                if framework == "tfslim":
+                    row = run_tfslim(float_model, k, data, args)
+                else:
+                    row = run_tfmot(to_tf_keras(float_model), k, data, args)
+                accuracies.setdefault((k, framework), []).append(row["int8_acc"])
+                print(
+                    f"| {seed} | {k} | {framework} | {row['cluster_acc']:.4f} | "
+                    f"{row['cqat_acc']:.4f} | {row['int8_acc']:.4f} | {row['file']:,} | "
+                    f"{row['gzip']:,} | {row['gzip'] / reference['gzip']:.3f} | "
+                    f"{row['flash']:,} | {row['flash'] / reference['file']:.3f} | "
+                    f"{row['arena']:,} ({row['arena_c'] or row['arena']:,}) |",
+                    flush=True,
+                )
+        print()
+    if args.clusters:
+        import statistics
+
+        print(f"| int8 accuracy over {args.seeds} seed(s) | mean | spread (stdev) |")
+        print("|---|---:|---:|")
+        for (k, framework), values in accuracies.items():
+            label = framework if k == 0 else f"{k} clusters, {framework}"
+            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+            print(f"| {label} | {statistics.mean(values):.4f} | {spread:.4f} |")
     steps = step_ratios(float_model, data, args.rounds)
     print(
         f"\n| step (whole 8-epoch fit after a warm-up fit / steps; median of {args.rounds} "
