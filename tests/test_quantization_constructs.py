@@ -544,6 +544,20 @@ def test_transformer_layers_round_trip_through_config_and_keras_file(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
 
 
+def test_embedding_round_trips_through_config_and_keras_file(tmp_path):
+    from tfslim.quantization import QuantizeEmbedding
+
+    inputs = keras.Input((8,), dtype="int32")
+    qat = quantize_model(keras.Model(inputs, L.Embedding(20, 4)(inputs)))
+    ids = np.random.default_rng(0).integers(0, 20, (16, 8)).astype("int32")
+    qat(ids, training=True)
+    layer = next(layer for layer in qat.layers if isinstance(layer, QuantizeEmbedding))
+    assert QuantizeEmbedding.from_config(layer.get_config()).get_config() == layer.get_config()
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(loaded.predict(ids, verbose=0), qat.predict(ids, verbose=0))
+
+
 def test_all_refusals_in_one_error_naming_the_cause():
     def make(x):
         x = L.Conv2D(4, 3, activation="selu", name="se_reduce")(x)

@@ -410,7 +410,11 @@ def quantize_model(
     fused, every activation rounded to int8 with a fixed or observed range. `keras.ops` calls
     in the graph (`x + 3.0`, `keras.ops.mean`, ...) are rewritten like layers; swish, hard
     swish, hard sigmoid, GELU and leaky ReLU get their int8 kernels' ranges; `Rescaling` and
-    `Normalization` become int8 MUL/ADD after the input quantizer. Compile and fit it like
+    `Normalization` become int8 MUL/ADD after the input quantizer; `Embedding`,
+    `LayerNormalization` and `MultiHeadAttention` become the int8 GATHER, MEAN/SUB/MUL/RSQRT
+    and FULLY_CONNECTED/BATCH_MATMUL/SOFTMAX ops the converter emits for them (see
+    `tfslim.quantization.transformer`); a tensor only a concatenation reads takes the
+    concatenation's range, as in the int8 file. Compile and fit it like
     any model, then convert it with `tfslim.convert(qat_model, target="mcu")` (no
     calibration data needed).
 
