@@ -349,6 +349,28 @@ def test_unet_deploys_as_trained(interpolation):
     assert f"RESIZE_{'BILINEAR' if interpolation == 'bilinear' else 'NEAREST_NEIGHBOR'}" in names
 
 
+@pytest.mark.parametrize(
+    "branch",
+    [
+        lambda x: conv(x, 3),
+        lambda x: L.ReLU()(L.Add()([conv(x, 3), x])),
+        lambda x: L.LeakyReLU(0.1)(conv(x, 3)),
+    ],
+)
+def test_concatenated_branch_beyond_its_observed_range_deploys_as_trained(branch):
+    # Ranges observed on small inputs; the wide branch keeps the concatenation's range large,
+    # so the other branch leaves its own range within it: Keras and the int8 file must clip
+    # it at the same (the concatenation's) bound.
+    wide = L.Conv2D(2, 3, padding="same", kernel_initializer=keras.initializers.Constant(1.0))
+    qat = quantize_model(functional(lambda x: L.Concatenate()([branch(x), wide(x)])))
+    small = data(48, low=-0.5, high=0.5)
+    for i in range(3):
+        qat(small[i * 16 : (i + 1) * 16], training=True)
+    x = data(64, low=-1.0, high=1.0)
+    got, step = run_tflite(tfslim.convert(qat, target="mcu", io_dtype="int8").flatbuffer, x)
+    assert np.max(np.abs(got - qat.predict(x, verbose=0))) <= 1.01 * step
+
+
 def test_only_a_concatenation_reading_a_layer_drops_its_quantizer():
     def make(x):
         a = conv(x, 3, name="only_concatenated")

@@ -252,7 +252,7 @@ class _Rewriter:
             wrapper = QuantizeBatchNormalization(bn, ema_decay=self.ema_decay, name=op.name)
             return wrapper(args[0]), node
         if kind == "activation":
-            return self.activation(op, args, kwargs), node
+            return self.activation(node, op, args, kwargs), node
         if kind == "transformer":
             inner = _clone(op)
             self.copies.append((inner, op))
@@ -278,7 +278,7 @@ class _Rewriter:
         )
         return layer(args[0]), last
 
-    def activation(self, op, args, kwargs):
+    def activation(self, node, op, args, kwargs):
         act = registry.activation_of(op)
         if registry.is_layer(op) and act in _COPIED_ACTIVATIONS:
             cls = type(op).__name__
@@ -287,6 +287,8 @@ class _Rewriter:
                 self.copies.append((clone, op))
                 out = clone(*args, **kwargs)
                 fixed = acts.fixed_range(act)
+                if fixed is None and self.only_concatenated(node.outputs[0]):
+                    return out  # The concatenation's range is its int8 range (see `copy`).
                 nonnegative = acts.is_nonnegative(act)
                 return self.quantizer(f"{op.name}_quantizer", fixed, nonnegative=nonnegative)(out)
         return QuantizeActivation(act, ema_decay=self.ema_decay, name=op.name)(args[0])
