@@ -6,26 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_clustering_cluster_preserve import int8_kernels
 from tfslim.benchmarking.footprint import Footprint
 from tfslim.litert.targets import get_target
 from tfslim.strategies import Candidate, CandidateSpec, candidates
 from tfslim.strategies.report import plot_front
 from tfslim.strategies.shrink import cluster_notes
-
-
-def int8_kernels(flatbuffer: bytes) -> list:
-    """(int8 weight array, per_channel) of every CONV_2D / FULLY_CONNECTED filter."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=bytes(flatbuffer))
-    found = []
-    for op in interpreter._get_ops_details():
-        if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-            continue
-        detail = interpreter._get_tensor_details(op["inputs"][1], 0)
-        scales = detail["quantization_parameters"]["scales"]
-        found.append((interpreter.get_tensor(detail["index"]), len(scales) > 1))
-    return found
 
 
 @pytest.fixture(scope="module")
