@@ -1,6 +1,6 @@
 """Pruning benchmark: tfslim against tfmot on digits, same architecture, data and schedule.
 
-Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/pruning_benchmark.py [--seeds 2] [--timing | --channel]
+Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/pruning_benchmark.py [--seeds 2] [--timing|--channel]
 
 One CNN (Conv2D 24 -> MaxPool -> Flatten (216) -> Dense 512 -> Dense 10, 116k parameters) is built
 in Keras 3 and, layer for layer with the same initial weights, in tf_keras. Each configuration
