@@ -124,7 +124,7 @@ class Pruning(keras.callbacks.Callback):
         self._constraints: list[PruningConstraint] = []
         self._layer_weights: dict[str, list] = {}
         self._pending = self._needs_init = self._stepped = False
-        self._hoisted: list[PruningConstraint] = []
+        self._hoisted = False  # the masks are updated between steps, by this callback
         self._next_step = 0
         self._plain_train_function = self._train_function = None
 
@@ -167,7 +167,7 @@ class Pruning(keras.callbacks.Callback):
         self._check_model(model)
         self._constraints, self._layer_weights = [], {}
         self._pending = self._needs_init = self._stepped = False
-        self._hoisted, self._next_step = [], 0
+        self._hoisted, self._next_step = False, 0
         if not model.variables:
             # A subclassed model is built by the first traced train step (without a
             # distribution strategy); attach after that step and retrace once.
@@ -190,7 +190,7 @@ class Pruning(keras.callbacks.Callback):
             self._next_step += 1
 
     def _update_masks(self, step: int) -> None:
-        for constraint in self._hoisted:
+        for constraint in self._constraints:
             if constraint.schedule.prunes_at(step):
                 constraint.update_mask(step)
 
@@ -262,7 +262,7 @@ class Pruning(keras.callbacks.Callback):
                     self._attach(variable, layer_schedule)
         for constraint in self._constraints:
             constraint.hoisted = hoist
-        self._hoisted = list(self._constraints) if hoist else []
+        self._hoisted = hoist
         self._needs_init = True
         if catch_up:
             # Replay the step that ran before the masks existed.
@@ -318,8 +318,7 @@ class Pruning(keras.callbacks.Callback):
             restore_plain_step(self.model, self._plain_train_function, self._train_function)
         self._constraints = []
         self._plain_train_function = self._train_function = None
-        self._pending = self._needs_init = False
-        self._hoisted = []
+        self._pending = self._needs_init = self._hoisted = False
 
     def sparsity_logs(self) -> dict[str, float]:
         """{"sparsity": overall, "sparsity/<layer>": per layer} over the pruned weights."""
