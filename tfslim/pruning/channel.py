@@ -272,8 +272,8 @@ class ChannelPruning(keras.callbacks.Callback):
         )
         self._plain_train_function = model.train_function
         reused = reuse_constrained_step(model, "ChannelPruning", key)
-        masks, self._constraints = reused if reused is not None else ([], [])
-        self._constraints = list(self._constraints)
+        masks, constraints = reused if reused is not None else ((), ())
+        masks, self._constraints = list(masks), list(constraints)
         self._groups = []
         for index, (group, weights) in enumerate(planned):
             initial = np.zeros(group.size, dtype="float32")
@@ -399,11 +399,11 @@ def _check_latency_target(max_latency_ms, target):
             f"target={target!r} of type {type(target).__name__}"
         )
     if target.estimate_latency_ms(1, ops=[]) is None:
+        name = getattr(target, "name", target)
         raise ValueError(
-            f"Invalid value for argument `target`: target '{getattr(target, 'name', target)}' "
-            "has no latency estimate (no clock or cost model); `max_latency_ms` needs a "
-            "microcontroller target. Received: "
-            f"target={getattr(target, 'name', target)!r}"
+            f"Invalid value for argument `target`: target '{name}' has no latency estimate "
+            "(no clock or cost model); `max_latency_ms` needs a microcontroller target. "
+            f"Received: target={name!r}"
         )
     return target
 
@@ -413,13 +413,14 @@ def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict, target=None)
 
     def figures(kept=None):
         counted = graph.cost(kept)
-        if "latency_ms" in limits:
+        if "latency_ms" in limits and counted["macs"] is not None:
             estimate = target.estimate_latency_ms(counted["macs"], ops=counted["ops"])
             counted["latency_ms"] = estimate["value_ms"]
         return counted
 
+    full = figures()
     needs_size = [f"max_{f}" for f in ("macs", "latency_ms") if f in limits]
-    if needs_size and graph.cost()["macs"] is None:
+    if needs_size and full["macs"] is None:
         argument = needs_size[0]
         raise ValueError(
             f"Invalid value for argument `{argument}`: the MACs of model "
@@ -427,7 +428,6 @@ def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict, target=None)
             f"a fixed input shape or give `max_params`. Received: {argument}="
             f"{limits[argument.removeprefix('max_')]!r}"
         )
-    full = figures()
     bounds = {
         figure: limit * full[figure]
         if isinstance(limit, float) and figure != "latency_ms"
