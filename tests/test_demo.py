@@ -280,6 +280,11 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     assert clustered["arena_bytes"] >= dense["arena_bytes"]
     assert clustered["ops"].get("CUSTOM:TFLM_DECODE", 0) >= 1
     assert clustered["latency_ms"] is None  # LiteRT cannot run DECODE: no host figure
+    # The compressed file is not a .tflite a phone could load; its uncompressed twin is.
+    assert clustered["file"] == "digits_clustered16_mcu.lut.tflm"
+    assert clustered["uncompressed_file"] == "digits_clustered16_mcu.tflite"
+    assert (out / clustered["uncompressed_file"]).stat().st_size > clustered["flash_bytes"]
+    assert not [p.name for p in out.glob("*.tflite") if b"TFLM_DECODE" in p.read_bytes()]
     assert markdown.count("- **channels50** (mcu): ") == 1
     assert markdown.count("- **clustered16** (mcu): ") == 1
     assert ("channels50", "mobile") not in rows and ("clustered16", "mobile") not in rows

@@ -241,6 +241,14 @@ def _measure(
     if compress:  # The dense file with its kernels LUT-compressed, as `compress=True` makes it.
         result = finish(copy.copy(dense), compress=True, output_path=None, overwrite=False)
     path = out_dir / f"digits_{name}_{target}.tflite"
+    row = {"model": name, "description": description, "file": path.name}
+    if compress:
+        # A LUT-compressed file is not a TFLite file a phone can load (LiteRT has no DECODE
+        # op), so it gets its own suffix; the same int8 model uncompressed, which LiteRT
+        # and TFLite Micro both run, keeps the .tflite name beside it.
+        dense.save(path, overwrite=True)
+        row.update(uncompressed_file=path.name, file=path.with_suffix(".lut.tflm").name)
+        path = out_dir / row["file"]
     result.save(path, overwrite=True)
     boards = list(_BOARDS) if result.target.is_micro else None
     if not compress:
@@ -263,7 +271,6 @@ def _measure(
         footprint.update(
             {k: accuracy[k] for k in ("quality", "metric", "keras_quality", "agreement")}
         )
-    row = {"model": name, "description": description, "file": path.name}
     row.update(footprint)
     log(
         f"  {name:>12} {target:>6}: {row['flash_bytes']:>7} B, keras {row['keras_quality']:.4f}"
@@ -506,9 +513,11 @@ def _structure_note(row, rows) -> str:
         )
     elif arena:
         line += f"; no kernel was compressed (no DECODE op): {arena}"
+    twin = row.get("uncompressed_file")
     return line + (
-        "; accuracy is the uncompressed int8 file's (the same values; LiteRT has no "
-        "DECODE op, so no host latency)."
+        f"; accuracy is the uncompressed int8 file's{f' (`{twin}`)' if twin else ''}: the "
+        "same values; LiteRT has no DECODE op, so no host latency, and the compressed file "
+        "runs only in TFLite Micro."
     )
 
 
@@ -635,7 +644,8 @@ def _swap_in(new: Path, out_dir: Path) -> None:
         owned = {"report.md", "report.json", "front.png", "shrink"}
         try:
             old_report = json.loads((out_dir / "report.json").read_text())
-            owned |= {r["file"] for r in old_report["models"]}
+            for r in old_report["models"]:
+                owned |= {r["file"], r.get("uncompressed_file", r["file"])}
         except (OSError, ValueError, KeyError, TypeError):
             pass
         for entry in out_dir.iterdir():
@@ -749,5 +759,5 @@ def run_demo(
     else:
         log("")
         log(_markdown(report))
-        log(f"wrote {len(rows)} .tflite files and report.md / report.json to {shown}/")
+        log(f"wrote {len(rows)} model files and report.md / report.json to {shown}/")
     return report
