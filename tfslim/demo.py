@@ -10,7 +10,6 @@ A rerun builds everything in a fresh hidden sibling folder and swaps it in at th
 interrupted run leaves the previous folder whole: never new models beside an old report.
 """
 
-import copy
 import glob
 import json
 import os
@@ -233,13 +232,13 @@ def _measure(
     name, description, model, data, target, out_dir, log, *, latency_runs=50, compress=False
 ):
     import tfslim
-    from tfslim.litert.converter import finish
+    from tfslim.litert.converter import compressed_copy
 
     x_train, _, x_test, y_test = data
     dense = tfslim.convert(model, target=target, calibration_data=x_train[:200])
     result = dense
     if compress:  # The dense file with its kernels LUT-compressed, as `compress=True` makes it.
-        result = finish(copy.copy(dense), compress=True, output_path=None, overwrite=False)
+        result = compressed_copy(dense)
     path = out_dir / f"digits_{name}_{target}.tflite"
     row = {"model": name, "description": description, "file": path.name}
     if compress:

@@ -1,6 +1,7 @@
 """`tfslim.convert`: Keras (3 or tf_keras) model -> TFLite flatbuffer for a target."""
 
 import contextlib
+import copy
 import io
 import os
 import warnings
@@ -325,17 +326,28 @@ def convert(
     return finish(result, compress=compress, output_path=output_path, overwrite=overwrite)
 
 
+def compressed_copy(result: ConversionResult) -> ConversionResult:
+    """A copy of `result` with its kernels LUT-compressed for its board.
+
+    What `convert(..., compress=True)` returns; `result` itself stays the uncompressed file,
+    the one LiteRT can run (it has no DECODE op) with the same outputs.
+    """
+    from tfslim.litert import compression
+
+    packed = copy.copy(result)
+    ram = packed.target.ram_bytes
+    packed.flatbuffer, packed.compression = compression.compress_micro(
+        packed.flatbuffer,
+        ram_budget=ram,
+        measure_arena=compression.measure_arena if ram else None,
+    )
+    return packed
+
+
 def finish(result: ConversionResult, *, compress: bool, output_path, overwrite: bool):
     """Compresses `result` for its board (if asked) and saves it (if a path is given)."""
     if compress:
-        from tfslim.litert import compression
-
-        ram = result.target.ram_bytes
-        result.flatbuffer, result.compression = compression.compress_micro(
-            result.flatbuffer,
-            ram_budget=ram,
-            measure_arena=compression.measure_arena if ram else None,
-        )
+        result = compressed_copy(result)
     if output_path is not None:
         result.save(output_path, overwrite=overwrite)
     return result

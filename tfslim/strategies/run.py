@@ -7,7 +7,6 @@ also kept uncompressed (`<name>.uncompressed.tflite`): LiteRT cannot run the LUT
 file, so its quality is measured on that one.
 """
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -197,14 +196,14 @@ def convert_and_measure(model, target, train_data, validation_data, settings, *,
     int8 values, so the outputs are the same), and it has no host latency.
     """
     import tfslim
-    from tfslim.litert.converter import finish
+    from tfslim.litert.converter import compressed_copy
 
     x = train_data[0]
     quantized = tfslim.is_quantized_model(model)
     calibration = None if quantized else x[: settings["calibration_samples"]]
     result = tfslim.convert(model, target=target, calibration_data=calibration)
     if compress:
-        packed = finish(copy.copy(result), compress=True, output_path=None, overwrite=False)
+        packed = compressed_copy(result)
         if packed.compression["compressed"]:
             footprint = tfslim.measure(packed, target=target, latency_runs=0)
             scores = tfslim.evaluate(result.flatbuffer, tuple(validation_data), keras_model=model)
