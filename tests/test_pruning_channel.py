@@ -271,6 +271,68 @@ def test_latency_limit_on_a_board_holds_for_the_converted_file():
         _prune_by_hooks(_small_cnn(), ChannelPruning(max_latency_ms=0.001, target=board))
 
 
+def _widths_cnn():
+    """Groups of 24, 40 and 6 channels (stem, pw, fc) before a frozen output."""
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(24, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = keras.layers.Conv2D(40, 1, activation="relu", name="pw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(6, activation="relu", name="fc")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+def _widths(model):
+    return {name: model.get_layer(name).kernel.shape[-1] for name in ("stem", "pw", "fc")}
+
+
+@pytest.mark.parametrize(
+    "multiple, widths",
+    [
+        (1, {"stem": 12, "pw": 20, "fc": 3}),
+        # 12 of 24 and 20 of 40 round half up to 16 and 24; 6 <= 8 channels stay whole.
+        (8, {"stem": 16, "pw": 24, "fc": 6}),
+        (4, {"stem": 12, "pw": 20, "fc": 4}),
+    ],
+)
+def test_channel_multiple_rounds_each_groups_kept_channels(multiple, widths):
+    keras.utils.set_random_seed(0)
+    model = _widths_cnn()
+    x = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    small = _prune_by_hooks(
+        model, ChannelPruning(0.5, schedule="constant", channel_multiple=multiple)
+    )
+    assert _widths(small) == widths
+    _assert_same_predictions(model, small, x)
+
+
+def test_channel_multiple_with_a_footprint_target_meets_it_in_multiples():
+    keras.utils.set_random_seed(0)
+    model = _widths_cnn()
+    full = ChannelGraph(model).cost()
+    callback = ChannelPruning(max_macs=0.4, schedule="constant", channel_multiple=8)
+    small = _prune_by_hooks(model, callback)
+    assert ChannelGraph(small).cost()["macs"] <= 0.4 * full["macs"]
+    widths = _widths(small)
+    assert widths["fc"] == 6 and widths["stem"] % 8 == 0 and widths["pw"] % 8 == 0
+    assert widths["stem"] < 24 and widths["pw"] < 40
+    # Beyond what rounding to multiples of 8 can reach (both groups at 8): refused, saying so.
+    with pytest.raises(ValueError, match=r"every prunable group at 8 channels \(channel_multip"):
+        _prune_by_hooks(_widths_cnn(), ChannelPruning(max_macs=0.05, channel_multiple=8))
+
+
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        (0, ValueError, r"`channel_multiple`. Expected an int >= 1. Received: channel_multiple=0"),
+        (8.0, TypeError, r"`channel_multiple`. Expected an int >= 1. Received: channel_multip"),
+        (True, TypeError, r"Received: channel_multiple=True of type bool"),
+    ],
+)
+def test_invalid_channel_multiple(value, error, message):
+    with pytest.raises(error, match=message):
+        ChannelPruning(0.5, channel_multiple=value)
+
+
 def test_unreachable_footprint_is_refused():
     model = _small_cnn()
     callback = ChannelPruning(max_params=50, schedule="constant")

@@ -149,11 +149,17 @@ class ChannelPruning(keras.callbacks.Callback):
             step). Defaults to `"polynomial"`.
         updates: int. Number of mask updates of the polynomial schedule. Defaults to `10`.
         skip_layers: layer names or classes whose output channels are kept. Defaults to `()`.
+        channel_multiple: int >= 1. Every pruned group keeps a multiple of this many channels
+            (the multiple nearest to its fraction, at least one); a group of at most
+            `channel_multiple` channels stays whole. CPU kernels (LiteRT's XNNPACK among them)
+            compute output channels in tiles of several channels, so a layer of 12 channels
+            may take as long as one of 16. A footprint target accounts for the rounding.
+            Defaults to `1` (no rounding).
 
     Raises:
         ValueError: for an invalid argument, or (at the start of `fit`) a subclassed model, a
             model with no prunable channel group, or a footprint that pruning every group down
-            to one channel does not reach.
+            to one channel (or `channel_multiple` channels) does not reach.
 
     Example:
 
@@ -184,6 +190,7 @@ class ChannelPruning(keras.callbacks.Callback):
         schedule: str = "polynomial",
         updates: int = 10,
         skip_layers: Iterable[str | type] = (),
+        channel_multiple: int = 1,
     ):
         super().__init__()
         self.limits = {
@@ -218,6 +225,7 @@ class ChannelPruning(keras.callbacks.Callback):
                     f"Received: {argument}={value!r}"
                 )
         updates = check_positive_int("updates", updates)
+        self.channel_multiple = check_positive_int("channel_multiple", channel_multiple)
         self.target_fraction = None if target_fraction is None else float(target_fraction)
         self.planned_fraction = self.target_fraction
         self.criterion = criterion
@@ -293,7 +301,9 @@ class ChannelPruning(keras.callbacks.Callback):
             constraint.attach()
         if self.limits:
             groups = [group for group, _, _ in self._groups]
-            self.planned_fraction = _plan_fraction(graph, groups, self.limits, self.target)
+            self.planned_fraction = _plan_fraction(
+                graph, groups, self.limits, self.target, self.channel_multiple
+            )
         self._update_steps = self._fraction_schedule()
         self._step = 0
         if reused is None:
@@ -310,7 +320,7 @@ class ChannelPruning(keras.callbacks.Callback):
     def _apply(self, fraction: float) -> None:
         for group, weights, mask in self._groups:
             current = np.asarray(mask.numpy())
-            n_prune = _n_pruned(fraction, group.size)
+            n_prune = _n_pruned(fraction, group.size, self.channel_multiple)
             pruned = np.flatnonzero(current == 0)
             if len(pruned) < n_prune:
                 scores = channel_scores(weights, group.size, self.criterion)
@@ -343,8 +353,20 @@ class ChannelPruning(keras.callbacks.Callback):
         self._plain_train_function = self._train_function = None
 
 
-def _n_pruned(fraction: float, size: int) -> int:
-    return min(int(round(fraction * size)), size - 1)
+def _n_pruned(fraction: float, size: int, multiple: int = 1) -> int:
+    """Channels of a group of `size` to prune at `fraction`; the rest a multiple of `multiple`.
+
+    The kept count is rounded to the nearest multiple (half up), at least one multiple and at
+    most `size`; a fraction that prunes nothing, or a group of at most `multiple` channels,
+    keeps the whole group.
+    """
+    n_pruned = min(int(round(fraction * size)), size - 1)
+    if multiple == 1 or n_pruned == 0:
+        return n_pruned
+    if size <= multiple:
+        return 0
+    kept = multiple * int(np.floor((size - n_pruned) / multiple + 0.5))
+    return size - min(size, max(multiple, kept))
 
 
 def _check_limit(name: str, value) -> int | float:
@@ -408,7 +430,9 @@ def _check_latency_target(max_latency_ms, target):
     return target
 
 
-def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict, target=None) -> float:
+def _plan_fraction(
+    graph: ChannelGraph, groups: list, limits: dict, target=None, multiple: int = 1
+) -> float:
     """Smallest fraction of every group's channels whose pruned model meets `limits`."""
 
     def figures(kept=None):
@@ -436,7 +460,7 @@ def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict, target=None)
     }
 
     def cost(fraction):
-        return figures({g.id: g.size - _n_pruned(fraction, g.size) for g in groups})
+        return figures({g.id: g.size - _n_pruned(fraction, g.size, multiple) for g in groups})
 
     def meets(figures):
         return all(figures[figure] <= bound for figure, bound in bounds.items())
@@ -445,17 +469,18 @@ def _plan_fraction(graph: ChannelGraph, groups: list, limits: dict, target=None)
         return 0.0
     smallest = cost(1.0)
     if not meets(smallest):
+        fewest = "one channel" if multiple == 1 else f"{multiple} channels (channel_multiple)"
         missed = ", ".join(
             f"max_{figure}={limits[figure]!r} ({_figure(figure, bound)}; unpruned "
             f"{_figure(figure, full[figure])}, every "
-            f"prunable group at one channel {_figure(figure, smallest[figure])})"
+            f"prunable group at {fewest} {_figure(figure, smallest[figure])})"
             for figure, bound in bounds.items()
             if smallest[figure] > bound
         )
         raise ValueError(
             f"Invalid footprint for model '{graph.model.name}': channel pruning cannot reach "
-            f"{missed}. Expected a limit at or above the one-channel figure (the frozen "
-            "channels, such as the outputs, and the layers outside any group stay)."
+            f"{missed}. Expected a limit at or above the figure of the fewest channels (the "
+            "frozen channels, such as the outputs, and the layers outside any group stay)."
         )
     low, high = 0.0, 1.0  # cost(low) misses, cost(high) meets
     for _ in range(40):
