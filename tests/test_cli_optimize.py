@@ -55,6 +55,93 @@ def test_bad_flags_fail_in_one_line(capsys, tmp_path, argv, message):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--strategy", "grow", "--techniques", "qat"],
+            "--techniques: only --strategy shrink takes levers",
+        ),
+        (["--strategy", "grow", "--clusters", "8"], "--clusters: only --strategy shrink"),
+        (["--clusters", "8"], "--clusters: only used by the cluster lever; add it"),
+        (["--techniques", "qat,prune", "--clusters", "8"], "with --techniques qat,prune"),
+    ],
+)
+def test_levers_that_do_not_apply_fail_before_tensorflow(capsys, tmp_path, argv, message):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not checked this early")
+    base = ["optimize", str(model), "--data", "a.npz", "--validation", "b.npz"]
+    code, out, err = _run(capsys, *base, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("tfslim optimize: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--techniques", "qat,prnue,cluster"],
+            "--techniques: unknown 'prnue'; expected comma-separated names from qat, prune, "
+            "m_by_n, channels, cluster, got 'qat,prnue,cluster'",
+        ),
+        (["--techniques", ""], "--techniques: unknown ''; expected comma-separated names"),
+        (["--techniques", "qat,,prune"], "unknown ''"),
+        (
+            ["--techniques", "cluster", "--clusters", "1"],
+            "Invalid value for argument `--clusters`. Expected an int in [2, 128]. "
+            "Received: --clusters=1",
+        ),
+        (["--techniques", "cluster", "--clusters", "256"], "Received: --clusters=256"),
+    ],
+)
+def test_bad_levers_are_named_before_the_model_loads(capsys, tmp_path, argv, message):
+    # The model file is not a model: the levers are refused before it is read.
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"never loaded")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, dtype="int32"))
+    data = str(tmp_path / "d.npz")
+    code, out, err = _run(
+        capsys, "optimize", str(model), "--data", data, "--validation", data, *argv
+    )
+    assert code == 2 and out == ""
+    assert err.startswith("tfslim optimize: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_levers_reach_shrink_as_its_own_arguments(capsys, tmp_path, monkeypatch, small_cnn):
+    import tfslim
+    from tfslim.strategies import TECHNIQUES
+
+    # The help lists the levers `shrink(techniques=...)` accepts, in its order.
+    with pytest.raises(SystemExit):
+        main(["optimize", "--help"])
+    assert f"shrink: {', '.join(TECHNIQUES)} (default" in " ".join(capsys.readouterr().out.split())
+    model = tmp_path / "m.keras"
+    small_cnn.save(model)
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, dtype="int32"))
+    data = str(tmp_path / "d.npz")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_shrink(model, train, validation, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(tfslim, "shrink", fake_shrink)
+    argv = ["optimize", str(model), "--data", data, "--validation", data]
+    with pytest.raises(Stop):
+        main([*argv, "--techniques", " qat, cluster ,qat", "--clusters", "8"])
+    assert seen["techniques"] == ["qat", "cluster"] and seen["clusters"] == 8
+    seen.clear()
+    with pytest.raises(Stop):
+        main(argv)
+    # Not given: shrink's own defaults apply.
+    assert "techniques" not in seen and "clusters" not in seen
+
+
 def test_missing_files_and_bad_data_are_named(capsys, tmp_path):
     code, _, err = _run(capsys, "optimize", "nope.keras", "--data", "a", "--validation", "b")
     assert code == 2 and "model: expected a .keras file, got nope.keras" in err

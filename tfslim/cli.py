@@ -372,6 +372,48 @@ def _parse_size(flag: str, text: str | None) -> int | None:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+def _split_techniques(args) -> list[str] | None:
+    """The names of `--techniques` (None: not given), checked as far as TensorFlow allows.
+
+    Whether each name is a lever is checked after the library loads (`_levers`): the names
+    live in `tfslim.strategies`, whose package imports Keras.
+    """
+    for flag, value in (("--techniques", args.techniques), ("--clusters", args.clusters)):
+        if value is not None and args.strategy == "grow":
+            raise ValueError(
+                f"{flag}: only --strategy shrink takes levers; grow shrinks back by channel "
+                f"pruning, got {flag} {value} with --strategy grow"
+            )
+    if args.techniques is None:
+        names = None
+    else:
+        names = [name.strip() for name in args.techniques.split(",")]
+    if args.clusters is not None and "cluster" not in (names or []):
+        raise ValueError(
+            f"--clusters: only used by the cluster lever; add it, e.g. --techniques "
+            f"qat,cluster, got --clusters {args.clusters} with --techniques {args.techniques}"
+        )
+    return names
+
+
+def _levers(names, clusters, text) -> dict:
+    """`techniques=` and `clusters=` of `tfslim.shrink`, checked by its own rules."""
+    from tfslim.strategies.candidates import TECHNIQUES, check_clusters, check_techniques
+
+    levers = {}
+    if names is not None:
+        unknown = [name for name in names if name not in TECHNIQUES]
+        if unknown:
+            raise ValueError(
+                f"--techniques: unknown {', '.join(map(repr, unknown))}; expected "
+                f"comma-separated names from {', '.join(TECHNIQUES)}, got {text!r}"
+            )
+        levers["techniques"] = list(check_techniques(names))
+    if clusters is not None:
+        levers["clusters"] = check_clusters(clusters)
+    return levers
+
+
 def _cmd_optimize(args) -> None:
     from tfslim.litert.targets import get_target
 
@@ -383,6 +425,7 @@ def _cmd_optimize(args) -> None:
     )
     for flag, value in (("--epochs", args.epochs), ("--max-candidates", args.max_candidates)):
         _check_number(flag, value, integer=True, minimum=1, inclusive=True)
+    techniques = _split_techniques(args)
     if not os.path.isfile(args.model) or not args.model.endswith(".keras"):
         raise FileNotFoundError(f"model: expected a .keras file, got {args.model}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -405,6 +448,8 @@ def _cmd_optimize(args) -> None:
     from tfslim.benchmarking.report import format_table
     from tfslim.strategies.report import candidate_columns
 
+    levers = {} if args.strategy == "grow" else _levers(techniques, args.clusters, args.techniques)
+
     limits = {"max_flash_bytes": max_flash, "max_arena_bytes": max_ram}
     latency = "max_mcu_latency_estimate_ms" if target.is_micro else "max_latency_ms"
     limits[latency] = args.max_latency_ms
@@ -426,6 +471,7 @@ def _cmd_optimize(args) -> None:
         directory=args.out,
         overwrite=args.overwrite,
         log=progress,
+        **levers,
     )
     if args.json:
         _print_json(result.to_dict() | {"files": dict(result.files)})
@@ -442,9 +488,11 @@ def _cmd_optimize(args) -> None:
             f"({'; '.join(closest.violations)})"
         )
     else:
+        # A LUT-compressed best runs only in TFLite Micro; best.tflite is its uncompressed twin.
+        written = result.files.get("best.lut.tflm", result.files["best.tflite"])
         print(
             f"\nbest within budget: {best.name} (quality {best.quality:.4f}, "
-            f"{best.footprint.flash_bytes:,} B flash), written to {result.files['best.tflite']}"
+            f"{best.footprint.flash_bytes:,} B flash), written to {written}"
         )
     print(f"wrote {result.files['markdown']}, {result.files['json']} and {result.files['png']}")
 
@@ -650,6 +698,16 @@ def _parser() -> argparse.ArgumentParser:
         help="shrink-and-improve, or grow-improve-shrink (held to the model's own measured "
         "flash and arena unless --max-* are given)",
     )
+    s.add_argument(
+        "--techniques",
+        help="comma-separated levers of --strategy shrink: qat, prune, m_by_n, channels, "
+        "cluster (default: qat,prune,channels)",
+    )
+    s.add_argument(
+        "--clusters",
+        type=int,
+        help="values per kernel of the cluster lever, 2 to 128 (default: 16)",
+    )
     s.add_argument("--epochs", type=int, default=3, help="training epochs per candidate")
     s.add_argument("--max-candidates", type=int, help="stop after this many (default: all)")
     s.add_argument("--out", default="tfslim_optimize", help="output directory (resumable)")
@@ -686,6 +744,8 @@ _FLAG_SPELLING = {
     "variable_name": "--name",
     "directory": "--out",
     "max_candidates": "--max-candidates",
+    "clusters": "--clusters",
+    "techniques": "--techniques",
     "max_samples": "--max-samples",
 }
 
