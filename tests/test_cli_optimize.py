@@ -183,6 +183,8 @@ def test_optimize_prints_candidates_and_front_and_resumes_as_json(capsys, tmp_pa
         "256KiB",
         "--max-ram",
         "64KiB",
+        "--epochs",
+        "1",
         "--max-candidates",
         "1",
         "--out",
@@ -206,3 +208,16 @@ def test_optimize_prints_candidates_and_front_and_resumes_as_json(capsys, tmp_pa
     report = json.loads(stdout)
     assert report["best"] == "original" and report["front"]["flash_bytes"] == ["original"]
     assert report["files"]["png"].endswith("front.png")
+    # Picking the levers: a rerun with the cluster lever keeps the baseline and adds cluster8,
+    # LUT-compressed for the board as `.lut.tflm` beside its uncompressed `.tflite` twin.
+    levers = ["--max-candidates", "2", "--techniques", "cluster", "--clusters", "8"]
+    code, stdout, err = _run(capsys, *argv, *levers, "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert [r["name"] for r in report["candidates"]] == ["original", "cluster8"]
+    clustered = report["candidates"][1]
+    assert clustered["spec"]["clusters"] == 8 and clustered["compressed"]
+    assert clustered["tflite"] == "cluster8.lut.tflm"
+    assert clustered["uncompressed_tflite"] == "cluster8.tflite"
+    assert (out / "cluster8.tflite").stat().st_size > (out / "cluster8.lut.tflm").stat().st_size
+    assert not (out / "cluster8.uncompressed.tflite").exists()

@@ -56,6 +56,10 @@ def test_cluster_candidate_is_lut_compressed_and_judged_by_the_compressed_file(
     assert "LUT-compressed (TFLite Micro only)" in clustered.description
     assert "clustering-preserving QAT" in clustered.description
 
+    # As in the demo: the compressed file is `.lut.tflm`, the `.tflite` its uncompressed twin.
+    assert Path(clustered.tflite_path) == tmp_path / "cluster8.lut.tflm"
+    assert Path(clustered.uncompressed_path) == tmp_path / "cluster8.tflite"
+    assert not (tmp_path / "cluster8.uncompressed.tflite").exists()
     # At most 8 values per kernel (per channel for the per-channel convolution).
     twin = Path(clustered.uncompressed_path).read_bytes()
     for kernel, per_channel in int8_kernels(twin):
@@ -82,11 +86,14 @@ def test_cluster_candidate_is_lut_compressed_and_judged_by_the_compressed_file(
     with pytest.raises(tfslim.errors.InvalidModelError, match="LUT-compressed"):
         tfslim.predict(clustered.tflite_path, x_test[:1])
     notes = " ".join(result.notes)
-    assert "LUT-compressed for TFLite Micro: cluster8" in notes
+    assert "LUT-compressed for TFLite Micro: cluster8 (`cluster8.lut.tflm`)" in notes
     record = json.loads((tmp_path / "report.json").read_text())["candidates"][1]
-    assert record["compressed"] and record["uncompressed_tflite"] == "cluster8.uncompressed.tflite"
-    row = next(r for r in (tmp_path / "report.md").read_text().splitlines() if "| cluster8 |" in r)
+    assert record["compressed"] and record["tflite"] == "cluster8.lut.tflm"
+    assert record["uncompressed_tflite"] == "cluster8.tflite"
+    report = (tmp_path / "report.md").read_text()
+    row = next(r for r in report.splitlines() if "| cluster8 |" in r)
     assert "LUT-compressed (TFLite Micro only)" in row
+    assert "cluster8 (`cluster8.lut.tflm`)" in report
     labels = {t.get_text() for t in plot_front(result).axes[0].texts}
     assert labels == {"original", "cluster8 (LUT, TFLM only)"}
 
@@ -105,7 +112,9 @@ def test_cluster_candidate_is_lut_compressed_and_judged_by_the_compressed_file(
     loose = tfslim.Budget(max_flash_bytes=flash, max_arena_bytes=fp.arena_bytes)
     judged = shrink(wide_dense_cnn, train, val, techniques=["cluster"], budget=loose, **kwargs)
     assert not judged["original"].feasible and judged.best.name == "cluster8"
-    assert (tmp_path / "best.tflite").read_bytes() == packed
+    assert (tmp_path / "best.lut.tflm").read_bytes() == packed
+    assert (tmp_path / "best.tflite").read_bytes() == twin
+    assert judged.files["best.lut.tflm"] == str(tmp_path / "best.lut.tflm")
 
 
 def test_plan_clusters_alone_and_with_channel_pruning_not_with_sparsity():
@@ -179,3 +188,116 @@ def test_notes_say_a_phone_gets_only_a_smaller_download():
         "cluster16: nothing was LUT-compressed (no kernel shrank, or its expanded copy would "
         "not fit the board's RAM), so its file is plain int8."
     ]
+
+
+def _footprint(flash, quality, arena=2000):
+    return Footprint(
+        flash_bytes=flash,
+        gzip_bytes=flash // 2,
+        params=flash,
+        macs=10 * flash,
+        fully_integer=True,
+        arena_bytes=arena,
+        quality=quality,
+        metric="accuracy",
+        target="nano33ble",
+        board_reasons={"nano33ble": []},
+    )
+
+
+def _old_layout_run(directory):
+    """A directory as shrink wrote it when a LUT-compressed file was `<name>.tflite` and its
+    twin `<name>.uncompressed.tflite`."""
+    from tfslim.strategies.run import Run
+
+    target = get_target("nano33ble")
+    specs = [
+        CandidateSpec("original", qat=False, train=False),
+        CandidateSpec("cluster8", clusters=8),
+    ]
+    # DECODE expands the compressed kernels into the arena.
+    footprints = [_footprint(9000, 0.80), _footprint(4000, 0.85, arena=3000)]
+    for name in ("original", "cluster8"):
+        (directory / f"{name}.keras").write_bytes(b"keras " + name.encode())
+    (directory / "original.tflite").write_bytes(b"plain int8")
+    (directory / "cluster8.tflite").write_bytes(b"compressed")
+    (directory / "cluster8.uncompressed.tflite").write_bytes(b"twin")
+    entries = {
+        spec.name: {"spec": spec.to_dict(), "footprint": fp.to_dict(), "seconds": 1.0}
+        for spec, fp in zip(specs, footprints, strict=True)
+    }
+    entries["cluster8"]["uncompressed"] = "cluster8.uncompressed.tflite"
+    manifest = {"format": 1, "strategy": "shrink", "key": "k", "target": "nano33ble"}
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "candidates": entries}))
+    run = Run(directory, "shrink", target, tfslim_budget(), overwrite=False, log=None)
+    run.open("k")
+    return run, specs
+
+
+def tfslim_budget():
+    from tfslim.tuning import Budget
+
+    return Budget(max_flash_bytes=5000)
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_run_of_the_old_layout_resumes_renamed_as_the_demo_names_files(tmp_path, interrupted):
+    run, specs = _old_layout_run(tmp_path)
+    if interrupted:  # Killed between the two renames of an earlier resume.
+        (tmp_path / "cluster8.tflite").rename(tmp_path / "cluster8.lut.tflm")
+    made = [run.candidate(s, lambda: pytest.fail("made again"), None, None, {}) for s in specs]
+    original, clustered = made
+    assert (tmp_path / "cluster8.lut.tflm").read_bytes() == b"compressed"
+    assert (tmp_path / "cluster8.tflite").read_bytes() == b"twin"
+    assert not (tmp_path / "cluster8.uncompressed.tflite").exists()
+    assert clustered.tflite_path == str(tmp_path / "cluster8.lut.tflm") and clustered.compressed
+    assert clustered.uncompressed_path == str(tmp_path / "cluster8.tflite")
+    assert original.tflite_path == str(tmp_path / "original.tflite") and not original.compressed
+    entry = json.loads((tmp_path / "manifest.json").read_text())["candidates"]["cluster8"]
+    assert entry["compressed"] == "cluster8.lut.tflm"
+    assert entry["uncompressed"] == "cluster8.tflite"
+    result = run.finish("original")
+    assert result.best.name == "cluster8"
+    assert (tmp_path / "best.lut.tflm").read_bytes() == b"compressed"
+    assert (tmp_path / "best.tflite").read_bytes() == b"twin"
+    record = json.loads((tmp_path / "report.json").read_text())["candidates"][1]
+    assert (record["tflite"], record["uncompressed_tflite"]) == (
+        "cluster8.lut.tflm",
+        "cluster8.tflite",
+    )
+    # A budget the compressed candidate misses: best.lut.tflm goes, best.tflite is the plain one.
+    from tfslim.tuning import Budget
+
+    run.rejudge(Budget(max_flash_bytes=10_000, max_arena_bytes=1000))
+    assert run.finish("original").best is None
+    assert not (tmp_path / "best.lut.tflm").exists() and not (tmp_path / "best.tflite").exists()
+    run.rejudge(Budget(max_flash_bytes=10_000, max_arena_bytes=2500))
+    assert run.finish("original").best.name == "original"
+    assert (tmp_path / "best.tflite").read_bytes() == b"plain int8"
+    assert not (tmp_path / "best.lut.tflm").exists()
+
+
+def test_an_old_layout_candidate_whose_files_are_gone_is_made_again(tmp_path, monkeypatch):
+    from tfslim.strategies import run as run_module
+
+    run, specs = _old_layout_run(tmp_path)
+    (tmp_path / "cluster8.tflite").unlink()
+
+    class Converted:
+        def __init__(self, flatbuffer):
+            self.flatbuffer = flatbuffer
+
+    def convert(model, target, train, validation, settings, *, compress):
+        assert compress
+        return Converted(b"new compressed"), _footprint(3000, 0.9), Converted(b"new twin")
+
+    monkeypatch.setattr(run_module, "convert_and_measure", convert)
+    monkeypatch.setattr(
+        run_module._io, "save_keras_model", lambda m, p, overwrite: p.write_bytes(b"k")
+    )
+    settings = {"seed": 0}
+    clustered = run.candidate(specs[1], lambda: "model", ((np.zeros(1),),), None, settings)
+    assert (tmp_path / "cluster8.lut.tflm").read_bytes() == b"new compressed"
+    assert (tmp_path / "cluster8.tflite").read_bytes() == b"new twin"
+    assert not (tmp_path / "cluster8.uncompressed.tflite").exists()
+    assert clustered.footprint.flash_bytes == 3000

@@ -26,12 +26,14 @@ class Candidate:
         footprint: Footprint. Measured on the converted model (`tfslim.measure`).
         violations: list of str. Budget limits it breaks (empty: it fits).
         keras_path: str. The trained Keras model (`.keras`).
-        tflite_path: str. The converted model (`.tflite`), the file to deploy.
+        tflite_path: str. The converted model, the file to deploy and the one its
+            footprint is measured on: `<name>.tflite`, or `<name>.lut.tflm` when
+            LUT-compressed (runs only in TFLite Micro).
         seconds: float. Time spent training, converting and measuring it.
         uncompressed_path: str or None. For a LUT-compressed candidate (clustered, on a
-            microcontroller target), whose `.tflite` runs only in TFLite Micro: the same
-            int8 model uncompressed, which LiteRT runs with identical outputs; its quality
-            is this file's. None for every other candidate. Defaults to `None`.
+            microcontroller target): `<name>.tflite`, the same int8 model uncompressed,
+            which LiteRT runs with identical outputs; its quality is this file's. None for
+            every other candidate. Defaults to `None`.
     """
 
     name: str
@@ -66,7 +68,11 @@ class Candidate:
         return keras.saving.load_model(self.keras_path)
 
     def record(self) -> dict:
-        """A flat JSON-safe row: name, description, feasibility and every Footprint field."""
+        """A flat JSON-safe row: name, description, feasibility and every Footprint field.
+
+        `tflite` names the file to deploy (`<name>.lut.tflm` when `compressed`),
+        `uncompressed_tflite` the LiteRT-loadable twin of a compressed one (else None).
+        """
         return {
             "name": self.name,
             "description": self.description,

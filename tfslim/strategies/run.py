@@ -2,14 +2,18 @@
 
 `Run` makes, converts and measures one candidate at a time and records it atomically, so a
 run killed half-way resumes where it stopped; `fingerprint` says whether a directory holds
-a run of the same model, data and training settings. A clustered candidate on a board is
-also kept uncompressed (`<name>.uncompressed.tflite`): LiteRT cannot run the LUT-compressed
-file, so its quality is measured on that one.
+a run of the same model, data and training settings. A LUT-compressed candidate (clustered,
+on a board) is not a file LiteRT can load (it has no DECODE op), so, as in `tfslim demo`, it
+is `<name>.lut.tflm`, and `<name>.tflite` beside it is the same int8 model uncompressed, on
+which its quality is measured. A directory written when the compressed file was
+`<name>.tflite` and its twin `<name>.uncompressed.tflite` is renamed to this layout when
+it resumes.
 """
 
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +29,10 @@ __all__ = ["Run", "convert_and_measure", "fingerprint"]
 _MANIFEST = "manifest.json"
 _FORMAT = 1
 _PLAN_SETTINGS = ("techniques", "widths", "sparsity", "clusters", "growth")
-UNCOMPRESSED = ".uncompressed.tflite"
+# A LUT-compressed board file, which only TFLite Micro runs; the demo names its own so too.
+LUT_SUFFIX = ".lut.tflm"
+# Where a LUT-compressed candidate's uncompressed twin was before it took the .tflite name.
+_OLD_UNCOMPRESSED = ".uncompressed.tflite"
 
 
 class Run:
@@ -69,10 +76,12 @@ class Run:
         saved = self.done.get(spec.name)
         keras_path = self.directory / f"{spec.name}.keras"
         tflite_path = self.directory / f"{spec.name}.tflite"
-        uncompressed_path = self.directory / f"{spec.name}{UNCOMPRESSED}"
+        lut_path = self.directory / f"{spec.name}{LUT_SUFFIX}"
         finished = saved is not None and saved.get("spec") == spec.to_dict()
         compressed = finished and bool(saved.get("uncompressed"))
-        files = (keras_path, tflite_path, *([uncompressed_path] if compressed else []))
+        if compressed:
+            self._rename_old_layout(spec.name, saved)
+        files = (keras_path, tflite_path, *([lut_path] if compressed else []))
         if finished and all(path.exists() for path in files):
             footprint = Footprint.from_dict(saved["footprint"])
             seconds, resumed = saved.get("seconds", 0.0), True
@@ -91,12 +100,15 @@ class Run:
                 compress=bool(getattr(spec, "clusters", 0)) and self.target.is_micro,
             )
             _io.save_keras_model(model, keras_path, overwrite=True)
-            _io.atomic_write(tflite_path, result.flatbuffer, overwrite=True)
             compressed = uncompressed is not None
+            plain = uncompressed if compressed else result
+            _io.atomic_write(tflite_path, plain.flatbuffer, overwrite=True)
             if compressed:
-                _io.atomic_write(uncompressed_path, uncompressed.flatbuffer, overwrite=True)
+                _io.atomic_write(lut_path, result.flatbuffer, overwrite=True)
             else:
-                uncompressed_path.unlink(missing_ok=True)  # Left by an overwritten run.
+                lut_path.unlink(missing_ok=True)  # Left by an overwritten run.
+            # Left by an overwritten run of the old layout.
+            (self.directory / f"{spec.name}{_OLD_UNCOMPRESSED}").unlink(missing_ok=True)
             seconds, resumed = time.perf_counter() - start, False
         description = spec.description() if hasattr(spec, "description") else spec.name
         if compressed:
@@ -108,9 +120,9 @@ class Run:
             footprint=footprint,
             violations=self.violations(footprint),
             keras_path=str(keras_path),
-            tflite_path=str(tflite_path),
+            tflite_path=str(lut_path if compressed else tflite_path),
             seconds=seconds,
-            uncompressed_path=str(uncompressed_path) if compressed else None,
+            uncompressed_path=str(tflite_path) if compressed else None,
         )
         self.candidates = [c for c in self.candidates if c.name != spec.name] + [candidate]
         self.done[spec.name] = {
@@ -119,10 +131,31 @@ class Run:
             "seconds": round(seconds, 2),
         }
         if compressed:
-            self.done[spec.name]["uncompressed"] = uncompressed_path.name
+            self.done[spec.name]["compressed"] = lut_path.name
+            self.done[spec.name]["uncompressed"] = tflite_path.name
         self.write_manifest()
         self.log(self.line(candidate, resumed))
         return candidate
+
+    def _rename_old_layout(self, name: str, saved: dict) -> None:
+        """Renames a LUT-compressed candidate written as `<name>.tflite` (compressed) and
+        `<name>.uncompressed.tflite` to `<name>.lut.tflm` and `<name>.tflite`.
+
+        Each step is one atomic rename and the steps are told apart by which files exist,
+        so a rename interrupted half-way finishes on the next resume.
+        """
+        old_twin = self.directory / f"{name}{_OLD_UNCOMPRESSED}"
+        if saved.get("uncompressed") != old_twin.name or not old_twin.exists():
+            return
+        tflite = self.directory / f"{name}.tflite"
+        lut = self.directory / f"{name}{LUT_SUFFIX}"
+        if not lut.exists():
+            if not tflite.exists():
+                return  # The compressed file is gone: the candidate is made again.
+            os.replace(tflite, lut)
+        os.replace(old_twin, tflite)
+        saved.update(compressed=lut.name, uncompressed=tflite.name)
+        self.write_manifest()
 
     def rejudge(self, budget: Budget) -> None:
         """Holds every candidate (made and to come) to `budget` instead."""
@@ -174,14 +207,20 @@ class Run:
         )
         files = write_strategy_report(result, overwrite=True)
         # The best candidate under fixed names, for scripts; a re-judged run replaces them.
-        for suffix in (".keras", ".tflite"):
+        # A LUT-compressed best is `best.lut.tflm`, its uncompressed twin `best.tflite`.
+        best = result.best
+        sources = {}
+        if best is not None:
+            sources = {".keras": best.keras_path, ".tflite": best.tflite_path}
+            if best.compressed:
+                sources.update({".tflite": best.uncompressed_path, LUT_SUFFIX: best.tflite_path})
+        for suffix in (".keras", ".tflite", LUT_SUFFIX):
             path = self.directory / f"best{suffix}"
-            if result.best is None:
+            if suffix not in sources:
                 path.unlink(missing_ok=True)
                 continue
-            source = result.best.keras_path if suffix == ".keras" else result.best.tflite_path
             files[f"best{suffix}"] = _io.atomic_write(
-                path, Path(source).read_bytes(), overwrite=True
+                path, Path(sources[suffix]).read_bytes(), overwrite=True
             )
         return StrategyResult(**{**result.__dict__, "files": files})
 

@@ -8,8 +8,9 @@ the target and measure it with the real interpreters. Each finished candidate is
 killed half-way resumes where it stopped without recomputing what was finished.
 
 A clustered candidate on a microcontroller target is LUT-compressed (TFLite Micro's DECODE
-op): it is judged by the compressed file's flash and arena, and its quality comes from the
-same int8 model uncompressed (`<name>.uncompressed.tflite`), since LiteRT cannot run DECODE.
+op) into `<name>.lut.tflm`: it is judged by that file's flash and arena, and its quality
+comes from the same int8 model uncompressed, `<name>.tflite` beside it, since LiteRT cannot
+run DECODE (the naming of `tfslim demo`).
 """
 
 import os
@@ -20,7 +21,7 @@ import numpy as np
 from tfslim._checks import check_bool, check_float, check_int, invalid_type
 from tfslim.strategies import candidates as _candidates
 from tfslim.strategies.result import StrategyResult
-from tfslim.strategies.run import UNCOMPRESSED, Run, fingerprint
+from tfslim.strategies.run import LUT_SUFFIX, Run, fingerprint
 from tfslim.tuning.budget import Budget
 
 __all__ = ["shrink"]
@@ -64,9 +65,12 @@ def shrink(
     `tfslim.convert(..., compress=True)` does (kernels as bit-packed indices into value
     tables, expanded by DECODE ops into the arena), so flash shrinks and the arena grows;
     the candidate is judged by the compressed file's flash, arena and MCU estimate. That
-    file runs only in TFLite Micro: quality is measured on the same int8 model
-    uncompressed (`<name>.uncompressed.tflite`, identical outputs) and it has no host
-    latency (a `max_latency_ms` budget rules it out). On `mobile`, LiteRT has no LUT
+    file runs only in TFLite Micro, so it is `<name>.lut.tflm` (`Candidate.tflite_path`,
+    the file to deploy), not a `.tflite` a phone app would try to load: quality is
+    measured on the same int8 model uncompressed, `<name>.tflite` beside it
+    (`Candidate.uncompressed_path`, identical outputs), and it has no host latency (a
+    `max_latency_ms` budget rules it out). A LUT-compressed best candidate is copied to
+    `best.lut.tflm`, with its twin as `best.tflite`. On `mobile`, LiteRT has no LUT
     decoding: the candidate is a plain int8 file about as large as the unclustered one, and
     clustering only shrinks its gzip size (the download); a note in `result.notes` gives
     both.
@@ -180,12 +184,13 @@ def cluster_notes(candidates, target) -> list[str]:
     compressed = [c.name for c in candidates if c.compressed]
     if compressed:
         notes.append(
-            f"LUT-compressed for TFLite Micro: {', '.join(compressed)}. Their `.tflite` holds "
-            "clustered kernels as bit-packed indices into value tables, expanded by DECODE ops "
-            "into the arena, and runs only in TFLite Micro: flash, arena and MCU estimate are "
-            "the compressed file's; quality is the same int8 model uncompressed "
-            f"(`<name>{UNCOMPRESSED}`, identical outputs; LiteRT has no DECODE kernel); "
-            "no host latency."
+            "LUT-compressed for TFLite Micro: "
+            + ", ".join(f"{name} (`{name}{LUT_SUFFIX}`)" for name in compressed)
+            + ". Each holds clustered kernels as bit-packed indices into value tables, "
+            "expanded by DECODE ops into the arena, and runs only in TFLite Micro: flash, "
+            "arena and MCU estimate are that file's; quality is the same int8 model "
+            "uncompressed (`<name>.tflite` beside it, identical outputs; LiteRT has no DECODE "
+            "kernel); no host latency."
         )
     by_name = {c.name: c for c in candidates}
     for c in candidates:
