@@ -20,6 +20,7 @@ L = keras.layers
         ("silu", "swish"),
         ("gelu", "gelu"),
         ("leaky_relu", "leaky_relu"),
+        ("elu", "elu"),
         ("selu", None),
     ],
 )
@@ -36,6 +37,7 @@ def test_activation_name(activation, name):
         (L.ReLU(negative_slope=0.1), "leaky_relu(0.1)"),
         (L.ReLU(negative_slope=0.1, max_value=6.0), None),
         (L.LeakyReLU(negative_slope=0.2), "leaky_relu"),
+        (L.ELU(), "elu"),
         (L.ELU(alpha=0.5), None),
         (L.Activation("tanh"), "tanh"),
         (L.Softmax(), "softmax"),
@@ -74,7 +76,8 @@ def test_apply_activation_rejects_unknown():
         (keras.ops.hard_silu, "hard_swish"),
         (lambda x: keras.ops.gelu(x, approximate=True), "gelu_tanh"),
         (lambda x: keras.ops.leaky_relu(x, negative_slope=0.3), "leaky_relu(0.3)"),
-        (keras.ops.elu, None),
+        (keras.ops.elu, "elu"),
+        (lambda x: keras.ops.elu(x, alpha=0.5), None),
         (keras.ops.exp, None),
     ],
 )
@@ -98,6 +101,9 @@ def test_op_activation_name(fn, name):
         (L.Add(), "requantize"),
         (L.Rescaling(1 / 255), "affine"),
         (L.Activation("relu6"), "activation"),
+        (L.ELU(), "activation"),
+        (L.ELU(alpha=0.5), None),
+        (L.PReLU(), "prelu"),
         (L.Conv2D(2, 3, data_format="channels_first"), None),
         (L.LSTM(2), None),
     ],
@@ -114,6 +120,22 @@ def test_supported_layers_cover_the_issue_list():
         "BatchNormalization", "ReLU", "Activation", "Add", "Multiply", "Concatenate",
         "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "Reshape", "Flatten", "Dropout",
-        "ZeroPadding2D", "UpSampling2D", "Rescaling", "Softmax",
+        "ZeroPadding2D", "UpSampling2D", "Rescaling", "Softmax", "PReLU", "ELU",
     }  # fmt: skip
     assert required <= set(registry.SUPPORTED_LAYERS)
+
+
+def test_quantize_activation_docstring_examples_run():
+    import doctest
+
+    from tfslim.quantization import quantize_activation
+
+    result = doctest.testmod(quantize_activation, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_quantize_prelu_refuses_another_layer():
+    from tfslim.quantization import QuantizePReLU
+
+    with pytest.raises(ValueError, match=r"argument `layer`.*PReLU.*of class LeakyReLU"):
+        QuantizePReLU(L.LeakyReLU())

@@ -173,6 +173,128 @@ def test_activation_layers_deploy_as_trained(layer, op):
     check_deploys_as_trained(functional(make), data(), expected_ops=[op])
 
 
+def trained_prelu(low=-0.3, high=0.6, **kwargs):
+    """A PReLU whose slopes moved away from their zero initialisation (some negative)."""
+    layer = L.PReLU(**kwargs)
+
+    def apply(x):
+        y = layer(x)
+        rng = np.random.default_rng(3)
+        layer.set_weights([rng.uniform(low, high, w.shape) for w in layer.get_weights()])
+        return y
+
+    return apply
+
+
+PRELU_CASES = {
+    "shared_over_space": lambda x: trained_prelu(shared_axes=[1, 2])(conv(x)),
+    "per_element": lambda x: trained_prelu()(conv(x)),
+    "after_batch_norm": lambda x: trained_prelu(shared_axes=[1, 2])(
+        L.BatchNormalization()(conv(x, use_bias=False))
+    ),
+    "after_add": lambda x: trained_prelu(shared_axes=[1, 2])(L.Add()([conv(x, 3), x])),
+    "dense": lambda x: trained_prelu(0.05, 0.3)(L.Dense(6)(L.Flatten()(conv(x)))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRELU_CASES))
+def test_prelu_deploys_as_int8_prelu(case):
+    qat, names = check_deploys_as_trained(
+        functional(PRELU_CASES[case]), data(), expected_ops=["PRELU"]
+    )
+    assert "QuantizePReLU" in [type(layer).__name__ for layer in qat.layers]
+    report = tfslim.inspect(tfslim.convert(qat, target="mcu"))
+    assert report["fully_integer"] and report["micro"]["supported"], report["micro"]
+
+
+def test_prelu_slopes_are_rounded_as_the_int8_file_stores_them():
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    qat = quantize_model(functional(lambda x: trained_prelu(shared_axes=[1, 2])(conv(x))))
+    qat(data(16), training=True)
+    layer = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizePReLU")
+    alpha = layer.layer.alpha.numpy()
+    rounded = layer.quantized_alpha().numpy()
+    scale = np.abs(alpha).max() / 127
+    np.testing.assert_allclose(rounded, np.round(alpha / scale) * scale, atol=1e-7)
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(
+        model_content=tfslim.convert(qat, target="mcu").flatbuffer,
+        experimental_op_resolver_type=resolver,
+    )
+    interpreter.allocate_tensors()
+    tensors = interpreter.get_tensor_details()
+    op = next(o for o in interpreter._get_ops_details() if o["op_name"] == "PRELU")
+    stored = tensors[op["inputs"][1]]
+    (stored_scale, zero) = stored["quantization"]
+    assert zero == 0 and np.isclose(stored_scale, scale, rtol=1e-6)
+    deployed = interpreter.get_tensor(stored["index"]).astype("float32") * stored_scale
+    np.testing.assert_allclose(deployed, rounded, atol=1e-6)
+
+
+def test_prelu_with_its_initial_zero_slopes_converts_to_integer_ops():
+    # Keras initialises the slopes to 0: the rounding must not divide by a zero scale.
+    check_deploys_as_trained(
+        functional(lambda x: L.PReLU()(conv(x))), data(), expected_ops=["PRELU"]
+    )
+
+
+def test_prelu_round_trips_through_config_and_keras_file(tmp_path):
+    from tfslim.quantization import QuantizePReLU
+
+    qat = quantize_model(functional(lambda x: trained_prelu(shared_axes=[1, 2])(conv(x))))
+    x = data(16)
+    qat(x, training=True)
+    layer = next(layer for layer in qat.layers if isinstance(layer, QuantizePReLU))
+    assert QuantizePReLU.from_config(layer.get_config()).get_config() == layer.get_config()
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+def test_prelu_slopes_train_and_keep_their_constraint():
+    model = functional(lambda x: L.PReLU(shared_axes=[1, 2], alpha_constraint="non_neg")(conv(x)))
+    qat = quantize_model(model)
+    x, y = data(32), data(32)[..., :1].repeat(4, -1)
+    qat.compile(keras.optimizers.SGD(0.5), "mse")
+    layer = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizePReLU")
+    before = layer.layer.alpha.numpy().copy()
+    qat.fit(x, -np.abs(y), epochs=2, batch_size=16, verbose=0)
+    after = layer.layer.alpha.numpy()
+    assert not np.array_equal(before, after) and after.min() >= 0.0
+
+
+ELU_FORMS = {
+    "layer": lambda x: L.ELU()(conv(x)),
+    "activation_layer": lambda x: L.Activation("elu")(conv(x)),
+    "argument": lambda x: conv(x, activation="elu"),
+    "op": lambda x: ops.elu(conv(x)),
+}
+
+
+@pytest.mark.parametrize("form", sorted(ELU_FORMS))
+def test_elu_is_a_float_kernel_between_int8_tensors_for_mobile_and_refused_for_mcu(form):
+    qat = quantize_model(functional(ELU_FORMS[form]))
+    x = data()
+    for i in range(3):
+        qat(x[i * 16 : (i + 1) * 16], training=True)
+    flatbuffer = tfslim.convert(qat, target="mobile", io_dtype="int8").flatbuffer
+    dtypes = op_dtypes(flatbuffer)
+    # The converter has no quantized ELU: only the ELU itself runs in float.
+    assert [name for name, _ in dtypes] == ["CONV_2D", "DEQUANTIZE", "ELU", "QUANTIZE"], dtypes
+    assert dtypes[0][1] <= {"int8", "int32"} and dtypes[2][1] == {"float32"}, dtypes
+    got, step = run_tflite(flatbuffer, x)
+    reference = qat.predict(x, verbose=0)
+    assert np.max(np.abs(got - reference)) <= 1.01 * step
+    with pytest.raises(UnsupportedOpError, match=r"ELU from layer .*no int8 ELU"):
+        tfslim.convert(qat, target="mcu")
+
+
+def test_elu_with_another_alpha_is_refused_naming_it():
+    with pytest.raises(UnsupportedOpError, match=r"ELU 'elu_half' with alpha=0.5"):
+        quantize_model(functional(lambda x: L.ELU(alpha=0.5, name="elu_half")(conv(x))))
+
+
 def normalization(mean, variance):
     layer = L.Normalization(mean=mean, variance=variance)
     return layer

@@ -9,7 +9,7 @@ from tfslim.quantization.callbacks import (
 )
 from tfslim.quantization.finetune import quantize_and_finetune
 from tfslim.quantization.quantize import float_layers, is_quantized_model, quantize_model
-from tfslim.quantization.quantize_activation import QuantizeActivation
+from tfslim.quantization.quantize_activation import QuantizeActivation, QuantizePReLU
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
 from tfslim.quantization.rescaling import QuantizeRescaling
@@ -31,6 +31,7 @@ __all__ = [
     "QuantizeEmbedding",
     "QuantizeLayerNormalization",
     "QuantizeMultiHeadAttention",
+    "QuantizePReLU",
     "QuantizeRescaling",
     "QuantizeWrapper",
     "float_layers",

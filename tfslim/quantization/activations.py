@@ -3,15 +3,22 @@
 ReLU and ReLU6 fuse into the op that produces their input (conv, dense, add, ...), so only their
 output is quantized. The others are separate int8 kernels with a quantized input and a fixed
 (sigmoid, tanh, softmax, hard sigmoid) or observed (hard swish, swish, GELU, leaky ReLU)
-output range. ELU is not among them: the converter leaves ELU in float even between quantized
-tensors. GELU has an int8 LiteRT kernel but none in TFLite Micro (the `mcu` check names it).
+output range. GELU has an int8 LiteRT kernel but none in TFLite Micro (the `mcu` check names it).
 Swish is LOGISTIC followed by MUL and hard sigmoid ADD (with a fused ReLU6)
 followed by MUL, so their intermediate tensors are rounded to the fixed ranges the LOGISTIC
 and RELU6 outputs take.
 
+ELU is trained with a quantized input and an observed output range too, but it stays a float
+kernel in the converted file (DEQUANTIZE, ELU, QUANTIZE): LiteRT and TFLite Micro have int8
+ELU kernels, yet TF's converter declares its ELU op without quantized types (it is not
+`QuantizableResult`, operands `F32` or raw `I8`), so no mode of it (QAT fake-quant ranges or
+a representative dataset, old or new quantizer) emits an int8 ELU. Keras's `elu` is already
+`tf.nn.elu`, the op the converter maps to its ELU builtin. Such a model converts for
+`mobile`; the `mcu` check refuses the float ELU.
+
 An activation is named by a string: `"leaky_relu"` has Keras's default slope 0.2, other
 slopes are written `"leaky_relu(0.1)"`; `"gelu"` is the exact GELU, `"gelu_tanh"` its tanh
-approximation.
+approximation; `"elu"` is ELU with Keras's default alpha 1 (the only one TFLite's ELU computes).
 """
 
 import re
@@ -35,7 +42,10 @@ STANDALONE = (
     "gelu_tanh",
     "leaky_relu",
 )
-SUPPORTED = FUSABLE + STANDALONE
+# Activations the converter keeps float between int8 tensors (see the module docstring): their
+# input and output are quantized, so only the activation itself runs in float.
+FLOAT_KERNEL = ("elu",)
+SUPPORTED = FUSABLE + STANDALONE + FLOAT_KERNEL
 
 _ALIASES = {"hard_silu": "hard_swish", "silu": "swish", None: "linear"}
 _LEAKY = re.compile(r"leaky_relu\((-?[0-9.eE+-]+)\)")
@@ -101,6 +111,8 @@ def layer_activation_name(layer) -> str | None:
     if cls == "Softmax":
         axis = layer.axis if isinstance(layer.axis, int) else None
         return "softmax" if axis == -1 else None
+    if cls == "ELU":
+        return "elu" if float(layer.alpha) == 1.0 else None
     return None
 
 
@@ -124,6 +136,8 @@ def op_activation_name(op) -> str | None:
         return leaky_name(op.negative_slope)
     if cls == "Softmax":
         return "softmax" if op.axis in (-1, None) else None
+    if cls == "Elu":
+        return "elu" if float(op.alpha) == 1.0 else None
     return None
 
 
@@ -157,6 +171,8 @@ def apply_activation(name: str, x):
         return x * _fixed(tf.sigmoid(x), FIXED_OUTPUT_RANGES["sigmoid"])
     if name in ("gelu", "gelu_tanh"):
         return tf.nn.gelu(x, approximate=name == "gelu_tanh")
+    if name == "elu":
+        return tf.nn.elu(x)
     if name == "leaky_relu":
         return tf.nn.leaky_relu(x, alpha=_DEFAULT_SLOPE)
     match = _LEAKY.fullmatch(name) if isinstance(name, str) else None

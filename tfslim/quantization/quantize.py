@@ -18,7 +18,7 @@ from tfslim.errors import UnsupportedOpError
 from tfslim.quantization import _graph, registry
 from tfslim.quantization import activations as acts
 from tfslim.quantization.batch_norm import QuantizeBatchNormalization
-from tfslim.quantization.quantize_activation import QuantizeActivation
+from tfslim.quantization.quantize_activation import QuantizeActivation, QuantizePReLU
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer, check_ema_decay
 from tfslim.quantization.rescaling import QuantizeRescaling, affine_of
@@ -253,6 +253,10 @@ class _Rewriter:
             return wrapper(args[0]), node
         if kind == "activation":
             return self.activation(node, op, args, kwargs), node
+        if kind == "prelu":
+            inner = _clone(op)
+            self.copies.append((inner, op))
+            return QuantizePReLU(inner, ema_decay=self.ema_decay, name=op.name)(args[0]), node
         if kind == "transformer":
             inner = _clone(op)
             self.copies.append((inner, op))
@@ -411,7 +415,10 @@ def quantize_model(
     into the preceding layer (a standalone one becomes an int8 MUL and ADD), ReLU/ReLU6
     fused, every activation rounded to int8 with a fixed or observed range. `keras.ops` calls
     in the graph (`x + 3.0`, `keras.ops.mean`, ...) are rewritten like layers; swish, hard
-    swish, hard sigmoid, GELU and leaky ReLU get their int8 kernels' ranges; `Rescaling` and
+    swish, hard sigmoid, GELU and leaky ReLU get their int8 kernels' ranges, `PReLU` its
+    slopes rounded as the int8 PRELU stores them; ELU gets an int8 input and output, but the
+    converter keeps the ELU itself float (fine for `mobile`, refused for `mcu`: see
+    `tfslim.quantization.activations`); `Rescaling` and
     `Normalization` become int8 MUL/ADD after the input quantizer; `Embedding`,
     `LayerNormalization` and `MultiHeadAttention` become the int8 GATHER, MEAN/SUB/MUL/RSQRT
     and FULLY_CONNECTED/BATCH_MATMUL/SOFTMAX ops the converter emits for them (see
@@ -517,7 +524,8 @@ def float_layers(model) -> list[str]:
             not type(layer).__module__.startswith("tfslim.quantization.")
             # Subclasses elsewhere (clustering's cluster-preserving wrapper) quantize too.
             and not isinstance(layer, QuantizeWrapper)
-            and (registry.role(layer) in (None, "weighted", "affine", "batch_norm", "transformer"))
+            and registry.role(layer)
+            in (None, "weighted", "affine", "batch_norm", "transformer", "prelu")
             and type(layer).__name__ != "InputLayer"
         ):
             names.append(layer.name)

@@ -17,6 +17,8 @@ belongs to one of these roles:
   TFLite fuses them, otherwise quantized after.
 - transformer: `Embedding`, `LayerNormalization` and `MultiHeadAttention`, each replaced by
   its `tfslim.quantization.transformer` layer (one quantizer per int8 op it converts to).
+- prelu: `PReLU`, a `QuantizePReLU` (int8 PRELU with slopes quantized as the converter stores
+  them, observed output range).
 """
 
 import keras
@@ -66,7 +68,7 @@ REQUANTIZE = frozenset(
     }
 )
 
-ACTIVATION = frozenset({"Activation", "ReLU", "LeakyReLU", "Softmax"})
+ACTIVATION = frozenset({"Activation", "ReLU", "LeakyReLU", "Softmax", "ELU"})
 
 # keras.ops operations (class names in keras.src.ops) by role.
 PASSTHROUGH_OPS = frozenset(
@@ -121,6 +123,8 @@ AFFINE = frozenset({"Rescaling", "Normalization"})
 
 TRANSFORMER = frozenset({"Embedding", "LayerNormalization", "MultiHeadAttention"})
 
+PRELU = frozenset({"PReLU"})
+
 SUPPORTED_LAYERS = tuple(
     sorted(
         set(WEIGHTED_LAYERS)
@@ -129,6 +133,7 @@ SUPPORTED_LAYERS = tuple(
         | ACTIVATION
         | AFFINE
         | TRANSFORMER
+        | PRELU
         | {"BatchNormalization"}
     )
 )
@@ -193,12 +198,16 @@ def _role_and_reason(operation):
     if cls in TRANSFORMER:
         problem = _transformer_problem(operation)
         return (None, f"{what} {problem}") if problem else ("transformer", None)
+    if cls in PRELU:
+        return "prelu", None
     if cls == "BatchNormalization":  # The rewriter checks that it normalises the last axis.
         return "batch_norm", None
     if cls in REQUANTIZE:
         return "requantize", None
     if cls in ACTIVATION:
         if acts.layer_activation_name(operation) is None:
+            if cls == "ELU":
+                return None, f"{what} with alpha={operation.alpha} (TFLite's ELU has alpha 1)"
             detail = getattr(operation, "activation", None)
             return None, f"{what} computing {acts.describe(detail) if detail else 'this'}"
         return "activation", None
