@@ -26,11 +26,113 @@ def test_widen_grows_every_layer_but_the_outputs():
         widen(model, 0.5)
 
 
+def _build(width_multiplier=1.0, depth=1):
+    """`depth` 3x3 convolutions of 16 filters (times the multiplier), pooling, a classifier."""
+    import keras
+
+    layers = [keras.Input((8, 8, 1))]
+    for i in range(depth):
+        filters = max(1, round(16 * width_multiplier))
+        layers.append(
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")
+        )
+    layers += [
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax", name="out"),
+    ]
+    return keras.Sequential(layers)
+
+
+def _no_depth(width_multiplier=1.0):
+    return _build(width_multiplier)
+
+
+def _depth_without_default(width_multiplier=1.0, *, depth):
+    return _build(width_multiplier, depth)
+
+
+def _no_multiplier(depth=1):
+    return _build(1.0, depth)
+
+
+@pytest.mark.parametrize(
+    "build, growth, error, match",
+    [
+        (None, [{"depth": 2}], ValueError, r"`growth\[0\]`.*a keras.Model can only be widened"),
+        (_no_depth, [1.5, {"depth": 2}], ValueError, r"`growth\[1\]`.*takes no `depth`"),
+        (_depth_without_default, [{"depth": 2}], ValueError, "no int default"),
+        (_build, [{"depth": 0}], ValueError, r"`growth\[0\]\['depth'\]`.*>= 1.*=0"),
+        (_build, [{"depth": 2.0}], TypeError, r"`growth\[0\]\['depth'\]`.*2.0"),
+        (_build, [{"depth": 1}], ValueError, r"`growth\[0\]`.*grows the model.*'depth': 1"),
+        (_build, [{"width_multiplier": 1.0}], ValueError, "grows the model"),
+        (_build, [{"width_multiplier": 0.5}], ValueError, r"\['width_multiplier'\].*>= 1"),
+        (_build, [{"layers": 3}], ValueError, r"`growth\[0\]`.*keys from.*'layers': 3"),
+        (_build, [{}], ValueError, r"`growth\[0\]`.*keys from"),
+        (_build, ["wide"], TypeError, r"`growth\[0\]`"),
+        (_build, [2.0, {"width_multiplier": 2.0, "depth": 1}], ValueError, "distinct entries"),
+        (_build, [{"depth": 3}, {"width_multiplier": 1, "depth": 3}], ValueError, "distinct"),
+        (_no_multiplier, [{"depth": 2}], TypeError, r"`build_model`.*`width_multiplier`"),
+    ],
+)
+def test_growth_in_depth_is_checked_before_any_training(tmp_path, build, growth, error, match):
+    data = (np.zeros((4, 8, 8, 1)), np.zeros(4))
+    build = _model() if build is None else build
+    with pytest.raises(error, match=match):
+        grow_improve_shrink(build, data, data, growth=growth, directory=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_grow_improve_shrink_grows_depth_and_prunes_channels_back_to_the_footprint(
+    tmp_path, digits
+):
+    x_train, y_train, x_test, y_test = digits
+    train, val = (x_train[:300], y_train[:300]), (x_test[:150], y_test[:150])
+    kwargs = dict(
+        target="nano33ble",
+        epochs=1,
+        shrink_epochs=1,
+        directory=tmp_path,
+        latency_runs=0,
+        calibration_samples=50,
+    )
+    lines = []
+    result = grow_improve_shrink(
+        _build, train, val, growth=[{"depth": 2}], log=lines.append, **kwargs
+    )
+    names = [c.name for c in result.candidates]
+    assert names[:3] == ["original", "original_qat", "grow100_depth2"]
+    base, grown = result["original"], result["grow100_depth2"]
+    assert grown.spec["depth"] == 2 and "depth" not in base.spec
+    assert grown.description.startswith("grown to depth 2, trained from scratch")
+    assert grown.footprint.params > 1.5 * base.footprint.params and not grown.feasible
+    shrunk = result[names[3]]
+    assert names[3].startswith("grow100_depth2_width") and shrunk.spec["width"] < 1
+    assert "grown to depth 2 and trained, channels pruned to" in shrunk.description
+    # The shrunk model keeps both convolutions, with fewer channels.
+    assert shrunk.footprint.ops["CONV_2D"] == grown.footprint.ops["CONV_2D"] == 2
+    assert shrunk.footprint.params < grown.footprint.params
+    last = result.candidates[-1]
+    assert last.feasible == (
+        last.footprint.flash_bytes <= base.footprint.flash_bytes
+        and last.footprint.arena_bytes <= base.footprint.arena_bytes
+    )
+    assert last.feasible, [(c.name, c.violations) for c in result.candidates]
+    note = next(n for n in result.notes if n.startswith(last.name))
+    assert "points" in note
+    # A rerun resumes everything, the depth-grown candidates included.
+    again = grow_improve_shrink(
+        _build, train, val, growth=[{"depth": 2}], log=lines.append, **kwargs
+    )
+    assert [c.name for c in again.candidates] == names
+    assert all("(resumed)" in line for line in lines[len(names) :])
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(growth=(1.0,)), ValueError, r"argument `growth`.*> 1"),
-        (dict(growth=(2.0, 2.0)), ValueError, "distinct width multipliers"),
+        (dict(growth=(1.0,)), ValueError, r"argument `growth\[0\]`.*> 1.*growth\[0\]=1.0"),
+        (dict(growth=(2.0, 2.0)), ValueError, "distinct entries"),
         (dict(growth=2.0), TypeError, "argument `growth`"),
         (dict(build_model="cnn"), TypeError, "argument `build_model`"),
         (dict(shrink_epochs=0), ValueError, "argument `shrink_epochs`"),

@@ -43,6 +43,8 @@ class CandidateSpec:
             `width` then is the fraction of the grown model's channels kept.
         clusters: int. Distinct values per kernel after weight clustering (0: not
             clustered); not combined with `sparsity` or `m_by_n`.
+        depth: int or None. The `depth` a grown model was built with (`grow_improve_shrink`
+            with `build_model(width_multiplier=..., depth=...)`); None: the baseline's.
     """
 
     name: str
@@ -53,6 +55,7 @@ class CandidateSpec:
     train: bool = True
     growth: float = 1.0
     clusters: int = 0
+    depth: int | None = None
 
     def __post_init__(self):
         if self.clusters:
@@ -68,9 +71,11 @@ class CandidateSpec:
     def description(self) -> str:
         if not self.train:
             return "the model as given, post-training int8"
-        if self.growth > 1 and self.width == 1:
-            return f"grown to {self.growth:g}x width, trained from scratch, post-training int8"
-        parts = [f"grown to {self.growth:g}x width and trained"] if self.growth > 1 else []
+        grown = [f"{self.growth:g}x width"] if self.growth > 1 else []
+        grown += [f"depth {self.depth}"] if self.depth is not None else []
+        if grown and self.width == 1:
+            return f"grown to {' and '.join(grown)}, trained from scratch, post-training int8"
+        parts = [f"grown to {' and '.join(grown)} and trained"] if grown else []
         if self.width < 1:
             parts.append(f"channels pruned to {self.width:.0%} width")
         if self.sparsity:
@@ -86,10 +91,12 @@ class CandidateSpec:
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["m_by_n"] = list(self.m_by_n) if self.m_by_n else None
-        # Written only when set, so the specs in manifests written before clustering was a
-        # lever still match and their candidates resume.
+        # Written only when set, so the specs in manifests written before clustering (or
+        # growth in depth) was a lever still match and their candidates resume.
         if not values["clusters"]:
             del values["clusters"]
+        if values["depth"] is None:
+            del values["depth"]
         return values
 
 

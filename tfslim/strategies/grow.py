@@ -1,11 +1,14 @@
 """`tfslim.grow_improve_shrink`: more capacity to learn with, then back to the old footprint.
 
 The survey's recipe for a quality-sensitive model (Menghani 2021, section 4): grow the
-model (wider), train it, then shrink it back with the same levers as `tfslim.shrink`
-(channel pruning to the baseline's width, distillation from the grown model, QAT) until
-its footprint measured on the target is no larger than the baseline's, and compare the
-two at equal footprint.
+model (wider, or deeper when `build_model` takes a `depth`), train it, then shrink it back
+with the same levers as `tfslim.shrink` (channel pruning to the baseline's footprint,
+distillation from the grown model, QAT) until its footprint measured on the target is no
+larger than the baseline's, and compare the two at equal footprint.
 """
+
+import inspect
+from collections.abc import Mapping
 
 import keras
 
@@ -23,6 +26,7 @@ from tfslim.tuning.budget import Budget
 __all__ = ["grow_improve_shrink", "widen"]
 
 _MAX_SHRINKS = 3
+_GROWTH_KEYS = ("width_multiplier", "depth")
 
 
 def widen(model: keras.Model, factor: float) -> keras.Model:
@@ -79,24 +83,37 @@ def grow_improve_shrink(
 
     Candidates: the baseline as given (post-training int8); the baseline distilled from
     itself with QAT (`shrink_epochs`, the same improvement without growth, for a fair
-    comparison); then for each factor in `growth` the grown model trained for `epochs`,
-    and that model channel-pruned back to `1 / factor` of its width, distilled from
-    itself-grown with QAT. A shrunk model still over the baseline's flash or arena is
-    pruned further (up to 3 times). The budget is the baseline's measured int8 flash and
-    TFLite Micro arena unless `budget` is given; `result.notes` gives each grown model's
-    quality at that footprint against the baseline's.
+    comparison); then for each entry of `growth` the grown model trained for `epochs`
+    (`grow150`, or `grow100_depth3` for `{"depth": 3}`), and that model channel-pruned
+    back, distilled from itself-grown with QAT (`grow150_width67`). A model grown only in
+    width is pruned to `1 / width_multiplier` of its channels; one grown in depth to the
+    widest uniform fraction of its channels whose estimated int8 weights, plus the grown
+    model's measured non-weight bytes (ops, quantization parameters), fit the flash
+    budget. A shrunk model still over the budget is pruned further (0.8 times the width,
+    up to 3 tries). The budget is the baseline's measured int8 flash and TFLite Micro arena
+    unless `budget` is given; `result.notes` gives each grown model's quality at that
+    footprint against the baseline's.
+
+    Growth in depth: an entry `{"width_multiplier": w, "depth": d}` builds
+    `build_model(width_multiplier=w, depth=d)`. `build_model` must then be a callable
+    whose `depth` parameter has an int default, the baseline's depth (the baseline is
+    `build_model(width_multiplier=1.0)`); `d` is at least that default, and the entry must
+    grow something (`w > 1` or `d` above the default). A `keras.Model` can only be widened.
 
     Args:
         build_model: callable or keras.Model. `build_model(width_multiplier=...)`
             returns an uncompiled model (e.g. a `tfslim.architectures` builder wrapped to
-            take a multiplier), or a model grown with `widen`.
+            take a multiplier), or a model grown with `widen`. A callable that also takes
+            `depth=` (with an int default) can be grown in depth.
         train_data: tuple `(x, y)` of NumPy arrays (integer labels).
         validation_data: tuple `(x, y)` of NumPy arrays. Quality is measured on it.
         target: str or Target. Where the model runs. Defaults to `"mcu"`.
         footprint_of: keras.Model or None. The trained baseline whose footprint the grown
             models must meet; None: `build_model` itself when it is a model, else
             `build_model(width_multiplier=1.0)` trained for `epochs`. Defaults to `None`.
-        growth: sequence of float > 1. Width multipliers. Defaults to `(1.5, 2.0)`.
+        growth: sequence of float > 1 (width multipliers) or mappings with keys
+            `width_multiplier` (float >= 1, default 1.0) and `depth` (int), distinct,
+            e.g. `[1.5, 2.0, {"depth": 3}]`. Defaults to `(1.5, 2.0)`.
         budget: Budget or None. None: the baseline's flash and arena. Defaults to `None`.
         epochs: int. Training epochs of a grown model. Defaults to `10`.
         shrink_epochs: int. Epochs of distillation + QAT after shrinking. Defaults to `3`.
@@ -118,6 +135,20 @@ def grow_improve_shrink(
     Raises:
         TypeError, ValueError: for an invalid argument, checked before any training.
         FileExistsError: as for `tfslim.shrink`.
+
+    Example:
+
+    >>> def build(width_multiplier=1.0, depth=1):  # doctest: +SKIP
+    ...     layers = [keras.Input((8, 8, 1))]
+    ...     for _ in range(depth):
+    ...         layers.append(keras.layers.Conv2D(round(8 * width_multiplier), 3,
+    ...                                           padding="same", activation="relu"))
+    ...     layers += [keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    ...     return keras.Sequential(layers)
+    >>> result = tfslim.grow_improve_shrink(build, (x, y), (x_val, y_val),
+    ...     target="nano33ble", growth=[2.0, {"depth": 2}])  # doctest: +SKIP
+    >>> [c.name for c in result.candidates]  # doctest: +SKIP
+    ['original', 'original_qat', 'grow200', 'grow200_width50', 'grow100_depth2', ...]
     """
     settings = dict(
         epochs=check_int("epochs", epochs),
@@ -127,20 +158,20 @@ def grow_improve_shrink(
         calibration_samples=check_int("calibration_samples", calibration_samples),
         latency_runs=check_int("latency_runs", latency_runs, minimum=0),
         seed=check_int("seed", seed, minimum=0),
-        growth=_check_growth(growth),
+        growth=_check_growth(growth, build_model),
     )
     limit = None if max_candidates is None else check_int("max_candidates", max_candidates)
     train_data = check_data("train_data", train_data)
     validation_data = check_data("validation_data", validation_data)
     if isinstance(build_model, keras.Model):
-        grow = lambda factor: widen(build_model, factor)  # noqa: E731
+        grow = lambda factor, depth=None: widen(build_model, factor)  # noqa: E731
         footprint_of = build_model if footprint_of is None else footprint_of
-    elif callable(build_model):
-        grow = lambda factor: build_model(width_multiplier=factor)  # noqa: E731
     else:
-        raise invalid_type(
-            "build_model", "a callable build_model(width_multiplier=...)", build_model
-        )
+
+        def grow(factor, depth=None):
+            extra = {} if depth is None else {"depth": depth}
+            return build_model(width_multiplier=factor, **extra)
+
     if footprint_of is not None:
         check_model("footprint_of", footprint_of)
     if log is not None and not callable(log):
@@ -173,24 +204,30 @@ def grow_improve_shrink(
         )
     fair = _candidates.CandidateSpec("original_qat")
     add(fair, lambda: _improve(fair, footprint_of, footprint_of, x, y, settings))
-    for factor in settings["growth"]:
-        tag = f"grow{round(100 * factor)}"
-        grown_spec = _candidates.CandidateSpec(tag, qat=False, growth=factor)
+    for entry in settings["growth"]:
+        factor, depth = entry["width_multiplier"], entry["depth"]
+        tag = f"grow{round(100 * factor)}" + ("" if depth is None else f"_depth{depth}")
+        grown_spec = _candidates.CandidateSpec(tag, qat=False, growth=factor, depth=depth)
         cache = {}
 
-        def grown(factor=factor, cache=cache):
+        def grown(factor=factor, depth=depth, cache=cache):
             if "model" not in cache:
                 keras.utils.set_random_seed(seed)
-                cache["model"] = _fit(grow(factor), x, y, settings)
+                cache["model"] = _fit(grow(factor, depth), x, y, settings)
             return cache["model"]
 
         grown_candidate = add(grown_spec, grown)
         if grown_candidate is None:
             break
-        width = 1.0 / factor
+        if depth is None:
+            width = 1.0 / factor
+        else:
+            model = cache.get("model") or grown_candidate.load_model()
+            flash = run.budget.max_flash_bytes or base.footprint.flash_bytes
+            width = matching_width(model, grown_candidate.footprint.flash_bytes, flash)
         for _ in range(_MAX_SHRINKS):
             spec = _candidates.CandidateSpec(
-                f"{tag}_width{round(100 * width)}", width=width, growth=factor
+                f"{tag}_width{round(100 * width)}", width=width, growth=factor, depth=depth
             )
 
             def shrunk(spec=spec, cache=cache, grown_candidate=grown_candidate):
@@ -206,16 +243,118 @@ def grow_improve_shrink(
     return run.finish("original")
 
 
-def _check_growth(growth) -> list:
+def matching_width(model, flash_bytes: int, max_flash_bytes: int) -> float:
+    """The widest fraction of `model`'s channels (the same in every prunable group, in
+    steps of 0.01) whose int8 file is estimated to fit `max_flash_bytes`; 1.0 if `model`
+    fits as it is (its shrink-back then only distils it with QAT).
+
+    The estimate is the pruned model's int8 weights as `ChannelPruning` counts them
+    (`ChannelGraph.cost`: one byte per kernel weight, four per bias) plus the bytes of
+    `model`'s measured file (`flash_bytes`) that are not weights: ops, tensors and
+    quantization parameters, which pruning does not grow. 0.01 if nothing fits.
+    """
+    from tfslim.pruning.channel_graph import ChannelGraph
+
+    graph = ChannelGraph(model)
+    groups = graph.groups()
+    overhead = max(0, flash_bytes - graph.cost()["int8_bytes"])
+    for percent in range(100, 0, -1):
+        # The channels `ChannelPruning(1 - width)` keeps in each group.
+        pruned = {g.id: min(round((1 - percent / 100) * g.size), g.size - 1) for g in groups}
+        kept = {g.id: g.size - pruned[g.id] for g in groups}
+        if graph.cost(kept)["int8_bytes"] + overhead <= max_flash_bytes:
+            return percent / 100
+    return 0.01
+
+
+def _depth_default(build_model):
+    """The int default of `build_model`'s `depth` parameter, or why it cannot grow in depth."""
+    if isinstance(build_model, keras.Model):
+        return None, "a keras.Model can only be widened; pass a callable build_model"
+    try:
+        parameter = inspect.signature(build_model).parameters.get("depth")
+    except (TypeError, ValueError):
+        return None, "the signature of build_model cannot be read"
+    if parameter is None:
+        return None, "build_model takes no `depth` argument"
+    default = parameter.default
+    if isinstance(default, bool) or not isinstance(default, int):
+        return None, (
+            "the `depth` argument of build_model has no int default (the baseline's depth); "
+            f"its default is {default if default is not parameter.empty else 'missing'}"
+        )
+    return default, None
+
+
+def _check_build_model(build_model) -> None:
+    if isinstance(build_model, keras.Model):
+        return
+    if not callable(build_model):
+        raise invalid_type(
+            "build_model", "a callable build_model(width_multiplier=...)", build_model
+        )
+    try:
+        parameters = inspect.signature(build_model).parameters
+    except (TypeError, ValueError):
+        return  # A builtin or C callable: the call itself will tell.
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "width_multiplier" not in parameters and not takes_any:
+        raise TypeError(
+            "Invalid value for argument `build_model`. Expected a callable taking the keyword "
+            "`width_multiplier` (build_model(width_multiplier=...)). Received: build_model="
+            f"{getattr(build_model, '__name__', build_model)!r} with parameters "
+            f"{list(parameters)}"
+        )
+
+
+def _check_growth(growth, build_model) -> list[dict]:
+    """`growth` as `{"width_multiplier": float, "depth": int or None}` entries, where None
+    is the baseline's depth."""
+    _check_build_model(build_model)
+    expected = (
+        'a non-empty list of width multipliers (floats > 1) and/or mappings such as {"depth": '
+        '3} or {"width_multiplier": 1.5, "depth": 3}'
+    )
     if isinstance(growth, str) or not isinstance(growth, list | tuple) or not growth:
-        raise invalid_type("growth", "a non-empty list of floats > 1", growth)
-    values = []
-    for g in growth:
-        value = check_float("growth", g, minimum=1, min_inclusive=False)
-        if value in values:
-            raise invalid_value("growth", "distinct width multipliers", growth)
-        values.append(value)
-    return values
+        raise invalid_type("growth", expected, growth)
+    entries = []
+    for i, g in enumerate(growth):
+        name = f"growth[{i}]"
+        if not isinstance(g, Mapping):
+            factor = check_float(name, g, minimum=1, min_inclusive=False)
+            entry = {"width_multiplier": factor, "depth": None}
+        else:
+            entry = _check_growth_mapping(name, g, build_model)
+        if entry in entries:
+            raise invalid_value("growth", "distinct entries (width multiplier and depth)", growth)
+        entries.append(entry)
+    return entries
+
+
+def _check_growth_mapping(name: str, g: Mapping, build_model) -> dict:
+    unknown = [k for k in g if k not in _GROWTH_KEYS]
+    if unknown or not g:
+        raise invalid_value(name, f"a mapping with keys from {list(_GROWTH_KEYS)}", dict(g))
+    factor = check_float(f"{name}['width_multiplier']", g.get("width_multiplier", 1.0), minimum=1)
+    depth = g.get("depth")
+    if depth is not None:
+        default, reason = _depth_default(build_model)
+        if reason is not None:
+            raise ValueError(
+                f"Invalid value for argument `{name}`. Growing depth needs a callable "
+                f"build_model(width_multiplier=..., depth=...) whose `depth` has an int "
+                f"default; {reason}. Received: {name}={dict(g)!r}"
+            )
+        depth = check_int(f"{name}['depth']", depth, minimum=default)
+        if depth == default:
+            depth = None  # The baseline's depth: the same model as no depth at all.
+    if factor == 1 and depth is None:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected an entry that grows the model: "
+            "width_multiplier > 1 or depth above build_model's default. "
+            f"Received: {name}={dict(g)!r}"
+        )
+    return {"width_multiplier": factor, "depth": depth}
 
 
 def _fit(model, x, y, settings):
