@@ -142,11 +142,12 @@ def test_kmeans_beats_linear_init_on_clustered_data():
     assert error("kmeans++") < 0.02 < error("linear")
 
 
-def test_graph_nearest_matches_numpy():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_graph_nearest_matches_numpy(compiled):
     rng = np.random.default_rng(0)
     values = rng.normal(size=(3, 100)).astype(np.float32)
     table = rng.normal(size=(3, 7)).astype(np.float32)  # unsorted
-    got = centroids.nearest(tf.constant(values), tf.constant(table)).numpy()
+    got = centroids.nearest(tf.constant(values), tf.constant(table), compiled=compiled).numpy()
     for r in range(3):
         np.testing.assert_array_equal(got[r], centroids.nearest_numpy(values[r], table[r]))
 
@@ -196,6 +197,20 @@ def test_mirrored_strategy_fit_keeps_clusters():
         clustered.compile("adam", "sparse_categorical_crossentropy")
     x, y = _data()
     clustered.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    kernel = tfslim.strip_clustering(clustered).get_layer("logits").kernel.numpy()
+    assert distinct_values(kernel) <= 4
+
+
+@pytest.mark.parametrize("preserve_sparsity", [False, True])
+def test_xla_compiled_fit_keeps_clusters(preserve_sparsity):
+    # `compile(jit_compile=True)`: the whole step, centroid gradient included, goes to XLA.
+    clustered = tfslim.cluster_weights(_cnn(), 4, preserve_sparsity=preserve_sparsity)
+    clustered.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    x, y = _data()
+    before = clustered.get_layer("cluster_logits").clustered[0].centroids.numpy()
+    clustered.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    after = clustered.get_layer("cluster_logits").clustered[0].centroids.numpy()
+    assert not np.array_equal(before, after)  # The centroids trained.
     kernel = tfslim.strip_clustering(clustered).get_layer("logits").kernel.numpy()
     assert distinct_values(kernel) <= 4
 
@@ -250,14 +265,15 @@ def test_subclassed_model_clusters_layers_it_wraps_itself():
     assert distinct_values(value) <= 3
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("rows, k, n", [(1, 16, 1000), (4, 8, 50)])
-def test_centroid_lookup_has_the_gradient_of_a_gather(rows, k, n):
+def test_centroid_lookup_has_the_gradient_of_a_gather(rows, k, n, compiled):
     rng = np.random.default_rng(0)
     table = tf.Variable(rng.standard_normal((rows, k)).astype("float32"))
     index = tf.constant(rng.integers(0, k, (rows, n)).astype("int32"))
     upstream = tf.constant(rng.standard_normal((rows, n)).astype("float32"))
     with tf.GradientTape(persistent=True) as tape:
-        looked_up = centroids.lookup(table, index)
+        looked_up = centroids.lookup(table, index, compiled=compiled)
         gathered = tf.gather(table, index, batch_dims=1)
         losses = [tf.reduce_sum(v * upstream) for v in (looked_up, gathered)]
     np.testing.assert_array_equal(looked_up.numpy(), gathered.numpy())

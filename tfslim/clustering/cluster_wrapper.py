@@ -6,10 +6,11 @@ channel or a single row) and `<name>_assignments` (int32, the centroid index of 
 In a training step the wrapper
 
 1. recomputes every weight's assignment: the nearest centroid to its original value. This
-   runs on every step, as in tfmot: it is one binary search over the sorted centroids,
-   O(n log k), cheap next to the layer's matmul, and it lets a weight whose original value
-   has moved past the midpoint between two centroids change cluster at once instead of
-   waiting for a schedule;
+   runs on every step, as in tfmot: it places each weight among the midpoints of the
+   sorted centroids in one XLA-compiled computation (TensorFlow's own search and gather
+   kernels made it most of the step's extra cost), and it lets a weight whose original
+   value has moved past the midpoint between two centroids change cluster at once instead
+   of waiting for a schedule;
 2. builds the clustered weight `centroids[assignments]` and runs the wrapped layer's own
    `call` with it in place of the variable (a `keras.StatelessScope` maps the variable to
    that tensor), so any layer that reads its kernel works, with no per-layer code.
@@ -302,14 +303,14 @@ class ClusterWeights(InnerBuildConfig, keras.layers.Wrapper):
                 original = original * mask
             rows = layout.to_rows(tf.stop_gradient(original))
             if mask is None:
-                index = centroids_lib.nearest(rows, table)
+                index = centroids_lib.nearest(rows, table, compiled=True)
             else:
-                index = 1 + centroids_lib.nearest(rows, table[:, 1:])
+                index = 1 + centroids_lib.nearest(rows, table[:, 1:], compiled=True)
                 index = tf.where(layout.to_rows(mask) > 0, index, 0)
             state.assignments.assign(layout.from_rows(index))
         else:
             index = layout.to_rows(tf.convert_to_tensor(state.assignments))
-        value = layout.from_rows(centroids_lib.lookup(table, index))
+        value = layout.from_rows(centroids_lib.lookup(table, index, compiled=training))
         if training:
             # Straight-through: the original weight gets the clustered weight's gradient.
             value = value + (original - tf.stop_gradient(original))
