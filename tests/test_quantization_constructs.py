@@ -264,6 +264,15 @@ def test_prelu_slopes_train_and_keep_their_constraint():
     assert not np.array_equal(before, after) and after.min() >= 0.0
 
 
+def test_skipped_prelu_is_listed_as_float():
+    from tfslim.quantization import float_layers
+
+    model = functional(lambda x: L.PReLU(name="kept")(conv(x)))
+    qat = quantize_model(model, skip=["kept"])
+    assert float_layers(qat) == ["kept"]
+    assert type(qat.get_layer("kept")).__name__ == "PReLU"
+
+
 ELU_FORMS = {
     "layer": lambda x: L.ELU()(conv(x)),
     "activation_layer": lambda x: L.Activation("elu")(conv(x)),
