@@ -34,16 +34,20 @@ seeds.
 
 `--channel` runs the channel-pruning rows instead: MobileNetV2 (alpha 0.35, 32x32x3) and MLPerf
 Tiny resnet8 on digits (upsampled 4x to 32x32, grey copied to 3 channels). Each model trains
-`--channel-epochs` epochs; copies of it then fine-tune `--prune-epochs` more epochs: unpruned,
+`--channel-epochs` epochs; copies of it then fine-tune `--prune-epochs` more epochs at a
+constant learning rate and `--recover-epochs` epochs of recovery: unpruned (the teacher),
 `ChannelPruning(0.5)` (50% of every group's channels) and `ChannelPruning(max_params=0.3,
-max_macs=0.3)` (the footprint target: the callback picks the fraction), each then
-`strip_pruning`, `reestimate_batch_norm` and `--recover-epochs` epochs; and unstructured
-`Pruning` to the parameter count of the footprint-target model (the same epochs in total).
-Every model's batch-norm statistics are re-estimated before it is measured. Params come from
-Keras, MACs from the int8 file (`tfslim.measure`), latency from LiteRT's default Interpreter
-(XNNPACK, one thread) over interleaved rounds, the arena from the TFLite Micro interpreter (mcu
-file). Accuracies are means over `--seeds` seeds from `--seed0`; seed 0 alone gives the
-footprint and latency rows.
+max_macs=0.3, channel_multiple=--channel-multiple)` (the footprint target: the callback picks
+the fraction, every group keeping a multiple of that many channels), the pruned ones
+`strip_pruning`, `reestimate_batch_norm`, then recovered by distillation from the unpruned
+model (`--recover-distill`: `tfslim.distillation.Distiller` at `--distill-temperature`,
+`--distill-alpha` the weight of the labels); and unstructured `Pruning` to the parameter count
+of the footprint-target model (the same epochs in total). Recovery (the unpruned model's too)
+runs `--recover-schedule cosine` (from `--recover-lr` to 0) or `constant`. Every model's batch-norm
+statistics are re-estimated before it is measured. Params come from Keras, MACs from the int8
+file (`tfslim.measure`), latency from LiteRT's default Interpreter (XNNPACK, one thread) over
+interleaved rounds, the arena from the TFLite Micro interpreter (mcu file). Accuracies are
+means over `--seeds` seeds from `--seed0`; seed 0 alone gives the footprint and latency rows.
 
 `--mobile-runtime` times the digits CNN pruned to 80% in LiteRT: dense int8 with XNNPACK (the
 default file) against sparse int8 with builtin kernels (the only way it runs) and the float
@@ -403,6 +407,24 @@ def main():
     parser.add_argument(
         "--channel-models", default="mobilenet_v2,resnet8", help="comma-separated, for --channel"
     )
+    parser.add_argument(
+        "--recover-distill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="recover pruned models by distillation from the unpruned one",
+    )
+    parser.add_argument("--distill-temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--distill-alpha", type=float, default=0.5, help="weight of the labels when distilling"
+    )
+    parser.add_argument("--recover-lr", type=float, default=4e-3, help="peak recovery lr")
+    parser.add_argument("--recover-schedule", choices=("cosine", "constant"), default="cosine")
+    parser.add_argument(
+        "--channel-multiple",
+        type=int,
+        default=8,
+        help="kept channels per group of the '<=0.3x' row: a multiple of this",
+    )
     parser.add_argument("--seed0", type=int, default=0, help="first seed of --channel runs")
     parser.add_argument("--mobile-runtime", action="store_true", help="sparse runtime rows only")
     parser.add_argument(
@@ -570,6 +592,13 @@ CHANNEL_CONFIGS = {
 }
 
 
+def channel_configs(args):
+    """CHANNEL_CONFIGS, the footprint target rounding kept channels to `--channel-multiple`."""
+    configs = {label: dict(target) for label, target in CHANNEL_CONFIGS.items()}
+    configs["channel <=0.3x"]["channel_multiple"] = args.channel_multiple
+    return configs
+
+
 def channel_rows(name, build, data, args, seed):
     """Rows of one model and seed: unpruned, each CHANNEL_CONFIGS entry, unstructured.
 
@@ -607,11 +636,38 @@ def channel_rows(name, build, data, args, seed):
         tfslim.reestimate_batch_norm(model, x_train, steps=len(x_train) // 64 + 1)
         return model
 
+    def recovery_lr():
+        if args.recover_schedule == "constant":
+            return args.recover_lr
+        steps = args.recover_epochs * -(-len(x_train) // BATCH)
+        return keras.optimizers.schedules.CosineDecay(args.recover_lr, max(1, steps))
+
+    def recovered(model, teacher=None):
+        """`--recover-epochs` epochs of `model`, distilled from `teacher` if one is given."""
+        if teacher is None:
+            return fit(compiled(model, recovery_lr()), args.recover_epochs)
+        distiller = tfslim.distillation.Distiller(
+            teacher,
+            model,
+            temperature=args.distill_temperature,
+            student_loss_weight=args.distill_alpha,
+        )
+        distiller.compile(
+            keras.optimizers.Adam(recovery_lr()),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        distiller.fit(x_train, y_train, batch_size=BATCH, epochs=args.recover_epochs, verbose=0)
+        return compiled(distiller.stripped_student(), args.recover_lr)
+
     base = fit(compiled(build(), 2e-3), args.channel_epochs)
     total = args.prune_epochs + args.recover_epochs
-    models = {"unpruned": settled(fit(compiled(copy(base), 5e-4), total))}
+    # The unpruned reference gets the same fine-tuning as the pruned models, without pruning.
+    unpruned = settled(recovered(fit(compiled(copy(base), 5e-4), args.prune_epochs)))
+    models = {"unpruned": unpruned}
+    teacher = unpruned if args.recover_distill else None
     fractions = {}
-    for label, target in CHANNEL_CONFIGS.items():
+    for label, target in channel_configs(args).items():
         channel = compiled(copy(base), 5e-4)
         t = time.perf_counter()
         callback = tfslim.callbacks.ChannelPruning(**target)
@@ -619,7 +675,7 @@ def channel_rows(name, build, data, args, seed):
         fractions[label] = callback.channel_fraction()
         channel = tfslim.strip_pruning(channel)
         tfslim.reestimate_batch_norm(channel, x_train, steps=10)
-        models[label] = settled(fit(compiled(channel, 5e-4), args.recover_epochs))
+        models[label] = settled(recovered(channel, teacher))
         print(
             f"{name} seed {seed}: {label} ({100 * fractions[label]:.1f}% of the prunable "
             f"channels) in {time.perf_counter() - t:.0f} s",
@@ -693,7 +749,7 @@ def channel_main(args):
             lines.append(f"{'':<14}{'':<16}  int8 acc per seed: {seeds_text}")
         tables.append(lines)
         ref = {"arena": 0, "latency": float("nan"), **ref}
-        for label in CHANNEL_CONFIGS:
+        for label in channel_configs(args):
             ch = {"arena": 0, "latency": float("nan"), **rows[label]}
             checks += [
                 (f"{name} {label} params <= 0.3x", ch["params"] / ref["params"], 0.3),
@@ -716,7 +772,15 @@ def channel_main(args):
         print(f"{name} measured at {time.perf_counter() - start:.0f} s", flush=True)
     print(
         f"\ndigits 32x32x3; {args.channel_epochs} epochs, then {args.prune_epochs} + "
-        f"{args.recover_epochs} fine-tuning epochs per config; accuracies: mean of "
+        f"{args.recover_epochs} fine-tuning epochs per config (recovery: "
+        f"{args.recover_schedule} lr {args.recover_lr:g}"
+        + (
+            f", distilled from unpruned at T={args.distill_temperature:g}, label weight "
+            f"{args.distill_alpha:g}"
+            if args.recover_distill
+            else ""
+        )
+        + f"; '<=0.3x' channel_multiple={args.channel_multiple}); accuracies: mean of "
         f"{args.seeds} seeds; chan% = pruned share of the prunable channels; x = / unpruned; "
         "latency: LiteRT default Interpreter (XNNPACK), 1 thread, median of 7 interleaved "
         "rounds; unstructured: pruned to the parameter count of 'channel <=0.3x'"
