@@ -39,8 +39,8 @@ constant learning rate and `--recover-epochs` epochs of recovery: unpruned (the 
 `ChannelPruning(0.5)` (50% of every group's channels) and `ChannelPruning(max_params=0.3,
 max_macs=0.3, channel_multiple=--channel-multiple)` (the footprint target: the callback picks
 the fraction, every group keeping a multiple of that many channels), the pruned ones
-`strip_pruning`, `reestimate_batch_norm`, then recovered by distillation from the unpruned
-model (`--recover-distill`: `tfslim.distillation.Distiller` at `--distill-temperature`,
+`strip_pruning`, `reestimate_batch_norm`, then recovered (optionally by distillation from the
+unpruned model, `--recover-distill`: `tfslim.distillation.Distiller` at `--distill-temperature`,
 `--distill-alpha` the weight of the labels); and unstructured `Pruning` to the parameter count
 of the footprint-target model (the same epochs in total). Recovery (the unpruned model's too)
 runs `--recover-schedule cosine` (from `--recover-lr` to 0) or `constant`. Every model's batch-norm
@@ -410,8 +410,9 @@ def main():
     parser.add_argument(
         "--recover-distill",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="recover pruned models by distillation from the unpruned one",
+        default=False,
+        help="recover pruned models by distillation from the unpruned one (MobileNetV2, 2 "
+        "seeds, cosine lr 4e-3: 93.61/94.31 with it, 96.53/95.00 without)",
     )
     parser.add_argument("--distill-temperature", type=float, default=1.0)
     parser.add_argument(
