@@ -35,6 +35,13 @@ def test_sizes_parse_with_units(text, expected):
     assert _parse_size("--max-flash", text) == expected
 
 
+def _assert_refused_in_one_line(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("tfslim optimize: error: ") and message in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -49,10 +56,7 @@ def test_bad_flags_fail_in_one_line(capsys, tmp_path, argv, message):
     model = tmp_path / "m.keras"
     model.write_bytes(b"not checked this early")
     base = ["optimize", str(model), "--data", "a.npz", "--validation", "b.npz"]
-    code, out, err = _run(capsys, *base, *argv)
-    assert code == 2 and out == ""
-    assert err.startswith("tfslim optimize: error: ") and message in err
-    assert err.count("\n") == 1
+    _assert_refused_in_one_line(capsys, [*base, *argv], message)
 
 
 @pytest.mark.parametrize(
@@ -71,10 +75,7 @@ def test_levers_that_do_not_apply_fail_before_tensorflow(capsys, tmp_path, argv,
     model = tmp_path / "m.keras"
     model.write_bytes(b"not checked this early")
     base = ["optimize", str(model), "--data", "a.npz", "--validation", "b.npz"]
-    code, out, err = _run(capsys, *base, *argv)
-    assert code == 2 and out == ""
-    assert err.startswith("tfslim optimize: error: ") and message in err
-    assert err.count("\n") == 1
+    _assert_refused_in_one_line(capsys, [*base, *argv], message)
 
 
 @pytest.mark.parametrize(
@@ -101,12 +102,8 @@ def test_bad_levers_are_named_before_the_model_loads(capsys, tmp_path, argv, mes
     model.write_bytes(b"never loaded")
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, dtype="int32"))
     data = str(tmp_path / "d.npz")
-    code, out, err = _run(
-        capsys, "optimize", str(model), "--data", data, "--validation", data, *argv
-    )
-    assert code == 2 and out == ""
-    assert err.startswith("tfslim optimize: error: ") and message in err
-    assert err.count("\n") == 1
+    base = ["optimize", str(model), "--data", data, "--validation", data]
+    _assert_refused_in_one_line(capsys, [*base, *argv], message)
 
 
 def test_levers_reach_shrink_as_its_own_arguments(capsys, tmp_path, monkeypatch, small_cnn):

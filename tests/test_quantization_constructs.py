@@ -239,17 +239,22 @@ def test_prelu_with_its_initial_zero_slopes_converts_to_integer_ops():
     )
 
 
+def _assert_round_trips(qat, cls, x, tmp_path):
+    """The `cls` layer of `qat` survives its config, and the model a `.keras` file."""
+    layer = next(layer for layer in qat.layers if isinstance(layer, cls))
+    assert cls.from_config(layer.get_config()).get_config() == layer.get_config()
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
 def test_prelu_round_trips_through_config_and_keras_file(tmp_path):
     from tfslim.quantization import QuantizePReLU
 
     qat = quantize_model(functional(lambda x: trained_prelu(shared_axes=[1, 2])(conv(x))))
     x = data(16)
     qat(x, training=True)
-    layer = next(layer for layer in qat.layers if isinstance(layer, QuantizePReLU))
-    assert QuantizePReLU.from_config(layer.get_config()).get_config() == layer.get_config()
-    qat.save(tmp_path / "qat.keras")
-    loaded = keras.saving.load_model(tmp_path / "qat.keras")
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    _assert_round_trips(qat, QuantizePReLU, x, tmp_path)
 
 
 def test_prelu_slopes_train_and_keep_their_constraint():
@@ -704,11 +709,7 @@ def test_embedding_round_trips_through_config_and_keras_file(tmp_path):
     qat = quantize_model(keras.Model(inputs, L.Embedding(20, 4)(inputs)))
     ids = np.random.default_rng(0).integers(0, 20, (16, 8)).astype("int32")
     qat(ids, training=True)
-    layer = next(layer for layer in qat.layers if isinstance(layer, QuantizeEmbedding))
-    assert QuantizeEmbedding.from_config(layer.get_config()).get_config() == layer.get_config()
-    qat.save(tmp_path / "qat.keras")
-    loaded = keras.saving.load_model(tmp_path / "qat.keras")
-    np.testing.assert_array_equal(loaded.predict(ids, verbose=0), qat.predict(ids, verbose=0))
+    _assert_round_trips(qat, QuantizeEmbedding, ids, tmp_path)
 
 
 def test_all_refusals_in_one_error_naming_the_cause():
