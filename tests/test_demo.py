@@ -6,7 +6,10 @@ import pytest
 from tfslim import demo
 from tfslim.architectures.digits import build_digits_cnn
 from tfslim.benchmarking.footprint import Footprint
+from tfslim.demo import output as demo_output
+from tfslim.demo import report as demo_report
 from tfslim.demo import run_demo
+from tfslim.demo.boards import BOARDS
 
 
 def test_demo_cnn_is_big_enough_for_the_size_claims():
@@ -54,7 +57,7 @@ def _report(rows):
 
 def test_report_labels_host_latency_and_mcu_estimates_apart():
     rows = [_row("float", "mobile"), _row("float", "mcu")]
-    text = demo._markdown(_report(rows))
+    text = demo_report.markdown(_report(rows))
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     for column in ("host latency ms", "nano33ble ms (estimate)", "RAM (TFLM arena)", "agree"):
         assert f"| {column} |" in header
@@ -92,7 +95,7 @@ def test_pruned_rows_are_explained_from_their_figures():
         ),
     ]
     rows.append(_row("pruned_dense", "mobile", gzip_bytes=35_000, sparsity=0.8))
-    notes = demo._pruning_notes(rows, {"mcu"})
+    notes = demo_report.pruning_notes(rows, {"mcu"})
     assert len(notes) == 4
     dense_phone = notes.pop()
     assert dense_phone.startswith("- **pruned_dense** (mobile): 80,000 B, 1.00x dense float")
@@ -107,7 +110,7 @@ def test_pruned_rows_are_explained_from_their_figures():
     assert "80% of its weights are zero" in mcu and "TFLite Micro reads only dense" in mcu
     assert "gzip 28,000 B, 0.40x dense" in mcu
     assert "XNNPACK" not in fast and "host latency 0.005 ms vs 0.006 ms dense" in fast
-    assert "Pruned and clustered models:" in demo._markdown(_report(rows))
+    assert "Pruned and clustered models:" in demo_report.markdown(_report(rows))
 
 
 def test_channel_pruned_and_clustered_rows_are_explained_against_their_reference():
@@ -139,7 +142,7 @@ def test_channel_pruned_and_clustered_rows_are_explained_against_their_reference
         "reference": "float",
     }
     rows = [_row("float", "mobile"), float_mcu, channels, clustered]
-    notes = demo._pruning_notes(rows, {"mcu"})
+    notes = demo_report.pruning_notes(rows, {"mcu"})
     assert len(notes) == 2
     channel_note, cluster_note = notes
     assert channel_note.startswith("- **channels50** (mcu): 24,000 B, 0.30x dense float")
@@ -233,7 +236,7 @@ def test_a_run_killed_between_the_renames_gets_its_old_output_back(tmp_path):
     old = tmp_path / f".models.demo-old-{2**22 + 12345}-x"
     old.mkdir()
     (old / "report.md").write_text("complete old output")
-    demo._clean_stale(out)
+    demo_output.clean_stale(out)
     assert (out / "report.md").read_text() == "complete old output"
     assert not old.exists()
 
@@ -296,7 +299,7 @@ def test_quick_demo_writes_models_and_reports(tmp_path):
     mcu = rows[("float", "mcu")]
     assert mcu["fully_integer"] and mcu["arena_bytes"] > 0
     assert mcu["board_reasons"]["nano33ble"] == []
-    assert set(mcu["mcu_latency_estimate_ms"]) == set(demo._BOARDS)
+    assert set(mcu["mcu_latency_estimate_ms"]) == set(BOARDS)
     assert rows[("float", "mobile")]["mcu_latency_estimate_ms"] == {}
     assert not list(out.glob("*.tmp"))
     # The shrink section: the model as given is over half its own flash, a student fits.
