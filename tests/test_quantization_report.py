@@ -201,3 +201,33 @@ def test_models_without_a_graph_and_mixed_options_are_refused(reports, tmp_path)
         reports[2].ranked("worst")
     with pytest.raises(ValueError, match="Received: top=0"):
         reports[2].table(top=0)
+
+
+@pytest.mark.slow
+def test_a_qat_hard_sigmoid_is_compared_op_by_op_not_against_its_quantizer():
+    """Squeeze-and-excite with `relu6(x + 3) * (1 / 6)`: each activation quantizer shares its
+    producer's tensor, so the `* (1 / 6)` MUL is paired with the multiply, not with the
+    quantizer after ReLU6 (which made that quantizer and the SE multiply look 6x off)."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.ReLU(name="c1_relu")(layers.Conv2D(8, 3, padding="same", name="c1")(inputs))
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    s = layers.Conv2D(8, 1, name="excite")(layers.Conv2D(4, 1, activation="relu")(s))
+    s = layers.ReLU(6.0, name="hs_relu6")(s + 3.0) * (1.0 / 6.0)
+    x = layers.Multiply(name="se_mul")([x, s])
+    outputs = layers.Dense(4, name="head")(layers.GlobalAveragePooling2D()(x))
+    data = np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
+    qat = tfslim.quantize_model(keras.Model(inputs, outputs))
+    qat.compile("adam", "mse")
+    qat.fit(data, np.zeros((32, 4), "float32"), epochs=1, verbose=0)
+    report = tfslim.quantization_report(qat, data, target="mcu", max_samples=16)
+    reasons = {u["name"]: u["reason"] for u in report.unmatched}
+    assert "hs_relu6_quantizer" not in [r.name for r in report.layers]
+    assert "rounds hs_relu6's output onto its int8 grid" in reasons["hs_relu6_quantizer"]
+    third = next(r for r in report.layers if r.class_name == "Multiply" and r.name != "se_mul")
+    assert third.op == "MUL" and third.match == "shape+order"
+    assert third.float_range < 1.01  # The hard sigmoid's output, not ReLU6's (up to 6).
+    for name in ("hs_relu6", third.name, "se_mul"):
+        assert report.get(name).alone_rel_error < 0.05, name

@@ -6,9 +6,10 @@ a fused op after every layer it absorbed, `model/conv_1/Relu;model/conv_1/convol
 TensorFlow's `_N` name-scope suffixes); a tensor belongs to the latest of the layers it
 names. A model output with no name is the Keras output at its position. A layer whose name
 appears nowhere is matched by shape and graph order to an unnamed tensor between its
-neighbours' tensors, and says so. A batch normalization after a linear convolution or Dense
-layer is folded into it by the converter: their shared tensor is reported under the batch
-normalization, with the convolution listed as fused. Every layer without a tensor of its own
+neighbours' tensors, and says so; a QAT activation quantizer never is (it rounds its
+producer's output, whose tensor it shares). A batch normalization after a linear convolution
+or Dense layer is folded into it by the converter: their shared tensor is reported under the
+batch normalization, with the convolution listed as fused. Every layer without a tensor of its own
 (fused, folded, identity at inference) is listed with the reason.
 
 Walking a functional graph's operation nodes needs `keras.src` internals (a layer's inbound
@@ -55,6 +56,11 @@ _FOLDS_BN = frozenset(
 )
 # Ops that only re-scale a tensor (requantization): never a layer's own computation.
 _REQUANTIZE = frozenset({"QUANTIZE", "DEQUANTIZE"})
+# QAT layers that only round their input onto an int8 grid: in the int8 file that grid is the
+# scale of their producer's tensor, so they have no op of their own. Pairing one with a tensor
+# by shape would give it the next op's output (at a hard sigmoid `relu6(x + 3) * (1 / 6)` the
+# quantizer after ReLU6 took the MUL's tensor, a 6x false alarm).
+_QUANTIZERS = frozenset({"ActivationQuantizer"})
 
 
 class KerasGraph:
@@ -223,6 +229,9 @@ def _name_owners(graph: KerasGraph, tfl: TfliteGraph) -> tuple[dict, set]:
     owners = {}
     for t, found in components.items():
         ops = [resolved[c] for c in found if c in resolved]
+        # A quantizer named beside its producer rounds the producer's values: the producer
+        # owns the tensor.
+        ops = [op for op in ops if type(op).__name__ not in _QUANTIZERS] or ops
         if ops:
             owners[t] = max(ops, key=lambda op: graph.position[id(op)])
     return owners, {id(op) for op in resolved.values()}
@@ -312,6 +321,12 @@ def match(graph: KerasGraph, tfl: TfliteGraph):
                 rows[id(into)].fused.append(op.name)
         elif cls in _IDENTITY:
             reason = "identity at inference: no op of its own"
+        elif cls in _QUANTIZERS and len(graph.producers[id(op)]) == 1:
+            source = graph.producers[id(op)][0].name
+            reason = (
+                f"rounds {source}'s output onto its int8 grid: no op of its own (the int8 "
+                f"tensor is {source}'s)"
+            )
         elif cls in ("Flatten", "Reshape") and _reshape_of(graph, rows, op):
             source = graph.producers[id(op)][0].name
             reason = f"a reshape the converter dropped: the same values as {source}'s tensor"
@@ -398,7 +413,7 @@ def _fallback(graph, tfl, rows, named, owners) -> None:
     for op in graph.ops:
         cls = type(op).__name__
         shape = graph.sample_shape(op)
-        if id(op) in rows or id(op) in named or cls in _IDENTITY or shape is None:
+        if id(op) in rows or id(op) in named or cls in _IDENTITY | _QUANTIZERS or shape is None:
             continue
         if cls == "BatchNormalization":
             continue  # Folded into a neighbour when its name is missing.
