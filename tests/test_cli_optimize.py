@@ -163,6 +163,33 @@ def test_flag_mistakes_load_no_tensorflow(tmp_path):
     assert "--max-flash: expected a size" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "levers, message",
+    [
+        (
+            ["--techniques", "qat,prnue"],
+            "--techniques: unknown 'prnue'; expected comma-separated names from qat, prune, "
+            "m_by_n, channels, cluster, got 'qat,prnue'",
+        ),
+        (
+            ["--techniques", "cluster", "--clusters", "300"],
+            "Invalid value for argument `--clusters`. Expected an int in [2, 128]. "
+            "Received: --clusters=300",
+        ),
+    ],
+)
+def test_bad_levers_load_no_tensorflow_or_keras(levers, message):
+    # Neither the model nor the data exist: the levers are refused before either is read.
+    code = (
+        "import sys; from tfslim.cli import main; "
+        f"rc = main(['optimize', 'm.keras', '--data', 'a', '--validation', 'b', *{levers!r}]); "
+        "print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=_ROOT)
+    assert done.stdout.split() == ["2", "False", "False"]
+    assert done.stderr == f"tfslim optimize: error: {message}\n"
+
+
 @pytest.mark.slow
 def test_optimize_prints_candidates_and_front_and_resumes_as_json(capsys, tmp_path, files):
     model, train, val = files

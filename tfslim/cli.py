@@ -372,45 +372,39 @@ def _parse_size(flag: str, text: str | None) -> int | None:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
-def _split_techniques(args) -> list[str] | None:
-    """The names of `--techniques` (None: not given), checked as far as TensorFlow allows.
+def _levers(args) -> dict:
+    """`techniques=` and `clusters=` of `tfslim.shrink` from `--techniques` / `--clusters`.
 
-    Whether each name is a lever is checked after the library loads (`_levers`): the names
-    live in `tfslim.strategies`, whose package imports Keras.
+    Checked by shrink's own rules (`tfslim._levers`, which imports no Keras) before the
+    model, the data or TensorFlow load, so a misspelt lever fails in well under a second.
     """
+    from tfslim._levers import TECHNIQUES, check_clusters, check_techniques, unknown_techniques
+
     for flag, value in (("--techniques", args.techniques), ("--clusters", args.clusters)):
         if value is not None and args.strategy == "grow":
             raise ValueError(
                 f"{flag}: only --strategy shrink takes levers; grow shrinks back by channel "
                 f"pruning, got {flag} {value} with --strategy grow"
             )
-    if args.techniques is None:
-        names = None
-    else:
-        names = [name.strip() for name in args.techniques.split(",")]
-    if args.clusters is not None and "cluster" not in (names or []):
-        raise ValueError(
-            f"--clusters: only used by the cluster lever; add it, e.g. --techniques "
-            f"qat,cluster, got --clusters {args.clusters} with --techniques {args.techniques}"
-        )
-    return names
-
-
-def _levers(names, clusters, text) -> dict:
-    """`techniques=` and `clusters=` of `tfslim.shrink`, checked by its own rules."""
-    from tfslim.strategies.candidates import TECHNIQUES, check_clusters, check_techniques
-
     levers = {}
-    if names is not None:
-        unknown = [name for name in names if name not in TECHNIQUES]
+    names = []
+    if args.techniques is not None:
+        names = [name.strip() for name in args.techniques.split(",")]
+        unknown = unknown_techniques(names)
         if unknown:
             raise ValueError(
                 f"--techniques: unknown {', '.join(map(repr, unknown))}; expected "
-                f"comma-separated names from {', '.join(TECHNIQUES)}, got {text!r}"
+                f"comma-separated names from {', '.join(TECHNIQUES)}, got {args.techniques!r}"
             )
         levers["techniques"] = list(check_techniques(names))
-    if clusters is not None:
-        levers["clusters"] = check_clusters(clusters)
+    if args.clusters is not None:
+        if "cluster" not in names:
+            raise ValueError(
+                f"--clusters: only used by the cluster lever; add it, e.g. --techniques "
+                f"qat,cluster, got --clusters {args.clusters} with --techniques "
+                f"{args.techniques}"
+            )
+        levers["clusters"] = check_clusters(args.clusters)
     return levers
 
 
@@ -425,7 +419,7 @@ def _cmd_optimize(args) -> None:
     )
     for flag, value in (("--epochs", args.epochs), ("--max-candidates", args.max_candidates)):
         _check_number(flag, value, integer=True, minimum=1, inclusive=True)
-    techniques = _split_techniques(args)
+    levers = _levers(args)
     if not os.path.isfile(args.model) or not args.model.endswith(".keras"):
         raise FileNotFoundError(f"model: expected a .keras file, got {args.model}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -447,8 +441,6 @@ def _cmd_optimize(args) -> None:
     import tfslim
     from tfslim.benchmarking.report import format_table
     from tfslim.strategies.report import candidate_columns
-
-    levers = {} if args.strategy == "grow" else _levers(techniques, args.clusters, args.techniques)
 
     limits = {"max_flash_bytes": max_flash, "max_arena_bytes": max_ram}
     latency = "max_mcu_latency_estimate_ms" if target.is_micro else "max_latency_ms"

@@ -8,24 +8,28 @@ quantization-aware training, so what is measured after int8 conversion is what w
 
 import dataclasses
 
-from tfslim._checks import check_float, check_int, invalid_type, invalid_value
+from tfslim._checks import check_float, check_int, invalid_type
 
-__all__ = ["TECHNIQUES", "CandidateSpec", "plan_candidates", "train_candidate"]
+# Re-exported. The lever names and their checks live in a low module that imports no Keras
+# (importing anything in `tfslim.strategies` loads Keras), so the CLI checks them first.
+from tfslim._levers import (
+    DEFAULT_TECHNIQUES,
+    MAX_CLUSTERS,
+    TECHNIQUES,
+    check_clusters,
+    check_techniques,
+)
 
-# Lever name -> what it does; the names `techniques=` accepts.
-TECHNIQUES = {
-    "qat": "quantization-aware fine-tuning with distillation from the teacher",
-    "prune": "unstructured magnitude pruning to `sparsity`",
-    "m_by_n": "m:n structured sparsity (2 of every 4 weights zero)",
-    "channels": "narrower models: channel pruning to each of `widths`, then stripped",
-    "cluster": (
-        "weight clustering to `clusters` values per kernel, then clustering-preserving QAT; "
-        "LUT-compressed for TFLite Micro on microcontroller targets"
-    ),
-}
-# TFLite Micro's LUT compression stores at most 7-bit indices (128 values per table).
-MAX_CLUSTERS = 128
-DEFAULT_TECHNIQUES = ("qat", "prune", "channels")
+__all__ = [
+    "DEFAULT_TECHNIQUES",
+    "MAX_CLUSTERS",
+    "TECHNIQUES",
+    "CandidateSpec",
+    "check_clusters",
+    "check_techniques",
+    "plan_candidates",
+    "train_candidate",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,17 +104,6 @@ class CandidateSpec:
         return values
 
 
-def check_techniques(techniques) -> tuple:
-    if isinstance(techniques, str) or not isinstance(techniques, list | tuple):
-        raise invalid_type("techniques", f"a list of names from {list(TECHNIQUES)}", techniques)
-    unknown = [t for t in techniques if t not in TECHNIQUES]
-    if unknown or not techniques:
-        raise invalid_value(
-            "techniques", f"a non-empty list of names from {list(TECHNIQUES)}", techniques
-        )
-    return tuple(dict.fromkeys(techniques))
-
-
 def check_widths(widths) -> tuple:
     if isinstance(widths, str) or not isinstance(widths, list | tuple) or not widths:
         raise invalid_type("widths", "a non-empty list of floats in (0, 1)", widths)
@@ -118,10 +111,6 @@ def check_widths(widths) -> tuple:
         check_float("widths", w, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False)
         for w in widths
     )
-
-
-def check_clusters(clusters) -> int:
-    return check_int("clusters", clusters, minimum=2, maximum=MAX_CLUSTERS)
 
 
 def plan_candidates(
