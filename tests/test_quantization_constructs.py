@@ -278,30 +278,7 @@ def test_skipped_prelu_is_listed_as_float():
     assert type(qat.get_layer("kept")).__name__ == "PReLU"
 
 
-ELU_FORMS = {
-    "layer": lambda x: L.ELU()(conv(x)),
-    "activation_layer": lambda x: L.Activation("elu")(conv(x)),
-    "argument": lambda x: conv(x, activation="elu"),
-    "op": lambda x: ops.elu(conv(x)),
-}
-
-
-@pytest.mark.parametrize("form", sorted(ELU_FORMS))
-def test_elu_is_a_float_kernel_between_int8_tensors_for_mobile_and_refused_for_mcu(form):
-    qat = quantize_model(functional(ELU_FORMS[form]))
-    x = data()
-    for i in range(3):
-        qat(x[i * 16 : (i + 1) * 16], training=True)
-    flatbuffer = tfslim.convert(qat, target="mobile", io_dtype="int8").flatbuffer
-    dtypes = op_dtypes(flatbuffer)
-    # The converter has no quantized ELU: only the ELU itself runs in float.
-    assert [name for name, _ in dtypes] == ["CONV_2D", "DEQUANTIZE", "ELU", "QUANTIZE"], dtypes
-    assert dtypes[0][1] <= {"int8", "int32"} and dtypes[2][1] == {"float32"}, dtypes
-    got, step = run_tflite(flatbuffer, x)
-    reference = qat.predict(x, verbose=0)
-    assert np.max(np.abs(got - reference)) <= 1.01 * step
-    with pytest.raises(UnsupportedOpError, match=r"ELU from layer .*no int8 ELU"):
-        tfslim.convert(qat, target="mcu")
+# ELU in every form: tests/test_integer_islands.py (the converter stage closes its float island).
 
 
 def test_elu_with_another_alpha_is_refused_naming_it():

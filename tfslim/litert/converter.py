@@ -18,7 +18,7 @@ from tfslim._compat import is_tf_keras
 from tfslim._predict import keras_predict
 from tfslim._quiet import native_stderr_captured
 from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
-from tfslim.litert import interpreter, isolation, micro, sparsity
+from tfslim.litert import integer_islands, interpreter, isolation, micro, sparsity
 from tfslim.litert.calibration import calibration_samples
 from tfslim.litert.targets import Target, check_quantization, get_target
 
@@ -305,6 +305,9 @@ def convert(
             f"TFLite conversion failed for quantization={quantization!r}, "
             f"target={target.name!r}: {message[-1] if message else type(e).__name__}"
         ) from e
+    if quantization == "int8":
+        # DEQUANTIZE -> ELU -> QUANTIZE becomes one int8 ELU (TFLite's kernels have it).
+        flatbuffer, _ = integer_islands.close_float_islands(flatbuffer)
     if target.is_micro:
         micro.check_target_ops(
             flatbuffer,

@@ -272,13 +272,6 @@ def layer_names(keras_model) -> set[str]:
 
 
 # Ops TFLite Micro runs in int8 that TF's converter never emits in int8.
-_FLOAT_REASONS = {
-    "ELU": (
-        "float kernel: TF's converter has no int8 ELU, in no mode, though TFLite Micro has "
-        "one; a QAT model's ELU stays float between int8 tensors, so use it for 'mobile' or "
-        "train another activation"
-    ),
-}
 
 
 def check_target_ops(
@@ -294,7 +287,7 @@ def check_target_ops(
     problems = unsupported_ops(facts)
     edge_ops = ("QUANTIZE", "DEQUANTIZE")  # float <-> int at the model's edges is fine.
     problems += [
-        {**o, "reason": _FLOAT_REASONS.get(o["op"], "float kernel")}
+        {**o, "reason": "float kernel"}
         for o in facts["op_list"]
         if o["float"] and o["op"] not in edge_ops and not o["hybrid"] and o["op"] in MICRO_OPS
     ]

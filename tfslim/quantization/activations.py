@@ -8,13 +8,10 @@ Swish is LOGISTIC followed by MUL and hard sigmoid ADD (with a fused ReLU6)
 followed by MUL, so their intermediate tensors are rounded to the fixed ranges the LOGISTIC
 and RELU6 outputs take.
 
-ELU is trained with a quantized input and an observed output range too, but it stays a float
-kernel in the converted file (DEQUANTIZE, ELU, QUANTIZE): LiteRT and TFLite Micro have int8
-ELU kernels, yet TF's converter declares its ELU op without quantized types (it is not
-`QuantizableResult`, operands `F32` or raw `I8`), so no mode of it (QAT fake-quant ranges or
-a representative dataset, old or new quantizer) emits an int8 ELU. Keras's `elu` is already
-`tf.nn.elu`, the op the converter maps to its ELU builtin. Such a model converts for
-`mobile`; the `mcu` check refuses the float ELU.
+ELU is trained with a quantized input and an observed output range too. TF's converter
+declares its ELU op without quantized types, so it writes DEQUANTIZE, ELU, QUANTIZE; the
+converter stage then closes that island into the int8 ELU LiteRT and TFLite Micro both have
+(`tfslim.litert.integer_islands`), so such a model is fully integer for `mcu` too.
 
 An activation is named by a string: `"leaky_relu"` has Keras's default slope 0.2, other
 slopes are written `"leaky_relu(0.1)"`; `"gelu"` is the exact GELU, `"gelu_tanh"` its tanh

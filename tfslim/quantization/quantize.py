@@ -416,9 +416,8 @@ def quantize_model(
     fused, every activation rounded to int8 with a fixed or observed range. `keras.ops` calls
     in the graph (`x + 3.0`, `keras.ops.mean`, ...) are rewritten like layers; swish, hard
     swish, hard sigmoid, GELU and leaky ReLU get their int8 kernels' ranges, `PReLU` its
-    slopes rounded as the int8 PRELU stores them; ELU gets an int8 input and output, but the
-    converter keeps the ELU itself float (fine for `mobile`, refused for `mcu`: see
-    `tfslim.quantization.activations`); `Rescaling` and
+    slopes rounded as the int8 PRELU stores them; ELU an int8 input and output (the converter
+    stage turns the float ELU TF's converter writes into an int8 one); `Rescaling` and
     `Normalization` become int8 MUL/ADD after the input quantizer; `Embedding`,
     `LayerNormalization` and `MultiHeadAttention` become the int8 GATHER, MEAN/SUB/MUL/RSQRT
     and FULLY_CONNECTED/BATCH_MATMUL/SOFTMAX ops the converter emits for them (see
