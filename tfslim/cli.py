@@ -468,6 +468,10 @@ def _cmd_optimize(args) -> None:
     if args.json:
         _print_json(result.to_dict() | {"files": dict(result.files)})
         return
+    if not result.files:  # A worker of KerasTuner's distributed mode: the chief reports.
+        made = ", ".join(c.name for c in result.candidates) or "none"
+        print(f"\nmade {made}; the chief writes the fronts and the report in {args.out}")
+        return
     for axis, front in result.front.items():
         print(f"\nPareto front, quality vs {axis}:")
         rows = [r for r in result.records() if r["name"] in {c.name for c in front}]

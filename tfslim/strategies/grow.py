@@ -8,12 +8,14 @@ larger than the baseline's, and compare the two at equal footprint.
 """
 
 import inspect
+import os
 from collections.abc import Mapping
 
 import keras
 
 from tfslim._checks import check_float, check_int, invalid_type, invalid_value
 from tfslim.strategies import candidates as _candidates
+from tfslim.strategies import distributed
 from tfslim.strategies.run import Run, fingerprint
 from tfslim.strategies.shrink import (
     check_data,
@@ -176,6 +178,14 @@ def grow_improve_shrink(
         check_model("footprint_of", footprint_of)
     if log is not None and not callable(log):
         raise invalid_type("log", "a callable or None", log)
+    if distributed.role() is not None:
+        raise ValueError(
+            "Invalid environment for grow_improve_shrink. It runs in one process: each shrunk "
+            "candidate starts from its grown one and is held to the baseline's measured "
+            "footprint, so its candidates are not independent trials for KerasTuner's "
+            "distributed mode; unset KERASTUNER_ORACLE_IP. Received: "
+            f"KERASTUNER_TUNER_ID={os.environ.get('KERASTUNER_TUNER_ID')!r}"
+        )
     target, given = check_target_and_budget(target, budget)
     directory = check_directory(directory)
     x, y = train_data

@@ -8,6 +8,10 @@ is `<name>.lut.tflm`, and `<name>.tflite` beside it is the same int8 model uncom
 which its quality is measured. A directory written when the compressed file was
 `<name>.tflite` and its twin `<name>.uncompressed.tflite` is renamed to this layout when
 it resumes.
+
+A `shared` run is one of several processes in KerasTuner's distributed mode (see
+`tfslim.strategies.distributed`): each records its candidates into the one manifest under
+an exclusive lock (`manifest.lock`), merging what the others recorded, so none is lost.
 """
 
 import dataclasses
@@ -33,13 +37,18 @@ _PLAN_SETTINGS = ("techniques", "widths", "sparsity", "clusters", "growth")
 LUT_SUFFIX = ".lut.tflm"
 # Where a LUT-compressed candidate's uncompressed twin was before it took the .tflite name.
 _OLD_UNCOMPRESSED = ".uncompressed.tflite"
+_LOCK = "manifest.lock"
+# Where KerasTuner keeps the oracle's and tuners' own files in a distributed run.
+TUNER_PROJECT = "keras_tuner"
 
 
 class Run:
     """The files of one strategy run: candidates' models, the manifest, the report."""
 
-    def __init__(self, directory: Path, strategy: str, target, budget, overwrite: bool, log):
-        self.directory, self.strategy = directory, strategy
+    def __init__(
+        self, directory: Path, strategy: str, target, budget, overwrite: bool, log, shared=False
+    ):
+        self.directory, self.strategy, self.shared = directory, strategy, shared
         self.target, self.budget = target, budget
         self.overwrite, self.log = overwrite, log or (lambda *_: None)
         self.done: dict = {}
@@ -64,12 +73,52 @@ class Run:
                 )
             if same and not self.overwrite:
                 self.done = manifest.get("candidates", {})
-        elif any(self.directory.iterdir()) and not self.overwrite:
+        elif not self.overwrite and any(
+            # A worker of a distributed run may have made KerasTuner's folder already.
+            p.name not in (TUNER_PROJECT, _LOCK) or not self.shared
+            for p in self.directory.iterdir()
+        ):
             raise FileExistsError(
                 "Invalid value for argument `directory`. Expected a new or empty directory, or "
                 "one of an earlier run to resume; pass overwrite=True to write into it. "
                 f"Received: directory={str(self.directory)!r}"
             )
+
+    def join(self, key: str) -> None:
+        """Takes part in the run the manifest records (a worker): it must have `key`."""
+        self.key = key
+        if self._recorded() is None:
+            raise ValueError(
+                "Invalid value for argument `directory`. A worker of a distributed run needs "
+                "the chief's manifest, with the same model, data and settings; the chief "
+                "writes it before it hands out candidates. Received: "
+                f"directory={str(self.directory)!r}"
+            )
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Adds the candidates other processes recorded in the manifest since."""
+        self.done = {**self.done, **(self._recorded() or {})}
+
+    def _recorded(self) -> dict | None:
+        """The manifest's candidates if it is a run with this key, else None."""
+        try:
+            manifest = json.loads((self.directory / _MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(manifest, dict) or manifest.get("key") != self.key:
+            return None
+        if manifest.get("format") != _FORMAT:
+            return None
+        return dict(manifest.get("candidates", {}))
+
+    def finished(self, spec) -> bool:
+        """Whether the manifest records `spec` as made, and its files are there."""
+        saved = self.done.get(spec.name)
+        if saved is None or saved.get("spec") != spec.to_dict():
+            return False
+        names = [f"{spec.name}.keras", f"{spec.name}.tflite", saved.get("compressed")]
+        return all((self.directory / n).exists() for n in names if n)
 
     def candidate(self, spec, make, train_data, validation_data, settings) -> Candidate:
         """Makes, converts and measures `spec`, or reads it back from the manifest."""
@@ -170,7 +219,28 @@ class Run:
             footprint.board_reasons.get(self.target.name, [])
         )
 
-    def write_manifest(self) -> None:
+    def write_manifest(self, *, merge: bool = True) -> None:
+        """Writes the manifest atomically; a shared run merges in what others recorded
+        (unless `merge` is False: the chief starting afresh)."""
+        if not self.shared:
+            self._write_manifest()
+            return
+        import fcntl  # POSIX; distributed runs need a file system with POSIX locks.
+
+        with open(self.directory / _LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if merge:
+                    self._merge_recorded()
+                self._write_manifest()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _merge_recorded(self) -> None:
+        """Like `refresh`, but this process's own records win over the file's."""
+        self.done = {**(self._recorded() or {}), **self.done}
+
+    def _write_manifest(self) -> None:
         manifest = {
             "format": _FORMAT,
             "strategy": self.strategy,

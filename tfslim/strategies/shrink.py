@@ -20,6 +20,7 @@ import numpy as np
 
 from tfslim._checks import check_bool, check_float, check_int, invalid_type
 from tfslim.strategies import candidates as _candidates
+from tfslim.strategies import distributed
 from tfslim.strategies.result import StrategyResult
 from tfslim.strategies.run import LUT_SUFFIX, Run, fingerprint
 from tfslim.tuning.budget import Budget
@@ -80,6 +81,15 @@ def shrink(
     A changed `budget` only re-judges them; more `widths` or `techniques` (or another
     `clusters`) add candidates.
 
+    Distributed, as KerasTuner's own search is: run the same script in several processes
+    on one shared `directory` with `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT` and
+    `KERASTUNER_TUNER_ID` set (`"chief"` for one, `"tuner0"`, `"tuner1"`, ... for the
+    others). Each candidate is then one trial of an oracle the chief serves over gRPC: the
+    workers make them, each once, and return only their own (no report); the chief makes
+    none while serving, then returns the whole result and writes the report, as one
+    process would have (see `tfslim.strategies.distributed`). `overwrite` is the chief's
+    to give; workers ignore it.
+
     Args:
         model: keras.Model. The trained float classifier (integer labels).
         train_data: tuple `(x, y)` of NumPy arrays. Fine-tuning data.
@@ -123,6 +133,8 @@ def shrink(
         TypeError, ValueError: for an invalid argument, checked before any training.
         FileExistsError: if `directory` holds other files or a different run and
             `overwrite` is False.
+        ValueError: in distributed mode, if KerasTuner's environment is incomplete, or a
+            worker's model, data or settings differ from the chief's.
 
     Example:
 
@@ -162,17 +174,23 @@ def shrink(
         check_model("teacher", teacher)
     target, budget = check_target_and_budget(target, budget)
     directory = check_directory(directory)
-    run = Run(directory, "shrink", target, budget, overwrite, log)
-    run.open(fingerprint(model, teacher, train_data, validation_data, target, settings))
+    role = distributed.role()
+    run = Run(directory, "shrink", target, budget, overwrite, log, shared=role is not None)
+    key = fingerprint(model, teacher, train_data, validation_data, target, settings)
     teacher = model if teacher is None else teacher
+
+    def make(spec):
+        return _make(spec, model, teacher, train_data, settings)
+
+    data = (train_data, validation_data)
+    if role not in (None, "chief"):
+        return distributed.work(run, key, specs, make, data, settings, "original")
+    run.open(key)
+    if role == "chief":
+        distributed.serve(run, specs, make, data, settings)
     for spec in specs:
-        run.candidate(
-            spec,
-            lambda spec=spec: _make(spec, model, teacher, train_data, settings),
-            train_data,
-            validation_data,
-            settings,
-        )
+        # The chief's candidates were made by the workers: read back, unless one failed.
+        run.candidate(spec, lambda spec=spec: make(spec), *data, settings)
     run.notes += cluster_notes(run.candidates, target)
     return run.finish("original")
 
