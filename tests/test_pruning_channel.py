@@ -475,3 +475,81 @@ def test_next_fit_reuses_the_traced_step_and_keeps_the_pruned_channels(digits):
     fit(ChannelPruning(0.5, schedule="constant"))  # After compile the old trace is not reused.
     assert seen[6] is not masked_step
     assert pruned_units() == 8
+
+
+def _two_branch_cnn():
+    """Two 16-channel branches of the same input, concatenated: groups that cost alike."""
+    inputs = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="a")(inputs)
+    b = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="b")(inputs)
+    x = keras.layers.Concatenate()([a, b])
+    x = keras.layers.Conv2D(8, 1, activation="relu", name="mix")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+def test_importance_allocation_prunes_like_groups_alike_and_weak_channels_first():
+    keras.utils.set_random_seed(0)
+    model = _two_branch_cnn()
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 16)).astype("float32")
+    model.get_layer("a").kernel.assign(kernel)
+    model.get_layer("b").kernel.assign(kernel)
+    full = ChannelGraph(model).cost()
+    callback = ChannelPruning(max_macs=0.5, allocation="importance", schedule="constant")
+    small = _prune_by_hooks(model, callback)
+    assert ChannelGraph(small).cost()["macs"] <= 0.5 * full["macs"]
+    widths = {name: small.get_layer(name).kernel.shape[-1] for name in ("a", "b", "mix")}
+    # Alike within one step (a 16th of a group): the last step goes to one of them.
+    assert abs(widths["a"] - widths["b"]) <= 1 and max(widths["a"], widths["b"]) < 16
+    assert callback.planned_channels == widths
+    # Branch b's channels 8..15 nearly zero: the same limit now takes them, and keeps a whole.
+    keras.utils.set_random_seed(0)
+    model = _two_branch_cnn()
+    weak = model.get_layer("b").kernel.numpy()
+    weak[..., 8:] *= 1e-3
+    model.get_layer("b").kernel.assign(weak)
+    x = np.random.default_rng(1).random((4, 6, 6, 3), dtype=np.float32)
+    callback = ChannelPruning(max_macs=0.5, allocation="importance", schedule="constant")
+    small = _prune_by_hooks(model, callback)
+    assert small.get_layer("b").kernel.shape[-1] <= 8
+    kept = np.abs(small.get_layer("b").kernel.numpy()).sum(axis=(0, 1, 2))
+    assert kept.min() > np.abs(weak[..., 8:]).sum(axis=(0, 1, 2)).max()
+    assert small.get_layer("a").kernel.shape[-1] > small.get_layer("b").kernel.shape[-1]
+    _assert_same_predictions(model, small, x)
+
+
+def test_importance_allocation_keeps_multiples_and_follows_the_schedule():
+    keras.utils.set_random_seed(0)
+    model = _widths_cnn()
+    full = ChannelGraph(model).cost()
+    callback = ChannelPruning(
+        max_params=0.4, max_macs=0.4, allocation="importance", channel_multiple=8, updates=4
+    )
+    model.compile("sgd", "mse")
+    callback.set_model(model)
+    callback.set_params({"epochs": 1, "steps": 20})
+    callback.on_train_begin()
+    fractions = []
+    for step in range(20):
+        callback.on_train_batch_begin(step)
+        fractions.append(callback.channel_fraction())
+    callback.on_train_end()
+    small = strip_channels(model)
+    reached = ChannelGraph(small).cost()
+    assert reached["params"] <= 0.4 * full["params"] and reached["macs"] <= 0.4 * full["macs"]
+    widths = _widths(small)
+    assert widths["fc"] == 6 and widths["stem"] % 8 == 0 and widths["pw"] % 8 == 0
+    # The polynomial schedule: pruned in steps, reaching the planned share at 70% of the steps.
+    assert 0 < fractions[3] < fractions[13] == fractions[-1] == callback.planned_fraction
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_macs": 0.5, "allocation": "greedy"}, r"`allocation`.*Received: allocation='greedy'"),
+        ({"target_fraction": 0.5, "allocation": "importance"}, r"needs one.*target_fraction=0.5"),
+    ],
+)
+def test_invalid_allocation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ChannelPruning(**kwargs)

@@ -20,6 +20,13 @@ from tfslim._checks import check_positive_int, check_rate
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
 from tfslim.pruning.channel_graph import _DEPTHWISE, ChannelGraph, group_weights
+from tfslim.pruning.channel_plan import (
+    _check_latency_target,
+    _check_limit,
+    _n_pruned,
+    _plan_fraction,
+    allocate_channels,
+)
 from tfslim.pruning.constraint import (
     restore_plain_step,
     reuse_constrained_step,
@@ -28,6 +35,7 @@ from tfslim.pruning.constraint import (
 
 _CRITERIA = ("l1", "l2", "bn_gamma")
 _SCHEDULES = ("polynomial", "constant")
+_ALLOCATIONS = ("uniform", "importance")
 
 
 class ChannelMask:
@@ -159,6 +167,13 @@ class ChannelPruning(keras.callbacks.Callback):
             of 17/34 channels) and MobileNetV2's (alpha 0.35) from 0.61x to 0.51x
             (`benchmarks/pruning_benchmark.py --channel`, one x86 CPU thread). Defaults to `1`
             (no rounding).
+        allocation: `"uniform"` (every group loses the same fraction) or `"importance"`
+            (footprint targets only: each group loses its own share, channels taken a few at
+            a time from the group that gives up the least of its importance, the share of its
+            channels' scores it keeps, per unit of footprint saved; see
+            `tfslim.pruning.channel_plan.allocate_channels`). `planned_channels` then holds
+            each group's kept channels, keyed by the names of the layers that write it.
+            Defaults to `"uniform"`.
 
     Raises:
         ValueError: for an invalid argument, or (at the start of `fit`) a subclassed model, a
@@ -207,6 +222,7 @@ class ChannelPruning(keras.callbacks.Callback):
         updates: int = 10,
         skip_layers: Iterable[str | type] = (),
         channel_multiple: int = 1,
+        allocation: str = "uniform",
     ):
         super().__init__()
         self.limits = {
@@ -234,18 +250,29 @@ class ChannelPruning(keras.callbacks.Callback):
         for argument, value, choices in (
             ("criterion", criterion, _CRITERIA),
             ("schedule", schedule, _SCHEDULES),
+            ("allocation", allocation, _ALLOCATIONS),
         ):
             if value not in choices:
                 raise ValueError(
                     f"Invalid value for argument `{argument}`. Expected one of {list(choices)}. "
                     f"Received: {argument}={value!r}"
                 )
+        if allocation == "importance" and not self.limits:
+            raise ValueError(
+                "ChannelPruning(allocation='importance') shares a footprint among the groups "
+                "and needs one (`max_params`, `max_macs`, `max_int8_bytes`, `max_latency_ms`); "
+                "a `target_fraction` prunes every group alike. Received: "
+                f"allocation={allocation!r}, target_fraction={target_fraction!r}"
+            )
         updates = check_positive_int("updates", updates)
         self.channel_multiple = check_positive_int("channel_multiple", channel_multiple)
         self.target_fraction = None if target_fraction is None else float(target_fraction)
         self.planned_fraction = self.target_fraction
         self.criterion = criterion
         self.schedule = schedule
+        self.allocation = allocation
+        self.planned_channels: dict[str, int] | None = None
+        self._allocated: dict[int, int] | None = None
         self.updates = updates
         self.skip_layers = policy.check_skip_layers(skip_layers)
         self._groups: list[tuple] = []  # (space, weights, mask variable)
@@ -316,16 +343,35 @@ class ChannelPruning(keras.callbacks.Callback):
         for constraint in self._constraints:
             constraint.attach()
         if self.limits:
-            groups = [group for group, _, _ in self._groups]
-            self.planned_fraction = _plan_fraction(
-                graph, groups, self.limits, self.target, self.channel_multiple
-            )
+            self._plan(graph)
         self._update_steps = self._fraction_schedule()
         self._step = 0
         if reused is None:
             state = (tuple(masks), tuple(self._constraints))
             trace_constrained_step(model, "ChannelPruning", key, state)
         self._train_function = model.train_function
+
+    def _plan(self, graph: ChannelGraph) -> None:
+        """Sets `planned_fraction` (and, allocating by importance, each group's count)."""
+        groups = [group for group, _, _ in self._groups]
+        if self.allocation == "uniform":
+            self.planned_fraction = _plan_fraction(
+                graph, groups, self.limits, self.target, self.channel_multiple
+            )
+            return
+        scores = {
+            group.id: channel_scores(weights, group.size, self.criterion)
+            for group, weights, _ in self._groups
+        }
+        self._allocated = allocate_channels(
+            graph, groups, scores, self.limits, self.target, self.channel_multiple
+        )
+        total = sum(group.size for group in groups)
+        self.planned_fraction = sum(self._allocated.values()) / total
+        self.planned_channels = {
+            "/".join(layer.name for layer in group.sources): group.size - self._allocated[group.id]
+            for group in groups
+        }
 
     def on_train_batch_begin(self, batch, logs=None):
         fraction = self._update_steps.get(self._step)
@@ -336,7 +382,11 @@ class ChannelPruning(keras.callbacks.Callback):
     def _apply(self, fraction: float) -> None:
         for group, weights, mask in self._groups:
             current = np.asarray(mask.numpy())
-            n_prune = _n_pruned(fraction, group.size, self.channel_multiple)
+            if self._allocated is None:
+                n_prune = _n_pruned(fraction, group.size, self.channel_multiple)
+            else:  # the group's share of the schedule's progress to its planned count
+                progress = fraction / self.planned_fraction if self.planned_fraction else 0.0
+                n_prune = int(round(min(1.0, progress) * self._allocated[group.id]))
             pruned = np.flatnonzero(current == 0)
             if len(pruned) < n_prune:
                 scores = channel_scores(weights, group.size, self.criterion)
@@ -367,145 +417,6 @@ class ChannelPruning(keras.callbacks.Callback):
             restore_plain_step(self.model, self._plain_train_function, self._train_function)
         self._constraints = []
         self._plain_train_function = self._train_function = None
-
-
-def _n_pruned(fraction: float, size: int, multiple: int = 1) -> int:
-    """Channels of a group of `size` to prune at `fraction`; the rest a multiple of `multiple`.
-
-    The kept count is rounded to the nearest multiple (half up), at least one multiple and at
-    most `size`; a fraction that prunes nothing, or a group of at most `multiple` channels,
-    keeps the whole group.
-    """
-    n_pruned = min(int(round(fraction * size)), size - 1)
-    if multiple == 1 or n_pruned == 0:
-        return n_pruned
-    if size <= multiple:
-        return 0
-    kept = multiple * int(np.floor((size - n_pruned) / multiple + 0.5))
-    return size - min(size, max(multiple, kept))
-
-
-def _check_limit(name: str, value) -> int | float:
-    """A footprint limit: an int >= 1 (absolute) or a float in (0, 1) (of the unpruned model)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(
-            f"Invalid type for argument `{name}`. Expected an int (a count) or a float in "
-            f"(0, 1) (a fraction of the unpruned model). Received: {name}={value!r} of type "
-            f"{type(value).__name__}"
-        )
-    if isinstance(value, int | np.integer):
-        if value >= 1:
-            return int(value)
-    elif 0 < value < 1:
-        return float(value)
-    raise ValueError(
-        f"Invalid value for argument `{name}`. Expected an int >= 1 (a count) or a float in "
-        f"(0, 1) (a fraction of the unpruned model). Received: {name}={value!r}"
-    )
-
-
-def _figure(figure: str, value) -> str:
-    return f"{value:.3f} ms" if figure == "latency_ms" else f"{value:.0f}"
-
-
-def _check_latency_target(max_latency_ms, target):
-    """The target of a latency limit: an object with `estimate_latency_ms`, or None."""
-    if max_latency_ms is None:
-        if target is not None:
-            raise ValueError(
-                "Argument `target` of ChannelPruning is only used with `max_latency_ms`. "
-                f"Received: target={target!r}, max_latency_ms=None"
-            )
-        return None
-    if (
-        isinstance(max_latency_ms, bool)
-        or not isinstance(max_latency_ms, int | float | np.integer | np.floating)
-        or not np.isfinite(max_latency_ms)
-        or max_latency_ms <= 0
-    ):
-        raise ValueError(
-            "Invalid value for argument `max_latency_ms`. Expected a number of milliseconds "
-            f"> 0. Received: max_latency_ms={max_latency_ms!r}"
-        )
-    if not callable(getattr(target, "estimate_latency_ms", None)):
-        # The pruning stage does not import the converter stage's target registry: the caller
-        # hands over the target object.
-        raise TypeError(
-            "Invalid value for argument `target`: `max_latency_ms` needs the board whose "
-            "latency is estimated, as a `tfslim.Target` (e.g. "
-            "`target=tfslim.get_target('nano33ble')`). Received: "
-            f"target={target!r} of type {type(target).__name__}"
-        )
-    if target.estimate_latency_ms(1, ops=[]) is None:
-        name = getattr(target, "name", target)
-        raise ValueError(
-            f"Invalid value for argument `target`: target '{name}' has no latency estimate "
-            "(no clock or cost model); `max_latency_ms` needs a microcontroller target. "
-            f"Received: target={name!r}"
-        )
-    return target
-
-
-def _plan_fraction(
-    graph: ChannelGraph, groups: list, limits: dict, target=None, multiple: int = 1
-) -> float:
-    """Smallest fraction of every group's channels whose pruned model meets `limits`."""
-
-    def figures(kept=None):
-        counted = graph.cost(kept)
-        if "latency_ms" in limits and counted["macs"] is not None:
-            estimate = target.estimate_latency_ms(counted["macs"], ops=counted["ops"])
-            counted["latency_ms"] = estimate["value_ms"]
-        return counted
-
-    full = figures()
-    needs_size = [f"max_{f}" for f in ("macs", "latency_ms") if f in limits]
-    if needs_size and full["macs"] is None:
-        argument = needs_size[0]
-        raise ValueError(
-            f"Invalid value for argument `{argument}`: the MACs of model "
-            f"'{graph.model.name}' depend on its input size, which is not fixed. Build it with "
-            f"a fixed input shape or give `max_params`. Received: {argument}="
-            f"{limits[argument.removeprefix('max_')]!r}"
-        )
-    bounds = {
-        figure: limit * full[figure]
-        if isinstance(limit, float) and figure != "latency_ms"
-        else limit
-        for figure, limit in limits.items()
-    }
-
-    def cost(fraction):
-        return figures({g.id: g.size - _n_pruned(fraction, g.size, multiple) for g in groups})
-
-    def meets(figures):
-        return all(figures[figure] <= bound for figure, bound in bounds.items())
-
-    if meets(full):
-        return 0.0
-    smallest = cost(1.0)
-    if not meets(smallest):
-        fewest = "one channel" if multiple == 1 else f"{multiple} channels (channel_multiple)"
-        missed = ", ".join(
-            f"max_{figure}={limits[figure]!r} ({_figure(figure, bound)}; unpruned "
-            f"{_figure(figure, full[figure])}, every "
-            f"prunable group at {fewest} {_figure(figure, smallest[figure])})"
-            for figure, bound in bounds.items()
-            if smallest[figure] > bound
-        )
-        raise ValueError(
-            f"Invalid footprint for model '{graph.model.name}': channel pruning cannot reach "
-            f"{missed}. Expected a limit at or above the figure of the fewest channels (the "
-            "frozen channels, such as the outputs, and the layers outside any group stay)."
-        )
-    low, high = 0.0, 1.0  # cost(low) misses, cost(high) meets
-    for _ in range(40):
-        middle = (low + high) / 2
-        if meets(cost(middle)):
-            high = middle
-        else:
-            low = middle
-    return high
 
 
 def strip_channels(model, *, batch_norm_data=None, batch_norm_steps: int = 20):

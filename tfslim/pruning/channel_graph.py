@@ -122,6 +122,7 @@ class ChannelGraph:
         self.layouts: dict[int, Layout] = {}  # id(KerasTensor) -> layout
         self.layer_io: dict[str, tuple[Layout | None, Layout | None]] = {}
         self.positions: dict[str, int | None] = {}  # output pixels of each layer's first node
+        self._cost_cache: list[tuple] | None = None
         for tensor in graph.inputs:
             self.layouts[id(tensor)] = Layout((self._new(tensor.shape[-1], frozen=True),))
         for operation in graph.operations:
@@ -326,35 +327,32 @@ class ChannelGraph:
         kept = kept or {}
         params = macs = int8 = 0
         ops = []
-        for layer in self.model._flatten_layers(include_self=False, recursive=False):
-            weights = {v.name: v for v in layer.weights}
-            in_layout, out_layout = self.layer_io.get(layer.name, (None, None))
-            kernel = weights.get("kernel", weights.get("depthwise_kernel"))
+        for layer, shapes, in_layout, out_layout, elementwise in self._cost_layers():
+            kernel = shapes.get("kernel", shapes.get("depthwise_kernel"))
             positions = self.positions.get(layer.name, 1)
             depthwise = isinstance(layer, _DEPTHWISE)
-            if kernel is None or isinstance(layer, keras.Model) or len(layer.weights) > 2:
+            if kernel is None or isinstance(layer, keras.Model) or len(shapes) > 2:
                 if isinstance(layer, keras.layers.BatchNormalization) and out_layout is not None:
-                    params += len(layer.weights) * self.width(out_layout, kept)
+                    params += len(shapes) * self.width(out_layout, kept)
                 else:
-                    params += sum(int(np.prod(v.shape)) for v in layer.weights)
-                op = self._elementwise_op(layer, in_layout, out_layout, kept)
+                    params += sum(int(np.prod(shape)) for shape in shapes.values())
+                op = self._elementwise_op(elementwise, in_layout, out_layout, kept)
                 if op is not None:
                     ops.append(op)
                 continue
-            shape = tuple(kernel.shape)
             if depthwise:
-                c_in, c_out = 1, shape[-2] * shape[-1]
+                c_in, c_out = 1, kernel[-2] * kernel[-1]
                 if out_layout is not None:
                     c_out = self.width(out_layout, kept)
             else:
-                c_in, c_out = shape[-2], shape[-1]
+                c_in, c_out = kernel[-2], kernel[-1]
                 if in_layout is not None:
                     c_in = self.width(in_layout, kept)
                 if out_layout is not None:
                     c_out = self.width(out_layout, kept)
-            pixels = int(np.prod(shape[:-2]))
+            pixels = int(np.prod(kernel[:-2]))
             n_kernel = pixels * c_in * c_out
-            n_bias = c_out if "bias" in weights else 0
+            n_bias = c_out if "bias" in shapes else 0
             params += n_kernel + n_bias
             int8 += n_kernel + 4 * n_bias
             if macs is not None:
@@ -374,29 +372,53 @@ class ChannelGraph:
             "ops": None if macs is None else ops,
         }
 
-    def _elementwise_op(self, layer, in_layout, out_layout, kept) -> dict | None:
-        """The latency-model entry of a merge or pooling layer (None for other layers)."""
+    def _cost_layers(self) -> list[tuple]:
+        """Per layer, what `cost` reads: (layer, weight shapes, layouts, merge/pool facts).
+
+        Read once: a footprint plan counts the model for many sets of kept channels, and
+        reading Keras layers' weights each time would dominate.
+        """
+        if self._cost_cache is None:
+            self._cost_cache = []
+            for layer in self.model._flatten_layers(include_self=False, recursive=False):
+                shapes = {v.name: tuple(v.shape) for v in layer.weights}
+                in_layout, out_layout = self.layer_io.get(layer.name, (None, None))
+                self._cost_cache.append(
+                    (layer, shapes, in_layout, out_layout, self._elementwise(layer))
+                )
+        return self._cost_cache
+
+    def _elementwise(self, layer) -> tuple | None:
+        """(TFLite op, output pixels, input pixels) of a merge or pooling layer, else None."""
         kind = next((k for cls, k in _ELEMENTWISE_OPS if isinstance(layer, cls)), None)
-        if kind is None or out_layout is None:
-            return None
         positions = self.positions.get(layer.name)
-        if positions is None:
+        if kind is None or positions is None:
             return None
         if kind in ("ADD", "MUL", "SUB"):
+            return kind, positions, None
+        spatial = tuple(layer._inbound_nodes[0].input_tensors[0].shape[1:-1])
+        if any(d is None for d in spatial):
+            return None
+        return kind, positions, int(np.prod(spatial))
+
+    def _elementwise_op(self, elementwise, in_layout, out_layout, kept) -> dict | None:
+        """The latency-model entry of a merge or pooling layer (None for other layers)."""
+        if elementwise is None or out_layout is None:
+            return None
+        kind, positions, in_positions = elementwise
+        if in_positions is None:
             return {
                 "op": kind,
                 "macs": 0,
                 "output_elements": positions * self.width(out_layout, kept),
             }
-        node = layer._inbound_nodes[0]
-        spatial = tuple(node.input_tensors[0].shape[1:-1])
-        if any(d is None for d in spatial) or in_layout is None:
+        if in_layout is None:
             return None
         width = self.width(in_layout, kept)
         return {
             "op": kind,
             "macs": 0,
-            "input_elements": int(np.prod(spatial)) * width,
+            "input_elements": in_positions * width,
             "output_elements": positions * width,
         }
 
