@@ -146,7 +146,7 @@ def test_non_finite_calibration_data_is_refused_before_export(x, match, monkeypa
     def no_export(*args, **kwargs):
         raise AssertionError("exported despite non-finite calibration data")
 
-    monkeypatch.setattr(converter, "_make_converter", no_export)
+    monkeypatch.setattr(converter.export, "make_converter", no_export)
     with pytest.raises(ValueError, match=r"argument `calibration_data`\. Expected finite"):
         tfslim.convert(_dense(), target="mcu", calibration_data=x)
     with pytest.raises(ValueError, match=match):

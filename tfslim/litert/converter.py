@@ -5,20 +5,17 @@ import copy
 import io
 import os
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfslim import _io, _model_facts
-from tfslim._checks import check_bool, check_int, check_shape
-from tfslim._compat import is_tf_keras
+from tfslim._checks import check_bool, check_int
 from tfslim._predict import keras_predict
 from tfslim._quiet import native_stderr_captured
-from tfslim.errors import InvalidModelError, TfslimWarning, UnsupportedOpError
-from tfslim.litert import integer_islands, interpreter, isolation, micro, sparsity
+from tfslim.errors import TfslimWarning, UnsupportedOpError
+from tfslim.litert import export, integer_islands, interpreter, isolation, micro, sparsity
 from tfslim.litert.calibration import calibration_samples
 from tfslim.litert.targets import Target, check_quantization, get_target
 
@@ -202,7 +199,7 @@ def convert(
             f"Invalid value for argument `compress` with target={target.name!r}. TFLite Micro "
             "compression needs a microcontroller target; expected False. Received: compress=True"
         )
-    keras_model, saved_model_dir = _load(model)
+    keras_model, saved_model_dir = export.load_model(model)
     qat = keras_model is not None and _is_qat_model(keras_model)
     if keep_float is not None or int16 is not None or max_accuracy_drop is not None:
         from tfslim.litert import mixed_precision
@@ -274,7 +271,7 @@ def convert(
         )
     shapes = dtypes = None
     if keras_model is not None:
-        shapes, dtypes = _input_shapes(keras_model, input_shape, calibration_data)
+        shapes, dtypes = export.input_shapes(keras_model, input_shape, calibration_data)
     samples = None
     if calibration_data is not None:  # Validate before the (slow) export.
         samples = calibration_samples(calibration_data, shapes, calibration_steps)
@@ -290,8 +287,8 @@ def convert(
             quantization=quantization,
             qat=qat,
         )
-    converter = _make_converter(export_model, saved_model_dir, shapes, dtypes)
-    _configure(converter, quantization, io_dtype, sparse, qat)
+    converter = export.make_converter(export_model, saved_model_dir, shapes, dtypes)
+    export.configure(converter, quantization, io_dtype, sparse, qat)
     if needs_calibration:
         converter.representative_dataset = lambda: (
             s if isinstance(s, list) else [s] for s in samples
@@ -409,151 +406,3 @@ def _check_choice(argument, value, choices):
 def _is_qat_model(model) -> bool:
     """A tfslim or tfmot QAT model, told by its layers' registered names (no import of either)."""
     return _model_facts.is_qat_model(model)
-
-
-def _load(model):
-    """Resolves a path to a model; returns (keras model or None, saved model dir or None)."""
-    if isinstance(model, str | os.PathLike):
-        path = Path(model)
-        if path.is_dir():
-            if not (path / "saved_model.pb").exists():
-                raise ValueError(
-                    "Invalid value for argument `model`. Expected a .keras file or a "
-                    f"SavedModel directory (with saved_model.pb). Received: model={str(path)!r}"
-                )
-            return None, str(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                "Invalid value for argument `model`. Expected an existing .keras file or "
-                f"SavedModel directory. Received: model={str(path)!r} (no such file)"
-            )
-        if path.suffix != ".keras":
-            raise ValueError(
-                "Invalid value for argument `model`. Expected a .keras file or a SavedModel "
-                f"directory. Received: model={str(path)!r}"
-            )
-        if not zipfile.is_zipfile(path):
-            # Keras answers "File not found" for a file that exists but is no archive.
-            raise InvalidModelError(
-                "Invalid value for argument `model`. Expected a .keras file (the zip archive "
-                f"`model.save` writes). Received: model={str(path)!r}, which is not a valid "
-                ".keras file (not a zip archive)"
-            )
-        # `import tfslim` registered tfslim's layers with Keras (see tfslim._registration),
-        # so files holding QAT or pruning layers load without importing those packages here.
-        import keras
-
-        try:
-            return keras.saving.load_model(path, compile=False), None
-        except Exception as e:
-            raise InvalidModelError(
-                f"Invalid value for argument `model`. Expected a loadable .keras file. "
-                f"Received: model={str(path)!r}, which Keras could not load ({e})"
-            ) from None
-    import keras
-
-    if isinstance(model, keras.Model) or is_tf_keras(model) and hasattr(model, "predict"):
-        return model, None
-    raise TypeError(
-        "Invalid type for argument `model`. Expected a Keras model, a tf_keras model, a "
-        f".keras path or a SavedModel directory. Received: model of type {type(model).__name__}"
-    )
-
-
-def _input_shapes(model, input_shape, calibration_data):
-    """(shapes, dtypes) of the model's inputs, without the batch axis.
-
-    A subclassed model has no `inputs`: its shape comes from `input_shape` (or the
-    calibration array), and a model that was never called is built by calling it once.
-    """
-    if input_shape is not None:
-        input_shape = check_shape("input_shape", input_shape)
-    inputs = None
-    with contextlib.suppress(Exception):  # Subclassed models raise on `.inputs`.
-        inputs = model.inputs
-    if inputs:
-        return [tuple(t.shape[1:]) for t in inputs], [t.dtype for t in inputs]
-    if input_shape is not None:
-        shape, argument = input_shape, "input_shape"
-    elif isinstance(calibration_data, np.ndarray) and calibration_data.ndim >= 2:
-        shape, argument = tuple(calibration_data.shape[1:]), "calibration_data"
-    else:
-        raise ValueError(
-            f"Cannot tell the input shape of {type(model).__name__} (a subclassed model that "
-            "has no `inputs`). Pass `input_shape` (without the batch dimension). Received: "
-            "input_shape=None"
-        )
-    if not model.built:
-        try:
-            model(np.zeros((1, *shape), np.float32), training=False)
-        except Exception as e:
-            raise ValueError(
-                f"Invalid value for argument `{argument}`: building {type(model).__name__} "
-                f"on inputs of shape {(None, *shape)} failed ({type(e).__name__}: {e}). "
-                "Expected the shape of one sample, without the batch axis."
-            ) from None
-    return [shape], ["float32"]
-
-
-def _make_converter(keras_model, saved_model_dir, shapes, dtypes):
-    import tensorflow as tf
-
-    if saved_model_dir is not None:
-        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    # A fixed batch of one gives static shapes: no SHAPE/PACK ops, and TFLite Micro
-    # needs static shapes anyway. LiteRT can still resize the batch at run time.
-    specs = [
-        tf.TensorSpec((1, *s), dtype=getattr(d, "name", d) or "float32", name=f"input_{i}")
-        for i, (s, d) in enumerate(zip(shapes, dtypes, strict=True))
-    ]
-
-    def serve(*args):
-        x = args[0] if len(args) == 1 else list(args)
-        return keras_model(x, training=False)
-
-    # The traced signature with its variables folded into constants is what the
-    # SavedModel path would hand the converter after writing the model to disk and
-    # reading it back; folding in memory skips that round trip (about 40% of a small
-    # model's conversion). Control flow stays functional (If/While), as TFLite wants.
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    function = tf.function(serve, input_signature=specs).get_concrete_function()
-    frozen = convert_variables_to_constants_v2(
-        function, lower_control_flow=False, aggressive_inlining=True
-    )
-    # With the model as its trackable the file keeps a `serving_default` signature.
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen], keras_model)
-
-
-def _configure(converter, quantization, io_dtype, sparse, qat):
-    import tensorflow as tf
-
-    optimizations = []
-    if quantization != "none" or qat:
-        optimizations.append(tf.lite.Optimize.DEFAULT)
-    if sparse:
-        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
-    # Dense weights per tensor, as TFLite's int8 spec and tfslim's QAT have them:
-    # per-channel Dense adds a scale and zero point per unit (+15% on the MLPerf Tiny
-    # autoencoder). The converter exposes this switch only as a private attribute.
-    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
-        if not qat:
-            # For a QAT model this op set would demand a representative dataset; its
-            # learned ranges already make every op integer (checked after conversion).
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io_dtype == "int8":
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    elif quantization == "int16x8":
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        ]
-        if io_dtype == "int8":  # Integer I/O for 16x8 models is int16.
-            converter.inference_input_type = tf.int16
-            converter.inference_output_type = tf.int16

@@ -420,9 +420,9 @@ def _forward(plan, x, y, score, helpful, islands, float_metric, max_drop):
 
 def make_plan(model, calibration_data, *, calibration_steps=100, input_shape=None):
     """Converts `model` to float once and calibrates it once."""
-    from tfslim.litert import converter
+    from tfslim.litert import converter, export
 
-    keras_model, _ = converter._load(model)
+    keras_model, _ = export.load_model(model)
     base = converter.convert(
         model,
         target="mobile",
