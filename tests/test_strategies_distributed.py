@@ -200,3 +200,40 @@ def test_chief_and_worker_make_each_candidate_once_as_one_process_would(
     assert sorted(manifest["candidates"]) == names
     report = json.loads((tmp_path / "shared" / "report.json").read_text())
     assert report["best"] == json.loads((tmp_path / "single" / "report.json").read_text())["best"]
+
+
+@pytest.mark.slow
+def test_a_candidate_that_fails_is_marked_failed_and_the_others_still_run(
+    tmp_path, small_cnn, digits, no_kerastuner_env
+):
+    # Outside distributed mode KerasTuner runs the trials in this process, as a worker would.
+    from tfslim.strategies.candidates import CandidateSpec
+
+    x, y, xv, yv = digits
+    specs = [CandidateSpec(name, qat=False, train=False) for name in ("original", "broken")]
+    run = _shared_run(tmp_path, "k")
+    lines = []
+    run.log = lines.append
+    run.write_manifest(merge=False)
+
+    def make(spec):
+        if spec.name == "broken":
+            raise RuntimeError("out of memory")
+        return small_cnn
+
+    settings = {"seed": 0, "calibration_samples": 20, "latency_runs": 0}
+    data = ((x[:40], y[:40]), (xv[:40], yv[:40]))
+    oracle = distributed.CandidateOracle([s.name for s in specs])
+    tuner = distributed._CandidateTuner(oracle, run, specs, make, data, settings, overwrite=True)
+    tuner.search()
+    trials = {t.hyperparameters.values["candidate"]: t for t in oracle.trials.values()}
+    assert {name: t.status for name, t in trials.items()} == {
+        "original": "COMPLETED",
+        "broken": "FAILED",
+    }
+    assert "broken: RuntimeError: out of memory" in trials["broken"].message
+    assert "broken failed on tuner0: RuntimeError: out of memory" in lines
+    assert sorted(json.loads((tmp_path / "manifest.json").read_text())["candidates"]) == [
+        "original"
+    ]
+    assert trials["original"].metrics.get_best_value("quality") > 0.5
