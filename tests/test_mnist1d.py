@@ -23,6 +23,17 @@ def test_parameter_count_and_logits_output(width, params):
     ]
 
 
+def test_depth_adds_stride_one_convolutions_before_the_two_strided_ones():
+    deep = build_mnist1d_cnn(width=8, depth=5)
+    convs = [layer for layer in deep.layers if layer.name.startswith("conv")]
+    assert [c.name for c in convs] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert [c.strides[0] for c in convs] == [1, 1, 1, 2, 2]
+    # The Dense layer sees the same 10 steps as the default depth's: only convolutions add.
+    added = 2 * (8 * 8 * 5 + 8)
+    assert deep.count_params() == build_mnist1d_cnn(width=8).count_params() + added
+    assert tuple(deep.output.shape) == (None, 10)
+
+
 def test_batch_norm_dropout_and_softmax():
     model = build_mnist1d_cnn(width=4, batch_norm=True, dropout=0.5, softmax=True)
     names = {type(layer).__name__ for layer in model.layers}
@@ -47,6 +58,7 @@ def test_saves_and_loads(tmp_path):
     [
         ({"width": 0}, r"argument `width`\. Expected an int >= 1\. Received: width=0"),
         ({"kernel_size": 2.5}, r"`kernel_size`\. Expected an int >= 1\. Received: kernel_size=2.5"),
+        ({"depth": 0}, r"argument `depth`\. Expected an int >= 1\. Received: depth=0"),
         ({"dropout": 1.0}, r"`dropout`\. Expected a float in \[0, 1\)\. Received: dropout=1.0"),
     ],
 )
