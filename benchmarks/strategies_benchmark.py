@@ -4,7 +4,7 @@ Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/strategies_benchmark.py [--seeds 3
      [--widths 0.3 0.25] [--techniques channels cluster --clusters 16] [--out DIR]
      (a rerun into the same --out resumes every seed)
      python benchmarks/strategies_benchmark.py --strategy grow --seeds 3 --epochs 8
-     [--growth 1.5 2.0] [--out DIR]
+     [--growth 1.5 2.0 w1.5d4 d5] [--out DIR]
 
 Per seed: the baseline `build_mnist1d_cnn(width=48, batch_norm=True)` trains on 3,500 of the
 4,000 training sequences (`--baseline-epochs`), is converted to full int8 for `--target`; every
@@ -21,9 +21,12 @@ runs only in TFLite Micro, so its test accuracy comes from its uncompressed twin
 outputs) and its flash and arena from the compressed file.
 
 `--strategy grow`: `tfslim.grow_improve_shrink` with `footprint_of=` the baseline, so the
-budget is its measured int8 flash and TFLite Micro arena. Each factor of `--growth` makes
-`build_mnist1d_cnn(width=round(48 * factor))`, trained like the baseline, then channel-pruned
-back (to `1 / factor` of its width, narrower while over budget) and distilled from the grown
+budget is its measured int8 flash and TFLite Micro arena. Each entry of `--growth` (a width
+factor such as `1.5`, or `w<factor>d<depth>` such as `w1.5d4`, or `d<depth>` such as `d5`)
+makes `build_mnist1d_cnn(width=round(48 * factor), depth=depth)` (depth 3 by default),
+trained like the baseline, then channel-pruned back (to `1 / factor` of its width for a
+wider one, to the width that matches the baseline's flash for a deeper one; narrower while
+over budget) and distilled from the grown
 model with QAT for `--epochs`; the baseline distilled + QAT for as long is shown beside it.
 The best grown-then-shrunk model within budget (by validation quality) is compared with the
 baseline on test: the margin, and whether its mean over seeds exceeds the seed-to-seed spread
@@ -33,7 +36,9 @@ Every figure of one row comes from the same run; the rows' mean ± std is over s
 """
 
 import argparse
+import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -46,6 +51,49 @@ sys.path.insert(0, _ROOT)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
 import numpy as np  # noqa: E402
+
+# The depth of `build_mnist1d_cnn`, the baseline's.
+_BASE_DEPTH = 3
+_GROWTH = re.compile(r"(?:w(?P<w>\d+(?:\.\d*)?|\.\d+))?(?:d(?P<d>\d+))?")
+
+
+def growth_entry(text: str):
+    """One `--growth` entry: `1.5` or `w1.5` (a width factor), `w1.5d4` or `d4` (with a
+    depth), as `grow_improve_shrink(growth=...)` takes it (a float or a mapping).
+
+    Checked here, before the baseline trains: the entry must grow the baseline (a width
+    factor above 1, or a depth above the baseline's 3).
+    """
+    expected = (
+        "expected a width factor above 1 such as 1.5, or w<factor>d<depth> such as w1.5d4 "
+        f"or d<depth> such as d5 that grows the baseline (factor >= 1, depth >= {_BASE_DEPTH}, "
+        f"one of them above); got {text!r}"
+    )
+    try:
+        factor, depth = float(text), None
+    except ValueError:
+        match = _GROWTH.fullmatch(text.strip().lower())
+        if match is None or not (match["w"] or match["d"]):
+            raise argparse.ArgumentTypeError(expected) from None
+        factor = float(match["w"] or 1.0)
+        depth = None if match["d"] is None else int(match["d"])
+    if depth == _BASE_DEPTH:
+        depth = None  # The baseline's own depth: the entry grows only in width.
+    if not math.isfinite(factor) or factor < 1 or (depth is not None and depth < _BASE_DEPTH):
+        raise argparse.ArgumentTypeError(expected)
+    if depth is None:
+        if factor == 1:
+            raise argparse.ArgumentTypeError(expected)
+        return factor
+    return {"width_multiplier": factor, "depth": depth}
+
+
+def growth_label(entry) -> str:
+    """An entry as `--growth` spells it: `1.5`, `w1.5d4`, `d4`."""
+    if not isinstance(entry, dict):
+        return f"{entry:g}"
+    factor = entry["width_multiplier"]
+    return ("" if factor == 1 else f"w{factor:g}") + f"d{entry['depth']}"
 
 
 def split():
@@ -154,8 +202,10 @@ def grow_seed(seed, args, out_dir):
     train, val, test = split()
     baseline, trained_s = trained_baseline(seed, args, out_dir, train)
 
-    def build(width_multiplier):
-        return build_mnist1d_cnn(width=round(args.width * width_multiplier), batch_norm=True)
+    def build(width_multiplier=1.0, depth=_BASE_DEPTH):
+        return build_mnist1d_cnn(
+            width=round(args.width * width_multiplier), batch_norm=True, depth=depth
+        )
 
     start = time.perf_counter()
     result = tfslim.grow_improve_shrink(
@@ -176,11 +226,16 @@ def grow_seed(seed, args, out_dir):
     )
     grow_s = time.perf_counter() - start
     base = result.baseline_candidate
-    shrunk = [c for c in result.candidates if c.spec.get("growth", 1) > 1 and c.spec["width"] < 1]
+    shrunk = [
+        c
+        for c in result.candidates
+        if (c.spec.get("growth", 1) > 1 or c.spec.get("depth") is not None) and c.spec["width"] < 1
+    ]
     fitting = [c for c in shrunk if c.feasible]
     # Chosen on the validation split (the candidates' measured quality), scored on test.
     chosen = max(fitting or shrunk, key=lambda c: c.quality)
-    grown = result[f"grow{round(100 * chosen.spec['growth'])}"]
+    # The grown model is the candidate named as the shrunk one without its `_width` part.
+    grown = result[chosen.name.rsplit("_width", 1)[0]]
     row = {
         "seed": seed,
         "baseline_flash": base.footprint.flash_bytes,
@@ -189,6 +244,7 @@ def grow_seed(seed, args, out_dir):
         "qat_test": accuracy_on(result["original_qat"], test),
         "best": chosen.name,
         "growth": chosen.spec["growth"],
+        "depth": chosen.spec.get("depth"),
         "width": chosen.spec["width"],
         "fits": chosen.feasible,
         "best_flash": chosen.footprint.flash_bytes,
@@ -254,7 +310,7 @@ def report_shrink(rows, args):
 def report_grow(rows, args):
     print(
         f"\ngrow_improve_shrink on MNIST-1D ({args.target}), budget = the baseline's int8 flash "
-        f"and arena; growth {' '.join(f'{g:g}' for g in args.growth)}; test accuracy on "
+        f"and arena; growth {' '.join(growth_label(g) for g in args.growth)}; test accuracy on "
         "1,000 sequences (LiteRT)"
     )
     print(
@@ -330,7 +386,13 @@ def main():
         "--epochs", type=int, default=15, help="distillation + QAT per shrunk candidate"
     )
     parser.add_argument("--widths", type=float, nargs="+", default=[0.5, 0.4, 0.3, 0.25])
-    parser.add_argument("--growth", type=float, nargs="+", default=[1.5, 2.0])
+    parser.add_argument(
+        "--growth",
+        type=growth_entry,
+        nargs="+",
+        default=[1.5, 2.0],
+        help="width factors (1.5) and/or width-and-depth entries (w1.5d4, d5)",
+    )
     parser.add_argument(
         "--techniques",
         nargs="+",
@@ -341,6 +403,8 @@ def main():
     parser.add_argument("--target", default="nano33ble")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     args = parser.parse_args()
+    if len({growth_label(g) for g in args.growth}) < len(args.growth):
+        parser.error(f"argument --growth: expected distinct entries; got {args.growth}")
     out_dir = args.out or tempfile.mkdtemp(prefix="strategies_benchmark_")
     os.makedirs(out_dir, exist_ok=True)
     one_seed = grow_seed if args.strategy == "grow" else shrink_seed
