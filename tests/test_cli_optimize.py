@@ -139,6 +139,31 @@ def test_levers_reach_shrink_as_its_own_arguments(capsys, tmp_path, monkeypatch,
     assert "techniques" not in seen and "clusters" not in seen
 
 
+def test_a_worker_of_a_distributed_run_leaves_the_report_to_the_chief(
+    capsys, tmp_path, monkeypatch, small_cnn
+):
+    import tfslim
+    from tfslim.strategies import StrategyResult
+
+    model = tmp_path / "m.keras"
+    small_cnn.save(model)
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, dtype="int32"))
+    data = str(tmp_path / "d.npz")
+
+    def worker_shrink(model, train, validation, **kwargs):
+        # What `shrink` returns on a worker: its own candidates, no report files.
+        return StrategyResult(
+            "shrink", "mcu", kwargs["budget"], [], "original", kwargs["directory"]
+        )
+
+    monkeypatch.setattr(tfslim, "shrink", worker_shrink)
+    out = tmp_path / "run"
+    argv = ["optimize", str(model), "--data", data, "--validation", data, "--out", str(out)]
+    code, stdout, _ = _run(capsys, *argv)
+    assert code == 0
+    assert stdout.strip() == f"made none; the chief writes the fronts and the report in {out}"
+
+
 def test_missing_files_and_bad_data_are_named(capsys, tmp_path):
     code, _, err = _run(capsys, "optimize", "nope.keras", "--data", "a", "--validation", "b")
     assert code == 2 and "model: expected a .keras file, got nope.keras" in err
