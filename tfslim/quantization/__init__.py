@@ -14,6 +14,7 @@ from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
 from tfslim.quantization.rescaling import QuantizeRescaling
 from tfslim.quantization.transformer import (
+    QuantizeEinsumDense,
     QuantizeEmbedding,
     QuantizeLayerNormalization,
     QuantizeMultiHeadAttention,
@@ -28,6 +29,7 @@ __all__ = [
     "set_quantizers_frozen",
     "QuantizeActivation",
     "QuantizeBatchNormalization",
+    "QuantizeEinsumDense",
     "QuantizeEmbedding",
     "QuantizeLayerNormalization",
     "QuantizeMultiHeadAttention",

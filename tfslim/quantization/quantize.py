@@ -23,12 +23,14 @@ from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer, check_ema_decay
 from tfslim.quantization.rescaling import QuantizeRescaling, affine_of
 from tfslim.quantization.transformer import (
+    QuantizeEinsumDense,
     QuantizeEmbedding,
     QuantizeLayerNormalization,
     QuantizeMultiHeadAttention,
 )
 
 _TRANSFORMER_LAYERS = {
+    "EinsumDense": QuantizeEinsumDense,
     "Embedding": QuantizeEmbedding,
     "LayerNormalization": QuantizeLayerNormalization,
     "MultiHeadAttention": QuantizeMultiHeadAttention,

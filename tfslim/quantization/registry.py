@@ -15,8 +15,9 @@ belongs to one of these roles:
 - batch_norm: a `BatchNormalization` no layer absorbed, a `QuantizeBatchNormalization`.
 - activation: activation layers and `keras.ops` activations, fused into their producer where
   TFLite fuses them, otherwise quantized after.
-- transformer: `Embedding`, `LayerNormalization` and `MultiHeadAttention`, each replaced by
-  its `tfslim.quantization.transformer` layer (one quantizer per int8 op it converts to).
+- transformer: `Embedding`, `EinsumDense`, `LayerNormalization` and `MultiHeadAttention`, each
+  replaced by its `tfslim.quantization.transformer` layer (one quantizer per int8 op it
+  converts to).
 - prelu: `PReLU`, a `QuantizePReLU` (int8 PRELU with slopes quantized as the converter stores
   them, observed output range).
 """
@@ -26,6 +27,7 @@ import keras
 from tfslim.quantization import activations as acts
 from tfslim.quantization.quantize_wrapper import WEIGHTED_LAYERS
 from tfslim.quantization.rescaling import affine_of
+from tfslim.quantization.transformer import EINSUM_ACTIVATIONS, einsum_activation
 
 PASSTHROUGH = frozenset(
     {
@@ -121,7 +123,7 @@ FUSES_RELU = frozenset({"Add", "Subtract", "Multiply", "Concatenate", "Divide", 
 
 AFFINE = frozenset({"Rescaling", "Normalization"})
 
-TRANSFORMER = frozenset({"Embedding", "LayerNormalization", "MultiHeadAttention"})
+TRANSFORMER = frozenset({"Embedding", "EinsumDense", "LayerNormalization", "MultiHeadAttention"})
 
 PRELU = frozenset({"PReLU"})
 
@@ -225,6 +227,15 @@ def _transformer_problem(layer) -> str | None:
         axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
         if len(axes) != 1 or (axes[0] != -1 and not layer.built):
             return f"with axis={layer.axis} (only the last axis)"
+    if cls == "EinsumDense":
+        activation = einsum_activation(layer)
+        if activation not in EINSUM_ACTIVATIONS:
+            return (
+                f"with activation={activation!r} (int8 FULLY_CONNECTED fuses only relu and "
+                "relu6: put it in its own Activation layer)"
+            )
+        if getattr(layer, "quantization_mode", None):
+            return f"already quantized by Keras ({layer.quantization_mode!r})"
     if cls == "MultiHeadAttention":
         config = layer.get_config()
         # A built layer records the default (the sequence axis) as (1,).

@@ -1,5 +1,5 @@
-"""Transformer-encoder layers (`Embedding`, `LayerNormalization`, `MultiHeadAttention`) as the
-TFLite int8 kernels the converter emits for them compute them.
+"""Transformer-encoder layers (`Embedding`, `LayerNormalization`, `MultiHeadAttention`,
+`EinsumDense`) as the TFLite int8 kernels the converter emits for them compute them.
 
 Each replacement quantizes every tensor the converter turns into an int8 op's output:
 
@@ -12,6 +12,8 @@ Each replacement quantizes every tensor the converter turns into an int8 op's ou
   FULLY_CONNECTED ops (kernels quantized per tensor, the query's scaled by 1/sqrt(key_dim)),
   the two attention products int8 BATCH_MATMUL, the softmax an int8 SOFTMAX on its fixed
   output grid.
+- `EinsumDense`: one int8 FULLY_CONNECTED (or BATCH_MATMUL), its kernel quantized per tensor,
+  the bias added in int32 and a ReLU or ReLU6 fused, so one quantizer follows it.
 """
 
 import keras
@@ -42,6 +44,19 @@ def _deserialize(layer):
     if isinstance(layer, dict):
         return keras.saving.deserialize_keras_object(layer)
     return layer
+
+
+# EinsumDense activations the int8 FULLY_CONNECTED fuses (others need their own layer).
+EINSUM_ACTIVATIONS = {"linear": None, "relu": tf.nn.relu, "relu6": tf.nn.relu6}
+
+
+def einsum_activation(layer) -> str:
+    """The name of an EinsumDense's activation (`"linear"` when it has none)."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear"
+    name = keras.activations.serialize(activation)
+    return name if isinstance(name, str) else getattr(activation, "__name__", repr(activation))
 
 
 def _check_class(layer, expected):
@@ -263,3 +278,53 @@ class QuantizeMultiHeadAttention(_Quantized):
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
         return self.layer.compute_output_shape(query_shape, value_shape, key_shape)
+
+
+@keras.saving.register_keras_serializable(package="tfslim")
+class QuantizeEinsumDense(_Quantized):
+    """Quantization-aware `EinsumDense`: kernel rounded to int8 per tensor, output to int8.
+
+    Args:
+        layer: keras.layers.EinsumDense. Not quantized by Keras itself, with no activation or a
+            ReLU / ReLU6 (what the int8 FULLY_CONNECTED fuses).
+        ema_decay: float. Decay of the output range moving average. Defaults to `0.99`.
+        **kwargs: Base layer keyword arguments (`name`, ...).
+    """
+
+    def __init__(self, layer, *, ema_decay: float = 0.99, **kwargs):
+        layer = _deserialize(layer)
+        _check_class(layer, "EinsumDense")
+        activation = einsum_activation(layer)
+        if activation not in EINSUM_ACTIVATIONS:
+            raise ValueError(
+                "Invalid value for argument `layer`. Expected an EinsumDense without an "
+                "activation or with relu / relu6 (the ones int8 FULLY_CONNECTED fuses; put "
+                f"another in its own Activation layer). Received: layer={layer.name!r} with "
+                f"activation={activation!r}"
+            )
+        if getattr(layer, "quantization_mode", None):
+            raise ValueError(
+                "Invalid value for argument `layer`. Expected a float EinsumDense. Received: "
+                f"layer={layer.name!r} quantized by Keras ({layer.quantization_mode!r})"
+            )
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
+        self.output_quantizer = self._quantizer("output_quantizer")
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        dense = self.layer
+        kernel = fake_quant_weights(dense.kernel, training=training is True)
+        y = tf.einsum(dense.equation, tf.cast(inputs, "float32"), kernel)
+        if dense.bias is not None:
+            y = y + tf.convert_to_tensor(dense.bias)
+        activation = EINSUM_ACTIVATIONS[einsum_activation(dense)]
+        if activation is not None:
+            y = activation(y)
+        return self.output_quantizer(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
