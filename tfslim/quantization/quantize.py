@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable
 import keras
 
 from tfslim import _model_facts
-from tfslim._compat import import_tfmot, is_tf_keras
 from tfslim.errors import UnsupportedOpError
-from tfslim.quantization import _graph, registry
+from tfslim.quantization import _graph, registry, skipping
 from tfslim.quantization import activations as acts
 from tfslim.quantization.batch_norm import QuantizeBatchNormalization
 from tfslim.quantization.quantize_activation import QuantizeActivation, QuantizePReLU
@@ -37,64 +36,6 @@ _TRANSFORMER_LAYERS = {
 }
 # MultiHeadAttention call arguments the int8 form computes (masks and scores it does not).
 _ATTENTION_ARGUMENTS = {"query", "value", "key", "training"}
-
-
-def _is_tf_keras_model(model) -> bool:
-    if not is_tf_keras(model):
-        return False
-    import tf_keras
-
-    return isinstance(model, tf_keras.Model)
-
-
-def _quantize_tf_keras(model, skip):
-    """Routes a legacy tf_keras model to tfmot's `quantize_model` (same call, same converter)."""
-    qk = import_tfmot().quantization.keras
-    if skip is None:
-        return qk.quantize_model(model)
-    skip_fn = _skip_predicate(skip, _all_layer_names(model))
-
-    def annotate(layer):
-        if skip_fn(layer) or type(layer).__name__ == "InputLayer":
-            return layer.__class__.from_config(layer.get_config())
-        return qk.quantize_annotate_layer(layer)
-
-    import tf_keras
-
-    annotated = tf_keras.models.clone_model(model, clone_function=annotate)
-    return qk.quantize_apply(annotated)
-
-
-def _all_layer_names(model) -> set[str]:
-    """Names of every layer and `keras.ops` operation of `model`, nested models included."""
-    names = set()
-    for op in getattr(model, "operations", None) or model.layers:
-        names.add(op.name)
-        if hasattr(op, "layers"):
-            names |= _all_layer_names(op)
-    return names
-
-
-def _skip_predicate(skip, names: set[str]) -> Callable:
-    if skip is None:
-        return lambda layer: False
-    if callable(skip) and not isinstance(skip, re.Pattern):
-        return lambda layer: bool(skip(layer))
-    items = [skip] if isinstance(skip, (str, re.Pattern)) else skip
-    if not isinstance(items, Iterable) or not all(isinstance(s, (str, re.Pattern)) for s in items):
-        raise TypeError(
-            "Invalid value for argument `skip`. Expected layer names, regular expressions or a "
-            f"callable taking a layer and returning a bool. Received: skip={skip!r}"
-        )
-    patterns = [re.compile(re.escape(s) if s in names else s) for s in items]
-    for item, pattern in zip(items, patterns, strict=True):
-        if not any(pattern.fullmatch(n) for n in names):
-            raise ValueError(
-                f"Invalid value for argument `skip`. Expected names or patterns matching layers "
-                f"of the model. Received: skip entry {item!r}, which matches no layer "
-                f"(layers: {sorted(names)})"
-            )
-    return lambda layer: any(p.fullmatch(layer.name) for p in patterns)
 
 
 def _check_model(model):
@@ -483,16 +424,18 @@ def quantize_model(
                 f"{cluster_preserve.PRESERVE_CHOICES} or None. Received: preserve={preserve!r}"
             )
         return cluster_preserve.quantize_preserving_clusters(model, skip=skip, ema_decay=ema_decay)
-    if _is_tf_keras_model(model):
+    if skipping.is_tf_keras_model(model):
         if ema_decay != 0.99:  # tfmot's quantizers have their own fixed range tracking.
             raise ValueError(
                 "Invalid value for argument `ema_decay` with a tf_keras model (quantized by "
                 "tfmot, which has no such option). Expected the default 0.99. Received: "
                 f"ema_decay={ema_decay}"
             )
-        return _quantize_tf_keras(model, skip)
+        return skipping.quantize_tf_keras(model, skip)
     _check_model(model)
-    rewriter = _Rewriter(_skip_predicate(skip, _all_layer_names(model)), check_ema_decay(ema_decay))
+    rewriter = _Rewriter(
+        skipping.skip_predicate(skip, skipping.all_layer_names(model)), check_ema_decay(ema_decay)
+    )
     qat = rewriter.rewrite(model, quantize_inputs=True, name=model.name)
     rewriter.check(model)
     for new, old in rewriter.copies:
