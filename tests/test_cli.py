@@ -253,9 +253,9 @@ def test_argument_mistakes_fail_before_tensorflow_loads(argv, message, tmp_path)
 def test_every_option_has_help_and_a_default():
     import argparse
 
-    from tfslim.cli import _HelpFormatter, _parser
+    from tfslim.cli.parser import HelpFormatter, build
 
-    parser = _parser()
+    parser = build()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {
         "convert",
@@ -269,7 +269,7 @@ def test_every_option_has_help_and_a_default():
         "optimize",
     }
     for name, command in sub.choices.items():
-        formatter = _HelpFormatter(prog=name)
+        formatter = HelpFormatter(prog=name)
         for action in command._actions:
             if not action.option_strings or isinstance(action, argparse._HelpAction):
                 continue
@@ -311,12 +311,12 @@ def test_errors_are_reworded_in_the_commands_spelling():
 
 @pytest.mark.parametrize("content", [b"hello\n", b"\x80\x04pickled"])
 def test_a_file_that_is_not_numpy_is_named_as_such(tmp_path, content):
-    from tfslim.cli import _load_npz
+    from tfslim.cli.inputs import load_npz
 
     path = tmp_path / "x.npz"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"--data: .*x\.npz is not a NumPy file; expected"):
-        _load_npz(str(path), "--data")
+        load_npz(str(path), "--data")
 
 
 def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -335,6 +335,6 @@ def test_main_in_process_turns_ctrl_c_into_exit_130_and_one_line(capsys, monkeyp
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tfslim.cli, "_cmd_targets", interrupted)
+    monkeypatch.setattr(tfslim.cli.commands, "cmd_targets", interrupted)
     code, out, err = _run(capsys, "targets")
     assert (code, out, err) == (130, "", "tfslim targets: interrupted\n")

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfslim.cli import _parse_size, main
+from tfslim.cli import main
+from tfslim.cli.inputs import parse_size
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def files(tmp_path, small_cnn, digits):
     [("65536", 65536), ("64KiB", 65536), ("256 KiB", 262144), ("1MB", 10**6), ("2.5kb", 2500)],
 )
 def test_sizes_parse_with_units(text, expected):
-    assert _parse_size("--max-flash", text) == expected
+    assert parse_size("--max-flash", text) == expected
 
 
 def _assert_refused_in_one_line(capsys, argv, message):
