@@ -1,6 +1,7 @@
 """Clustering benchmark: tfslim (Keras 3) against tfmot (tf_keras) on digits, side by side.
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--seeds 3] [--timing]
+[--rounds 0] [--tfmot-wrap layers]
 
 The digits CNN (`tfslim.architectures.build_digits_cnn`, 75k parameters) is trained once in
 Keras 3 and copied layer for layer, with its weights, to tf_keras, so both frameworks cluster
@@ -8,7 +9,10 @@ the same float model. For 16 and 32 clusters (per tensor, k-means++ init), each 
 
 - clusters the model and fine-tunes it (`--cluster-epochs`, same Adam learning rate, batch
   size and data): tfslim with `tfslim.cluster_weights`, tfmot with
-  `tfmot.clustering.keras.cluster_weights`;
+  `tfmot.clustering.keras.cluster_weights` on the whole model, as tfmot's clustering example
+  does (its wrapper calls every wrapped layer without `training`, so in that fit Dropout is
+  off and BatchNormalization normalizes with its frozen moving statistics; `--tfmot-wrap
+  layers` wraps only the layers with kernels, so both train Dropout and batch norm alike);
 - strips it and runs clustering-preserving QAT (`--qat-epochs`): tfslim's
   `quantize_model(preserve="clusters")`, tfmot's `Default8BitClusterPreserveQuantizeScheme`;
 - converts with `tfslim.convert(target="mcu")` (full int8, int8 I/O) and measures the int8
@@ -19,7 +23,7 @@ the same float model. For 16 and 32 clusters (per tensor, k-means++ init), each 
 The reference is the unclustered model: float, and post-training int8 (calibrated on 200
 training images). Step times: a whole 8-epoch `fit` after a warm-up `fit`, plain and
 clustered, divided by its steps; one framework per process, the ratio to plain `fit` taken in
-the same process, median over interleaved rounds (`--rounds`). Last, MLPerf Tiny
+the same process, median over interleaved rounds (`--rounds`; 0 skips them). Last, MLPerf Tiny
 ds_cnn and resnet8 (untrained weights: sizes and RAM do not depend on training) at 16
 clusters: flash and arena dense and compressed, and whether each fits each board.
 """
@@ -114,11 +118,21 @@ def run_tfmot(tk_float, k, data, args):
 
     x, y, xt, yt = data
     clustering = import_tfmot().clustering.keras
-    clustered = clustering.cluster_weights(
-        tk_float,
+    options = dict(
         number_of_clusters=k,
         cluster_centroids_init=clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
     )
+    if args.tfmot_wrap == "model":
+        clustered = clustering.cluster_weights(tk_float, **options)
+    else:
+
+        def clone(layer):
+            kernels = ("kernel", "depthwise_kernel")
+            if any(getattr(layer, name, None) is not None for name in kernels):
+                return clustering.cluster_weights(layer, **options)
+            return layer  # `tk_float` is a fresh copy: its layers can be reused.
+
+        clustered = tf_keras.models.clone_model(tk_float, clone_function=clone)
     clustered = compiled(clustered, LR, tf_keras.optimizers)
     clustered.fit(x, y, epochs=args.cluster_epochs, batch_size=BATCH, verbose=0)
     acc = clustered.evaluate(xt, yt, verbose=0)[1]
@@ -258,12 +272,27 @@ def main():
     parser.add_argument("--epochs", type=int, default=12, help="float training epochs")
     parser.add_argument("--cluster-epochs", type=int, default=3)
     parser.add_argument("--qat-epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved step-time rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved step-time rounds (0: no step times)"
+    )
     parser.add_argument("--clusters", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--timing", action="store_true", help="the step-time table only")
     parser.add_argument("--seeds", type=int, default=1, help="training runs (accuracy table)")
     parser.add_argument("--seed0", type=int, default=0, help="first seed")
+    parser.add_argument(
+        "--tfmot-wrap",
+        choices=("model", "layers"),
+        default="model",
+        help="tfmot's cluster_weights on the whole model (every layer wrapped; its wrapper "
+        "calls the layer without `training`, so Dropout is off and BatchNormalization uses "
+        "its frozen moving statistics in the clustered fit) or on the layers with kernels "
+        "only (Dropout and BatchNormalization train as in tfslim)",
+    )
     args = parser.parse_args()
+    if args.rounds < 0:
+        parser.error(f"--rounds expects an integer >= 0; received {args.rounds}")
+    if args.rounds == 0 and args.timing:
+        parser.error("--timing needs --rounds >= 1; received --rounds 0")
 
     import keras
     from qat_benchmark import to_tf_keras
@@ -320,13 +349,14 @@ def main():
             label = framework if k == 0 else f"{k} clusters, {framework}"
             spread = statistics.stdev(values) if len(values) > 1 else float("nan")
             print(f"| {label} | {statistics.mean(values):.4f} | {spread:.4f} |")
-    steps = step_ratios(float_model, data, args.rounds)
-    print(
-        f"\n| step (whole 8-epoch fit after a warm-up fit / steps; median of {args.rounds} "
-        "rounds, one framework per process) | ms | x plain fit |\n|---|---:|---:|"
-    )
-    for name in ("keras3", "tfslim", "tf_keras", "tfmot"):
-        print(f"| {name} | {1000 * steps[name][0]:.2f} | {steps[name][1]:.3f} |")
+    if args.rounds:
+        steps = step_ratios(float_model, data, args.rounds)
+        print(
+            f"\n| step (whole 8-epoch fit after a warm-up fit / steps; median of {args.rounds} "
+            "rounds, one framework per process) | ms | x plain fit |\n|---|---:|---:|"
+        )
+        for name in ("keras3", "tfslim", "tf_keras", "tfmot"):
+            print(f"| {name} | {1000 * steps[name][0]:.2f} | {steps[name][1]:.3f} |")
     if args.timing:
         return
     print(
