@@ -271,9 +271,6 @@ def layer_names(keras_model) -> set[str]:
     return {layer.name for layer in keras_model._flatten_layers(include_self=False)}
 
 
-# Ops TFLite Micro runs in int8 that TF's converter never emits in int8.
-
-
 def check_target_ops(
     flatbuffer: bytes, target, output_layers=(), known_layers=(), *, quantization=None
 ) -> None:
