@@ -427,6 +427,17 @@ def main():
         help="kept channels per group of the '<=0.3x' row: a multiple of this",
     )
     parser.add_argument("--seed0", type=int, default=0, help="first seed of --channel runs")
+    parser.add_argument(
+        "--channel-configs",
+        default="",
+        help=f"comma-separated rows of --channel among {list(CHANNEL_CONFIGS)} (default: all)",
+    )
+    parser.add_argument(
+        "--unstructured",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--channel: also unstructured pruning to the first '<=0.3x' row's parameters",
+    )
     parser.add_argument("--mobile-runtime", action="store_true", help="sparse runtime rows only")
     parser.add_argument(
         "--timing", action="store_true", help="training-overhead table only (--timing-rounds)"
@@ -590,13 +601,23 @@ def channel_models():
 CHANNEL_CONFIGS = {
     "channel 50%": {"target_fraction": 0.5},
     "channel <=0.3x": {"max_params": 0.3, "max_macs": 0.3},
+    "importance<=0.3x": {"max_params": 0.3, "max_macs": 0.3, "allocation": "importance"},
 }
 
 
 def channel_configs(args):
-    """CHANNEL_CONFIGS, the footprint target rounding kept channels to `--channel-multiple`."""
-    configs = {label: dict(target) for label, target in CHANNEL_CONFIGS.items()}
-    configs["channel <=0.3x"]["channel_multiple"] = args.channel_multiple
+    """CHANNEL_CONFIGS, the footprint targets rounding kept channels to `--channel-multiple`."""
+    chosen = args.channel_configs.split(",") if args.channel_configs else list(CHANNEL_CONFIGS)
+    unknown = [label for label in chosen if label not in CHANNEL_CONFIGS]
+    if unknown:
+        raise SystemExit(
+            f"Invalid value for --channel-configs. Expected labels among "
+            f"{list(CHANNEL_CONFIGS)}. Received: {unknown}"
+        )
+    configs = {label: dict(CHANNEL_CONFIGS[label]) for label in chosen}
+    for target in configs.values():
+        if "max_macs" in target:
+            target["channel_multiple"] = args.channel_multiple
     return configs
 
 
@@ -682,8 +703,11 @@ def channel_rows(name, build, data, args, seed):
             f"channels) in {time.perf_counter() - t:.0f} s",
             flush=True,
         )
-    if first:
-        kept = models["channel <=0.3x"].count_params() / models["unpruned"].count_params()
+        if callback.planned_channels:
+            print(f"  kept per group: {list(callback.planned_channels.values())}", flush=True)
+    footprint = next((label for label in models if "0.3x" in label), None)
+    if first and args.unstructured and footprint is not None:
+        kept = models[footprint].count_params() / models["unpruned"].count_params()
         unstructured = compiled(copy(base), 5e-4)
         fit(unstructured, total, [tfslim.callbacks.Pruning(1 - kept)])
         models["unstructured"] = settled(tfslim.strip_pruning(unstructured))
@@ -784,7 +808,7 @@ def channel_main(args):
         + f"; '<=0.3x' channel_multiple={args.channel_multiple}); accuracies: mean of "
         f"{args.seeds} seeds; chan% = pruned share of the prunable channels; x = / unpruned; "
         "latency: LiteRT default Interpreter (XNNPACK), 1 thread, median of 7 interleaved "
-        "rounds; unstructured: pruned to the parameter count of 'channel <=0.3x'"
+        "rounds; unstructured: pruned to the parameter count of the first '<=0.3x' row"
     )
     print(header)
     print("-" * len(header))
