@@ -17,7 +17,6 @@ import warnings
 import keras
 from keras import ops
 from keras.distillation import DistillationLoss, LogitsDistillation
-from keras.src import tree
 
 from tfslim._checks import check_float, check_positive_float
 from tfslim._compat import is_tf_keras
@@ -339,7 +338,9 @@ class Distiller(keras.distillation.Distiller):
                 return value * temperature * temperature
             return ops.mean(loss_fn(t, s))
 
-        values = tree.flatten(tree.map_structure(one, loss.loss, teacher_out, student_out))
+        values = keras.tree.flatten(
+            keras.tree.map_structure(one, loss.loss, teacher_out, student_out)
+        )
         return ops.sum(ops.stack([ops.cast(v, "float32") for v in values]))
 
     def _student_term(self, sample_weight):
@@ -363,8 +364,10 @@ class Distiller(keras.distillation.Distiller):
         alpha = ops.cast(self.student_loss_weight_variable, "float32")
         student_loss = ops.convert_to_tensor(0.0)
         if y is not None:
-            values = tree.flatten(
-                tree.map_structure(self._student_term(sample_weight), self._student_loss, y, y_pred)
+            values = keras.tree.flatten(
+                keras.tree.map_structure(
+                    self._student_term(sample_weight), self._student_loss, y, y_pred
+                )
             )
             student_loss = ops.mean(ops.sum(ops.stack([ops.mean(v) for v in values])))
         teacher_features = self._extract_all_teacher_features(x)

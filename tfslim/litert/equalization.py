@@ -20,10 +20,8 @@ channel for convolutions, per tensor for Dense), and its bias is shifted by the 
 error `E[W x] - E[Q(W) x]`, where `x` are the layer's inputs in the float model on the
 calibration data.
 
-The rewrite walks a Functional graph's nodes, which Keras keeps private (`_nodes_by_depth`,
-`node.arguments`, `_keras_history`, `_outputs_struct`, a Sequential's `_functional`); `_graph`,
-`_nodes`, `_producer` and `_rebuild` hold every such use, so a Keras upgrade that moves them
-breaks those four functions only.
+The rewrite walks a Functional graph's nodes through `tfslim._keras_graph`, which holds the
+Keras internals that needs.
 """
 
 from collections.abc import Callable, Iterable
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfslim import _model_facts
+from tfslim import _keras_graph, _model_facts
 from tfslim.errors import UnsupportedOpError
 from tfslim.litert.calibration import calibration_samples
 
@@ -66,82 +64,17 @@ def _kind(layer) -> str:
     return type(layer).__name__
 
 
-# --- Keras graph internals (see the module docstring) -------------------------------------
-
-
-def _nodes(graph) -> list:
-    """The graph's operation nodes (layer calls and `keras.ops` calls), inputs first."""
-    ordered = []
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        ordered.extend(n for n in graph._nodes_by_depth[depth] if n.operation and not n.is_input)
-    return ordered
-
-
-def _producer(tensor):
-    return tensor._keras_history.operation
-
-
-def _rebuild(graph, new_operation: Callable, skip: set):
-    """A new Functional model calling `new_operation(op)` for each node of `graph`.
-
-    Nodes whose operation is in `skip` (folded batch norms) pass their input through.
-    """
-    import keras
-
-    tensors = {}
-    inputs = []
-    for tensor in graph.inputs:
-        new = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=_producer(tensor).name)
-        tensors[id(tensor)] = new
-        inputs.append(new)
-    for node in _nodes(graph):
-        operation = node.operation
-        if id(operation) in skip:
-            tensors[id(node.outputs[0])] = tensors[id(node.input_tensors[0])]
-            continue
-        args, kwargs = node.arguments.fill_in(tensors)
-        outputs = new_operation(operation)(*args, **kwargs)
-        for old, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
-            tensors[id(old)] = new
-    outputs = keras.tree.pack_sequence_as(
-        graph._outputs_struct, [tensors[id(t)] for t in graph.outputs]
-    )
-    if len(inputs) == 1 and not isinstance(graph._inputs_struct, list | dict):
-        inputs = inputs[0]
-    return keras.Model(inputs, outputs, name=graph.name)
-
-
-# --- Graph facts ----------------------------------------------------------------------------
-
-
 def _graph(model):
-    """The Functional graph of a Sequential or Functional model; refuses anything else."""
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-        if graph is None:
-            raise ValueError(
-                "Invalid value for argument `model`. Expected a built Sequential model (start "
-                "it with keras.Input(shape)). Received: unbuilt Sequential model "
-                f"{model.name!r}"
-            )
-        return graph
-    if not hasattr(model, "_nodes_by_depth"):
-        raise UnsupportedOpError(
-            "Invalid value for argument `model`. Expected a Sequential or Functional Keras "
-            "model: batch-norm folding and equalization rewrite its layer graph, which a "
-            f"subclassed model does not expose. Received: model={model.name!r} of class "
-            f"{type(model).__name__}"
-        )
-    return model
+    return _keras_graph.functional_graph(
+        model, purpose="to fold or equalize", error=UnsupportedOpError
+    )
 
 
 class _Facts:
     """Who consumes each tensor of one graph, and which operations it calls exactly once."""
 
     def __init__(self, graph):
-        self.nodes = _nodes(graph)
+        self.nodes = _keras_graph.nodes(graph)
         self.consumers = {}
         calls = {}
         for node in self.nodes:
@@ -263,7 +196,7 @@ def _copy(model, *, relu6_to_relu: bool, add_bias: bool):
         made[id(operation)] = (operation, new)
         return new
 
-    new_model = _rebuild(graph, new_operation, skip)
+    new_model = _keras_graph.rebuild(graph, new_operation, skip)
     for old, new in made.values():
         if isinstance(old, keras.Model):
             continue  # Copied by its own `_copy`.
@@ -361,7 +294,9 @@ def _equalize_graph(model) -> int:
     for _ in range(_CLE_ITERATIONS):
         if max((_equalize_pair(a, b) for a, b in pairs), default=0.0) < 1e-6:
             break
-    nested = [n.operation for n in _nodes(graph) if isinstance(n.operation, keras.Model)]
+    nested = [
+        n.operation for n in _keras_graph.nodes(graph) if isinstance(n.operation, keras.Model)
+    ]
     return len(pairs) + sum(_equalize_graph(m) for m in nested)
 
 

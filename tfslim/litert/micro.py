@@ -14,6 +14,7 @@ import os
 import re
 import signal
 
+from tfslim import _keras_graph
 from tfslim.errors import UnsupportedOpError
 from tfslim.litert import interpreter, isolation
 from tfslim.litert.flatbuffer import analyze
@@ -259,8 +260,7 @@ def output_layer_names(keras_model) -> list[str]:
     """Names of the layers producing a Keras model's outputs, in output order."""
     names = []
     for tensor in getattr(keras_model, "outputs", None) or []:
-        history = getattr(tensor, "_keras_history", None)
-        names.append(getattr(getattr(history, "operation", None), "name", None))
+        names.append(getattr(_keras_graph.producer(tensor), "name", None))
     return names
 
 

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable
 
 import keras
 
+from tfslim import _keras_graph as _graph
 from tfslim import _model_facts
 from tfslim.errors import UnsupportedOpError
-from tfslim.quantization import _graph, registry, skipping
 from tfslim.quantization import activations as acts
+from tfslim.quantization import registry, skipping
 from tfslim.quantization.batch_norm import QuantizeBatchNormalization
 from tfslim.quantization.quantize_activation import QuantizeActivation, QuantizePReLU
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
@@ -52,7 +53,7 @@ def _check_model(model):
             f"Functional) or a tf_keras model. Received: model={model!r} of type "
             f"{type(model).__name__}"
         )
-    return _graph.functional_graph(model)
+    return _graph.functional_graph(model, purpose="to rewrite for quantization-aware training")
 
 
 def _clone(layer, **overrides):

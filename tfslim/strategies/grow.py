@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import keras
 
+from tfslim import _keras_graph
 from tfslim._checks import check_float, check_int, invalid_type, invalid_value
 from tfslim.strategies import candidates as _candidates
 from tfslim.strategies import distributed
@@ -46,8 +47,7 @@ def widen(model: keras.Model, factor: float) -> keras.Model:
     """
     check_model("model", model)
     factor = check_float("factor", factor, minimum=1)
-    # `_keras_history` is how a Keras 3 output tensor names the layer that made it.
-    outputs = {t._keras_history[0].name for t in model.outputs}
+    outputs = {_keras_graph.producer(t).name for t in model.outputs}
 
     def clone(layer):
         config = layer.get_config()

@@ -1,0 +1,126 @@
+"""The Keras internals tfslim's graph rewrites need, in one place.
+
+`keras.models.clone_model(clone_function=, call_function=)` rebuilds a graph one call at a time,
+but tfslim's rewrites must look ahead (a convolution absorbs the batch norm and activation that
+consume it, an `Add` fuses a following ReLU, a folded batch norm disappears) and replace
+operation nodes (`x + 3.0`) that `clone_function` never sees as layers. That needs the graph's
+nodes in order, each node's arguments and the layer behind a symbolic tensor, which Keras keeps
+private: `_nodes_by_depth`, `node.arguments.fill_in`, `_keras_history`, `_inputs_struct` /
+`_outputs_struct`, a Sequential's `_functional` and the `Functional` class. The QAT rewrite,
+batch-norm folding and equalization, the converter's layer names and the grown models use them
+through this module only, so a Keras upgrade that moves them breaks this file alone.
+"""
+
+import keras
+
+from tfslim.errors import InvalidModelError
+
+try:
+    from keras.src.models.functional import Functional
+except ImportError:  # pragma: no cover - older layout.
+    from keras.src.models import Functional
+
+__all__ = [
+    "Functional",
+    "functional_graph",
+    "input_name",
+    "node_arguments",
+    "nodes",
+    "operations",
+    "pack_outputs",
+    "producer",
+    "rebuild",
+    "single_input",
+]
+
+
+def functional_graph(model, *, purpose: str, error=InvalidModelError):
+    """Returns the Functional graph behind `model` (a built Sequential's inner graph).
+
+    Args:
+        model: keras.Model. A Sequential or Functional model.
+        purpose: str. What the graph is for, as the refusal of a subclassed model says it
+            ("to rewrite for quantization-aware training").
+        error: type. The exception class for a subclassed model. Defaults to
+            `InvalidModelError`; an unbuilt Sequential always raises `InvalidModelError`.
+    """
+    if isinstance(model, keras.Sequential):
+        if getattr(model, "_functional", None) is None:
+            raise InvalidModelError(
+                "Invalid value for argument `model`. Expected a built Sequential model (start "
+                "it with keras.Input(shape) or call it on data first). Received: unbuilt "
+                f"Sequential model {model.name!r}"
+            )
+        return model._functional
+    if not isinstance(model, Functional):
+        raise error(
+            "Invalid value for argument `model`. Expected a Sequential or Functional model: a "
+            f"subclassed model has no layer graph {purpose}. Received: model={model.name!r} of "
+            f"class {type(model).__name__}. Rebuild it with the functional API "
+            "(keras.Model(inputs, outputs))."
+        )
+    return model
+
+
+def nodes(graph) -> list:
+    """The graph's operation nodes (layer calls and `keras.ops` calls), inputs first."""
+    ordered = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        ordered.extend(n for n in graph._nodes_by_depth[depth] if n.operation and not n.is_input)
+    return ordered
+
+
+def operations(graph) -> list:
+    """Every operation (layer or `keras.ops` operation) called in the graph."""
+    return list(graph.operations)
+
+
+def producer(tensor):
+    """The operation that produced a symbolic Keras 3 tensor (`None` for any other tensor,
+    a tf_keras one included)."""
+    return getattr(getattr(tensor, "_keras_history", None), "operation", None)
+
+
+def input_name(tensor) -> str:
+    """The name of the `InputLayer` that produces a model input tensor."""
+    return producer(tensor).name
+
+
+def node_arguments(node, tensors: dict):
+    """The node's (args, kwargs) with its input tensors replaced via `{id(tensor): new}`."""
+    return node.arguments.fill_in(tensors)
+
+
+def pack_outputs(graph, values: list):
+    """`values` (one per graph output) in the structure of the graph's outputs."""
+    return keras.tree.pack_sequence_as(graph._outputs_struct, values)
+
+
+def single_input(graph) -> bool:
+    """Whether the graph takes one bare tensor (not a list or dict of inputs)."""
+    return len(graph.inputs) == 1 and not isinstance(graph._inputs_struct, (list, dict))
+
+
+def rebuild(graph, new_operation, skip: set = frozenset()):
+    """A new Functional model calling `new_operation(op)` for each node of `graph`.
+
+    Nodes whose operation's id is in `skip` pass their first input through (a folded
+    batch norm).
+    """
+    tensors = {}
+    inputs = []
+    for tensor in graph.inputs:
+        new = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=input_name(tensor))
+        tensors[id(tensor)] = new
+        inputs.append(new)
+    for node in nodes(graph):
+        operation = node.operation
+        if id(operation) in skip:
+            tensors[id(node.outputs[0])] = tensors[id(node.input_tensors[0])]
+            continue
+        args, kwargs = node_arguments(node, tensors)
+        outputs = new_operation(operation)(*args, **kwargs)
+        for old, new in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
+            tensors[id(old)] = new
+    outputs = pack_outputs(graph, [tensors[id(t)] for t in graph.outputs])
+    return keras.Model(inputs[0] if single_input(graph) else inputs, outputs, name=graph.name)
