@@ -11,17 +11,10 @@ batch-norm folding and equalization, the converter's layer names and the grown m
 through this module only, so a Keras upgrade that moves them breaks this file alone.
 """
 
-import keras
-
 from tfslim.errors import InvalidModelError
 
-try:
-    from keras.src.models.functional import Functional
-except ImportError:  # pragma: no cover - older layout.
-    from keras.src.models import Functional
-
 __all__ = [
-    "Functional",
+    "functional_class",
     "functional_graph",
     "input_name",
     "node_arguments",
@@ -34,6 +27,16 @@ __all__ = [
 ]
 
 
+def functional_class():
+    """Keras's `Functional` model class (Keras exports none; imported on first use, so that
+    importing this module loads no Keras: the converter's lean child processes import it)."""
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError:  # pragma: no cover - older layout.
+        from keras.src.models import Functional
+    return Functional
+
+
 def functional_graph(model, *, purpose: str, error=InvalidModelError):
     """Returns the Functional graph behind `model` (a built Sequential's inner graph).
 
@@ -44,6 +47,8 @@ def functional_graph(model, *, purpose: str, error=InvalidModelError):
         error: type. The exception class for a subclassed model. Defaults to
             `InvalidModelError`; an unbuilt Sequential always raises `InvalidModelError`.
     """
+    import keras
+
     if isinstance(model, keras.Sequential):
         if getattr(model, "_functional", None) is None:
             raise InvalidModelError(
@@ -52,7 +57,7 @@ def functional_graph(model, *, purpose: str, error=InvalidModelError):
                 f"Sequential model {model.name!r}"
             )
         return model._functional
-    if not isinstance(model, Functional):
+    if not isinstance(model, functional_class()):
         raise error(
             "Invalid value for argument `model`. Expected a Sequential or Functional model: a "
             f"subclassed model has no layer graph {purpose}. Received: model={model.name!r} of "
@@ -93,6 +98,8 @@ def node_arguments(node, tensors: dict):
 
 def pack_outputs(graph, values: list):
     """`values` (one per graph output) in the structure of the graph's outputs."""
+    import keras
+
     return keras.tree.pack_sequence_as(graph._outputs_struct, values)
 
 
@@ -107,6 +114,8 @@ def rebuild(graph, new_operation, skip: set = frozenset()):
     Nodes whose operation's id is in `skip` pass their first input through (a folded
     batch norm).
     """
+    import keras
+
     tensors = {}
     inputs = []
     for tensor in graph.inputs:
