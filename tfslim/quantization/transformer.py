@@ -67,6 +67,17 @@ def _check_class(layer, expected):
         )
 
 
+def _project(dense, x, training, scale=None):
+    """An EinsumDense projection with its kernel (times `scale`) quantized per tensor."""
+    kernel = tf.convert_to_tensor(dense.kernel)
+    bias = None if dense.bias is None else tf.convert_to_tensor(dense.bias)
+    if scale is not None:
+        kernel = kernel * scale
+        bias = None if bias is None else bias * scale
+    y = tf.einsum(dense.equation, x, fake_quant_weights(kernel, training=training))
+    return y if bias is None else y + bias
+
+
 class _Quantized(keras.layers.Layer):
     """Holds the wrapped Keras layer and creates named activation quantizers."""
 
@@ -91,8 +102,20 @@ class _Quantized(keras.layers.Layer):
         return config
 
 
+class _QuantizedOneInput(_Quantized):
+    """A wrapped layer of one input, whose output shape is the wrapped layer's."""
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+
 @keras.saving.register_keras_serializable(package="tfslim")
-class QuantizeEmbedding(_Quantized):
+class QuantizeEmbedding(_QuantizedOneInput):
     """Quantization-aware `Embedding`: the lookup's output rounded to int8.
 
     Args:
@@ -113,18 +136,10 @@ class QuantizeEmbedding(_Quantized):
         super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.output_quantizer = self._quantizer("output_quantizer")
 
-    def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        super().build(input_shape)
-
     def call(self, inputs, training=None):
         table = tf.convert_to_tensor(self.layer.embeddings)
         y = tf.gather(table, tf.cast(inputs, "int32"))
         return self.output_quantizer(y, training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
@@ -235,16 +250,6 @@ class QuantizeMultiHeadAttention(_Quantized):
             self.layer.build(query_shape, value_shape, key_shape)
         super().build(query_shape)
 
-    def _project(self, dense, x, training, scale=None):
-        """An EinsumDense projection with its kernel (times `scale`) quantized per tensor."""
-        kernel = tf.convert_to_tensor(dense.kernel)
-        bias = None if dense.bias is None else tf.convert_to_tensor(dense.bias)
-        if scale is not None:
-            kernel = kernel * scale
-            bias = None if bias is None else bias * scale
-        y = tf.einsum(dense.equation, x, fake_quant_weights(kernel, training=training))
-        return y if bias is None else y + bias
-
     def call(self, query, value=None, key=None, training=None):
         mha = self.layer
         value = query if value is None else value
@@ -253,13 +258,11 @@ class QuantizeMultiHeadAttention(_Quantized):
         train = training is True  # The cheaper straight-through gradient; same values.
         # The 1/sqrt(key_dim) scale goes into the query projection: one FULLY_CONNECTED.
         q = self.query_quantizer(
-            self._project(mha._query_dense, inputs[0], train, mha._inverse_sqrt_key_dim),
+            _project(mha._query_dense, inputs[0], train, mha._inverse_sqrt_key_dim),
             training=training,
         )
-        k = self.key_quantizer(self._project(mha._key_dense, inputs[1], train), training=training)
-        v = self.value_quantizer(
-            self._project(mha._value_dense, inputs[2], train), training=training
-        )
+        k = self.key_quantizer(_project(mha._key_dense, inputs[1], train), training=training)
+        v = self.value_quantizer(_project(mha._value_dense, inputs[2], train), training=training)
         scores = self.scores_quantizer(
             tf.einsum(mha._dot_product_equation, k, q), training=training
         )
@@ -272,7 +275,7 @@ class QuantizeMultiHeadAttention(_Quantized):
             tf.einsum(mha._combine_equation, probabilities, v), training=training
         )
         return self.output_quantizer(
-            self._project(mha._output_dense, attended, train), training=training
+            _project(mha._output_dense, attended, train), training=training
         )
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
@@ -281,7 +284,7 @@ class QuantizeMultiHeadAttention(_Quantized):
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
-class QuantizeEinsumDense(_Quantized):
+class QuantizeEinsumDense(_QuantizedOneInput):
     """Quantization-aware `EinsumDense`: kernel rounded to int8 per tensor, output to int8.
 
     Args:
@@ -310,21 +313,10 @@ class QuantizeEinsumDense(_Quantized):
         super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.output_quantizer = self._quantizer("output_quantizer")
 
-    def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        super().build(input_shape)
-
     def call(self, inputs, training=None):
         dense = self.layer
-        kernel = fake_quant_weights(dense.kernel, training=training is True)
-        y = tf.einsum(dense.equation, tf.cast(inputs, "float32"), kernel)
-        if dense.bias is not None:
-            y = y + tf.convert_to_tensor(dense.bias)
+        y = _project(dense, tf.cast(inputs, "float32"), training is True)
         activation = EINSUM_ACTIVATIONS[einsum_activation(dense)]
         if activation is not None:
             y = activation(y)
         return self.output_quantizer(y, training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
