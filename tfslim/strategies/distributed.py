@@ -158,13 +158,8 @@ def work(run, key, specs, make, data, settings, baseline: str) -> StrategyResult
         CandidateOracle(names), run, specs, make, data, settings, overwrite=False
     )
     tuner.search()
-    return StrategyResult(
-        strategy=run.strategy,
-        target=run.target.name,
-        budget=run.budget,
-        candidates=list(run.candidates),
-        baseline=baseline,
-        directory=str(run.directory),
+    return run.result(
+        baseline,
         notes=[
             f"Worker {tuner_id} of a distributed run: its own candidates only; the chief "
             "writes the report of all of them."

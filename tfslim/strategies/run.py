@@ -263,18 +263,22 @@ class Run:
             f"arena {arena:>9}  host {latency:>9}  {status}  ({source})"
         )
 
-    def finish(self, baseline: str) -> StrategyResult:
-        from tfslim.strategies.report import write_strategy_report
-
-        result = StrategyResult(
+    def result(self, baseline: str, notes=None) -> StrategyResult:
+        """The run's candidates so far as a `StrategyResult` (no report files written)."""
+        return StrategyResult(
             strategy=self.strategy,
             target=self.target.name,
             budget=self.budget,
             candidates=list(self.candidates),
             baseline=baseline,
             directory=str(self.directory),
-            notes=list(self.notes),
+            notes=list(self.notes if notes is None else notes),
         )
+
+    def finish(self, baseline: str) -> StrategyResult:
+        from tfslim.strategies.report import write_strategy_report
+
+        result = self.result(baseline)
         files = write_strategy_report(result, overwrite=True)
         # The best candidate under fixed names, for scripts; a re-judged run replaces them.
         # A LUT-compressed best is `best.lut.tflm`, its uncompressed twin `best.tflite`.
