@@ -14,6 +14,8 @@ the outputs are the same up to the rounding of its table (at most one step).
 
 import numpy as np
 
+from tfslim.litert import flatbuffer as flatbuffer_reader
+
 __all__ = ["INT8_KERNEL_OPS", "close_float_islands"]
 
 # Ops whose LiteRT and TFLite Micro kernels take int8 at the op version the converter writes.
@@ -47,8 +49,7 @@ def close_float_islands(flatbuffer: bytes) -> tuple[bytes, dict[str, int]]:
         ops = list(sg.operators or [])
 
         def op_name(op):
-            code = model.operatorCodes[op.opcodeIndex]
-            return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+            return flatbuffer_reader.op_name(model, op.opcodeIndex)
 
         producer, consumers = {}, {}
         for i, op in enumerate(ops):
