@@ -38,7 +38,7 @@ _LAZY = {
     "Footprint": "tfslim.benchmarking.footprint",
     "measure": "tfslim.benchmarking.measure",
     "quantization_report": "tfslim.benchmarking.quantization_report",
-    "QuantizationReport": "tfslim.benchmarking.quantization_report",
+    "QuantizationReport": "tfslim.benchmarking.error_report",
     # Quantization-aware training.
     "quantize_model": "tfslim.quantization",
     "is_quantized_model": "tfslim.quantization",

@@ -1,13 +1,10 @@
 """Latency and accuracy of converted models, measured with the LiteRT interpreter."""
 
 from tfslim.benchmarking.benchmark import benchmark, evaluate, predict
+from tfslim.benchmarking.error_report import LayerRecord, QuantizationReport
 from tfslim.benchmarking.footprint import Footprint
 from tfslim.benchmarking.measure import measure
-from tfslim.benchmarking.quantization_report import (
-    LayerRecord,
-    QuantizationReport,
-    quantization_report,
-)
+from tfslim.benchmarking.quantization_report import quantization_report
 from tfslim.benchmarking.report import (
     Column,
     footprint_columns,
