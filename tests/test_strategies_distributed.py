@@ -1,23 +1,18 @@
 """`tfslim.shrink` on KerasTuner's distributed mode: candidates as trials of a chief's oracle."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from _distributed import KERASTUNER_ENV, run_processes
 
 from tfslim.strategies import distributed
-
-_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
 @pytest.fixture
 def no_kerastuner_env(monkeypatch):
-    for name in _ENV:
+    for name in KERASTUNER_ENV:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -125,12 +120,6 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_chief_and_worker_make_each_candidate_once_as_one_process_would(
     tmp_path, small_cnn, digits
@@ -139,37 +128,17 @@ def test_chief_and_worker_make_each_candidate_once_as_one_process_would(
     small_cnn.save(tmp_path / "m.keras")
     np.savez(tmp_path / "d.npz", x=x[:200], y=y[:200], xv=xv[:100], yv=yv[:100])
     (tmp_path / "shrink.py").write_text(_SCRIPT)
-    port = str(_free_port())
-    base = {k: v for k, v in os.environ.items() if k not in _ENV} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
-    envs = {
-        "chief": base | {"KERASTUNER_TUNER_ID": "chief"},
-        "tuner0": base | {"KERASTUNER_TUNER_ID": "tuner0"},
-        "single": base,
-    }
-    for name in ("chief", "tuner0"):
-        envs[name] |= {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
-    procs = {}
-    for name, env in envs.items():
-        directory = tmp_path / ("single" if name == "single" else "shared")
-        procs[name] = subprocess.Popen(
-            [sys.executable, str(tmp_path / "shrink.py"), "m.keras", "d.npz", str(directory)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    outputs = {}
-    try:
-        for name, proc in procs.items():
-            outputs[name], _ = proc.communicate(timeout=400)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for name, proc in procs.items():
-        assert proc.returncode == 0, outputs[name][-3000:]
+    shared, single = tmp_path / "shared", tmp_path / "single"
+    outputs = run_processes(
+        tmp_path / "shrink.py",
+        {
+            "chief": ("chief", ["m.keras", "d.npz", shared]),
+            "tuner0": ("tuner0", ["m.keras", "d.npz", shared]),
+            "single": (None, ["m.keras", "d.npz", single]),
+        },
+        timeout=400,
+        cwd=tmp_path,
+    )
     results, made = {}, {}
     for name, out in outputs.items():
         lines = out.splitlines()

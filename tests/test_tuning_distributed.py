@@ -1,12 +1,10 @@
 """KerasTuner's own distributed mode: a chief oracle and two workers over gRPC on loopback."""
 
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from _distributed import run_processes
 
 _SCRIPT = textwrap.dedent(
     """
@@ -41,45 +39,16 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_chief_and_two_workers_fill_one_front(tmp_path):
     script = tmp_path / "tune.py"
     script.write_text(_SCRIPT)
     directory = tmp_path / "search"
-    port = str(_free_port())
-    procs = {}
-    for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = dict(
-            os.environ,
-            KERASTUNER_TUNER_ID=tuner_id,
-            KERASTUNER_ORACLE_IP="127.0.0.1",
-            KERASTUNER_ORACLE_PORT=port,
-            TF_CPP_MIN_LOG_LEVEL="2",
-        )
-        procs[tuner_id] = subprocess.Popen(
-            [sys.executable, str(script), str(directory)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    outputs = {}
-    try:
-        for tuner_id, proc in procs.items():
-            outputs[tuner_id], _ = proc.communicate(timeout=240)
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for tuner_id, proc in procs.items():
-        assert proc.returncode == 0, outputs.get(tuner_id, "")[-3000:]
+    outputs = run_processes(
+        script,
+        {tuner_id: (tuner_id, [directory]) for tuner_id in ("chief", "tuner0", "tuner1")},
+        timeout=240,
+    )
     ran = {
         line.split()[1]: int(line.split()[2])
         for out in outputs.values()
