@@ -188,3 +188,76 @@ def test_grow_improve_shrink_on_digits_meets_the_baseline_footprint(tmp_path, sm
     note = next(n for n in result.notes if n.startswith(shrunk.name))
     assert ("points" in note) if shrunk.feasible else ("still over" in note)
     assert (tmp_path / "front.png").exists() and (tmp_path / "report.md").exists()
+
+
+def _tiny(width_multiplier=1.0):
+    """One convolution of 2 filters (3 when grown 1.5x), small enough that widths round alike."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(round(2 * width_multiplier), 3, padding="same", name="conv"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ]
+    )
+
+
+def test_kept_channels_counts_what_narrowing_keeps(digits):
+    from tfslim.strategies import candidates
+    from tfslim.strategies.grow import kept_channels
+
+    grown = _tiny(1.5)
+    # 3 channels: 1/1.5 and 0.8 of it both prune one, 0.64 of it prunes two.
+    assert [kept_channels(grown, w) for w in (1 / 1.5, 0.8 / 1.5, 0.64 / 1.5)] == [(2,), (2,), (1,)]
+    assert kept_channels(grown, 1.0) == (3,)
+    narrowed = candidates.narrow(grown, grown, digits[0][:32], 1 - 0.8 / 1.5, 32, 1e-3)
+    assert narrowed.get_layer("conv").filters == 2
+
+
+def test_a_shrink_step_keeping_the_same_channels_is_not_made_again(tmp_path, monkeypatch):
+    from tfslim.benchmarking.footprint import Footprint
+    from tfslim.strategies import grow
+    from tfslim.strategies import run as run_module
+
+    class Converted:
+        flatbuffer = b"tflite"
+
+    def convert(model, target, train, validation, settings, *, compress):
+        # Flash follows the parameters; a shrunk model here is never narrowed, so over budget.
+        params = model.count_params()
+        footprint = Footprint(
+            flash_bytes=params,
+            gzip_bytes=params,
+            params=params,
+            macs=params,
+            fully_integer=True,
+            arena_bytes=1000,
+            quality=0.5,
+        )
+        return Converted(), footprint, None
+
+    improved = []
+
+    def improve(spec, model, teacher, x, y, settings):
+        improved.append(spec.name)
+        return model
+
+    monkeypatch.setattr(run_module, "convert_and_measure", convert)
+    monkeypatch.setattr(grow, "_fit", lambda model, x, y, settings: model)
+    monkeypatch.setattr(grow, "_improve", improve)
+    data = (np.zeros((8, 8, 8, 1), "float32"), np.zeros(8, "int64"))
+    lines = []
+    result = grow.grow_improve_shrink(
+        _tiny, data, data, growth=[1.5], directory=tmp_path, latency_runs=0, log=lines.append
+    )
+    names = ["original", "original_qat", "grow150", "grow150_width67", "grow150_width43"]
+    assert [c.name for c in result.candidates] == names
+    assert improved == ["original_qat", "grow150_width67", "grow150_width43"]
+    skipped = (
+        "grow150_width53: not made, it keeps the same channels as grow150_width67 (2 per group)"
+    )
+    assert skipped in lines and skipped in result.notes
+    assert not (tmp_path / "grow150_width53.keras").exists()

@@ -92,9 +92,11 @@ def grow_improve_shrink(
     widest uniform fraction of its channels whose estimated int8 weights, plus the grown
     model's measured non-weight bytes (ops, quantization parameters), fit the flash
     budget. A shrunk model still over the budget is pruned further (0.8 times the width,
-    up to 3 tries). The budget is the baseline's measured int8 flash and TFLite Micro arena
-    unless `budget` is given; `result.notes` gives each grown model's quality at that
-    footprint against the baseline's.
+    up to 3 tries); a narrower width that keeps the same channels in every group as an
+    earlier try (small groups round alike) is not made again, and the log line and
+    `result.notes` say so. The budget is the baseline's measured int8 flash and TFLite
+    Micro arena unless `budget` is given; `result.notes` gives each grown model's quality
+    at that footprint against the baseline's.
 
     Growth in depth: an entry `{"width_multiplier": w, "depth": d}` builds
     `build_model(width_multiplier=w, depth=d)`. `build_model` must then be a callable
@@ -128,8 +130,8 @@ def grow_improve_shrink(
         calibration_samples: int. Inputs calibrating post-training int8. Defaults to `200`.
         latency_runs: int. Timed LiteRT runs per candidate. Defaults to `20`.
         seed: int. Keras seed set before each candidate. Defaults to `0`.
-        log: callable or None. Called with one line per finished candidate.
-            Defaults to `None`.
+        log: callable or None. Called with one line per finished candidate, and one per
+            shrink step not made as a repeat. Defaults to `None`.
 
     Returns:
         A `tfslim.strategies.StrategyResult` (strategy `"grow"`).
@@ -229,25 +231,38 @@ def grow_improve_shrink(
         grown_candidate = add(grown_spec, grown)
         if grown_candidate is None:
             break
+        # A resumed run reads the grown model back instead of training it again.
+        model = cache.get("model") or grown_candidate.load_model()
         if depth is None:
             width = 1.0 / factor
         else:
-            model = cache.get("model") or grown_candidate.load_model()
             flash = run.budget.max_flash_bytes or base.footprint.flash_bytes
             width = matching_width(model, grown_candidate.footprint.flash_bytes, flash)
+        made_with = {}  # Channels kept per group -> the shrunk candidate that keeps them.
         for _ in range(_MAX_SHRINKS):
             spec = _candidates.CandidateSpec(
                 f"{tag}_width{round(100 * width)}", width=width, growth=factor, depth=depth
             )
+            kept = kept_channels(model, width)
+            if kept in made_with:
+                # Small groups round to the same counts at the narrower width: the same
+                # architecture again, trained the same way, so still over the footprint.
+                line = (
+                    f"{spec.name}: not made, it keeps the same channels as {made_with[kept]} "
+                    f"({', '.join(map(str, kept))} per group)"
+                )
+                run.log(line)
+                run.notes.append(line)
+                width *= 0.8
+                continue
 
-            def shrunk(spec=spec, cache=cache, grown_candidate=grown_candidate):
-                # A resumed run reads the grown model back instead of training it again.
-                teacher = cache.get("model") or grown_candidate.load_model()
-                return _improve(spec, teacher, teacher, x, y, settings)
+            def shrunk(spec=spec, model=model):
+                return _improve(spec, model, model, x, y, settings)
 
             candidate = add(spec, shrunk)
             if candidate is None or candidate.feasible:
                 break
+            made_with[kept] = spec.name
             width *= 0.8
     _notes(run)
     return run.finish("original")
@@ -269,12 +284,24 @@ def matching_width(model, flash_bytes: int, max_flash_bytes: int) -> float:
     groups = graph.groups()
     overhead = max(0, flash_bytes - graph.cost()["int8_bytes"])
     for percent in range(100, 0, -1):
-        # The channels `ChannelPruning(1 - width)` keeps in each group.
-        pruned = {g.id: min(round((1 - percent / 100) * g.size), g.size - 1) for g in groups}
-        kept = {g.id: g.size - pruned[g.id] for g in groups}
+        kept = _kept(groups, percent / 100)
         if graph.cost(kept)["int8_bytes"] + overhead <= max_flash_bytes:
             return percent / 100
     return 0.01
+
+
+def kept_channels(model, width: float) -> tuple:
+    """The channels a shrunk candidate of `width` keeps in each prunable group of `model`,
+    in group order; two widths with the same counts make the same architecture."""
+    from tfslim.pruning.channel_graph import ChannelGraph
+
+    return tuple(_kept(ChannelGraph(model).groups(), width).values())
+
+
+def _kept(groups, width: float) -> dict:
+    """{group id: channels kept} as `ChannelPruning(1 - width)` prunes them."""
+    pruned = {g.id: min(round((1 - width) * g.size), g.size - 1) for g in groups}
+    return {g.id: g.size - pruned[g.id] for g in groups}
 
 
 def _depth_default(build_model):
