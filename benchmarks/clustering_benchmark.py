@@ -1,7 +1,7 @@
 """Clustering benchmark: tfslim (Keras 3) against tfmot (tf_keras) on digits, side by side.
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/clustering_benchmark.py [--seeds 3] [--timing]
-[--rounds 0] [--tfmot-wrap layers]
+[--rounds 0] [--tfmot-wrap layers] [--gzip-breakdown]
 
 The digits CNN (`tfslim.architectures.build_digits_cnn`, 75k parameters) is trained once in
 Keras 3 and copied layer for layer, with its weights, to tf_keras, so both frameworks cluster
@@ -26,6 +26,15 @@ clustered, divided by its steps; one framework per process, the ratio to plain `
 the same process, median over interleaved rounds (`--rounds`; 0 skips them). Last, MLPerf Tiny
 ds_cnn and resnet8 (untrained weights: sizes and RAM do not depend on training) at 16
 clusters: flash and arena dense and compressed, and whether each fits each board.
+
+`--gzip-breakdown` shows where the gzip bytes of each int8 file go: for every int8 kernel of
+at least 1 kB, its distinct values (per tensor and per output channel), its zeroth-order
+entropy, and what gzip -9 and deflate's Huffman stage alone (no LZ77 matches) spend on it;
+the rest of the file gzipped alone; and the file's ratio to the unclustered one if the
+kernels were coded at their entropy. For tfslim's files it also measures the file with each
+per-channel clustered kernel rewritten onto one int8 grid for the whole tensor (per-channel
+scales proportional to one step, so the tensor keeps the kernel's N values). Last, it gzips
+every model's float32 file (no quantization): tfmot's published clustering sizes compare those.
 """
 
 import argparse
@@ -81,13 +90,24 @@ def files(model, data, *, calibration=None):
     flatbuffer = bytes(dense.flatbuffer)
     compressed, report = compression.compress_micro(flatbuffer)
     return {
+        "flatbuffer": flatbuffer,
         "int8_acc": int8_accuracy(flatbuffer, data[2], data[3]),
         "file": len(flatbuffer),
         "gzip": len(gzip.compress(flatbuffer, compresslevel=9, mtime=0)),
         "flash": len(compressed),
+        "flash_gzip": len(gzip.compress(compressed, compresslevel=9, mtime=0)),
         "arena": compression.measure_arena(flatbuffer),
         "arena_c": compression.measure_arena(compressed) if report["compressed"] else None,
     }
+
+
+def float32_gzip(model) -> int:
+    """gzip -9 bytes of `model` converted without quantization (float32 weights)."""
+    import tfslim
+
+    with quiet():
+        flatbuffer = bytes(tfslim.convert(model, quantization="none").flatbuffer)
+    return len(gzip.compress(flatbuffer, compresslevel=9, mtime=0))
 
 
 def run_tfslim(float_model, k, data, args):
@@ -99,15 +119,73 @@ def run_tfslim(float_model, k, data, args):
     clustered = compiled(tfslim.cluster_weights(float_model, k), LR, keras.optimizers)
     clustered.fit(x, y, epochs=args.cluster_epochs, batch_size=BATCH, verbose=0)
     acc = clustered.evaluate(xt, yt, verbose=0)[1]
+    float32 = float32_gzip(tfslim.strip_clustering(clustered)) if args.gzip_breakdown else None
     cqat = compiled(
         tfslim.quantize_model(clustered, preserve="clusters"), LR / 10, keras.optimizers
     )
     cqat.fit(x, y, epochs=args.qat_epochs, batch_size=BATCH, verbose=0)
-    return {
+    row = {
         "cluster_acc": acc,
         "cqat_acc": cqat.evaluate(xt, yt, verbose=0)[1],
         **files(cqat, data),
     }
+    if args.gzip_breakdown:
+        row["shared_grid"] = shared_grid_file(row["flatbuffer"], cqat)
+        row["float32_gzip"] = float32
+    return row
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def shared_grid_file(flatbuffer: bytes, cqat):
+    """`flatbuffer` with each clustered Conv2D kernel of `cqat` on one int8 grid per tensor.
+
+    A per-tensor clustered kernel `k` (N values) whose channel c is scaled by `s_c` (a
+    folded batch norm, or 1) is stored per channel as round(k * s_c / step_c), step_c =
+    max|k * s_c| / 127: up to N values per channel, many more per tensor. With step_c =
+    |s_c| * max|k| / 127 instead, every channel stores round(127 * k / max|k|): the tensor's
+    N values. Only the stored int8 values are rewritten (the scales are left, so the file
+    measures gzip, not accuracy), and only where that grid keeps every centroid distinct (a
+    kernel clustered per channel has too many). Returns None when no kernel was rewritten.
+    """
+    import numpy as np
+    from gzip_breakdown import int8_kernels
+
+    from tfslim.clustering.cluster_preserve import ClusterPreservingQuantizeWrapper
+
+    kernels = [k for k in int8_kernels(flatbuffer) if k["axis"] == 0]
+    out, changed = bytearray(flatbuffer), False
+    for layer in _all_layers(cqat):
+        if not isinstance(layer, ClusterPreservingQuantizeWrapper) or layer.kind != "Conv2D":
+            continue
+        for _, centroids, assignments in layer._clusters:
+            table = centroids.numpy()
+            grid = np.round(127 * table / max(np.abs(table).max(), 1e-12)).astype(np.int8)
+            if np.unique(grid).size < np.unique(table).size:
+                continue
+            index = assignments.numpy().transpose(3, 0, 1, 2)  # TFLite's (out, kh, kw, in).
+            matches = [
+                k
+                for k in kernels
+                if k["values"].shape == index.shape
+                # Each channel maps a centroid to one stored value: this tensor is the kernel.
+                and all(
+                    np.unique(np.stack([i.ravel(), v.ravel()]), axis=1).shape[1]
+                    == np.unique(i).size
+                    for i, v in zip(index, k["values"], strict=True)
+                )
+            ]
+            if len(matches) != 1:
+                continue
+            start = matches[0]["offset"]
+            out[start : start + index.size] = grid[index].tobytes()
+            changed = True
+    return bytes(out) if changed else None
 
 
 def run_tfmot(tk_float, k, data, args):
@@ -136,12 +214,15 @@ def run_tfmot(tk_float, k, data, args):
     clustered = compiled(clustered, LR, tf_keras.optimizers)
     clustered.fit(x, y, epochs=args.cluster_epochs, batch_size=BATCH, verbose=0)
     acc = clustered.evaluate(xt, yt, verbose=0)[1]
-    cqat = tfslim.quantize_model(clustering.strip_clustering(clustered), preserve="clusters")
+    stripped = clustering.strip_clustering(clustered)
+    float32 = float32_gzip(stripped) if args.gzip_breakdown else None
+    cqat = tfslim.quantize_model(stripped, preserve="clusters")
     cqat = compiled(cqat, LR / 10, tf_keras.optimizers)
     cqat.fit(x, y, epochs=args.qat_epochs, batch_size=BATCH, verbose=0)
     return {
         "cluster_acc": acc,
         "cqat_acc": cqat.evaluate(xt, yt, verbose=0)[1],
+        "float32_gzip": float32,
         **files(cqat, data),
     }
 
@@ -288,6 +369,11 @@ def main():
         "its frozen moving statistics in the clustered fit) or on the layers with kernels "
         "only (Dropout and BatchNormalization train as in tfslim)",
     )
+    parser.add_argument(
+        "--gzip-breakdown",
+        action="store_true",
+        help="per-kernel distinct values, entropy and gzip bytes of every int8 file",
+    )
     args = parser.parse_args()
     if args.rounds < 0:
         parser.error(f"--rounds expects an integer >= 0; received {args.rounds}")
@@ -323,6 +409,10 @@ def main():
         )
         print(header)
         print("|" + "---|" * 12)
+        breakdowns, float32, lut = [], {}, {}
+        if args.gzip_breakdown:
+            breakdowns.append(("unclustered int8", reference["flatbuffer"]))
+            float32["unclustered"] = float32_gzip(float_model)
         for k in args.clusters:
             for framework in ("tfslim", "tfmot"):
                 keras.utils.set_random_seed(seed)
@@ -339,6 +429,33 @@ def main():
                     f"{row['arena']:,} ({row['arena_c'] or row['arena']:,}) |",
                     flush=True,
                 )
+                if args.gzip_breakdown:
+                    float32[f"{k} clusters, {framework}"] = row["float32_gzip"]
+                    lut[f"{k} clusters, {framework}"] = row["flash_gzip"]
+                    breakdowns.append((f"{k} clusters, {framework}", row["flatbuffer"]))
+                    if row.get("shared_grid") is not None:
+                        label = f"{k} clusters, {framework}, one int8 grid per kernel"
+                        breakdowns.append((label, row["shared_grid"]))
+        for label, flatbuffer in breakdowns:
+            from gzip_breakdown import print_gzip_breakdown
+
+            print_gzip_breakdown(label, flatbuffer, reference["gzip"])
+        if float32:
+            print(
+                "\nfloat32 files (no quantization; what tfmot's published clustering sizes "
+                "compare), gzip -9: "
+                + ", ".join(
+                    f"{label} {size:,} B ({size / float32['unclustered']:.3f}x)"
+                    for label, size in float32.items()
+                )
+            )
+            print(
+                "LUT-compressed TFLite Micro files, gzip -9 (x the unclustered int8 gzip): "
+                + ", ".join(
+                    f"{label} {size:,} B ({size / reference['gzip']:.3f}x)"
+                    for label, size in lut.items()
+                )
+            )
         print()
     if args.clusters:
         import statistics
