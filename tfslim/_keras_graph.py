@@ -6,9 +6,12 @@ consume it, an `Add` fuses a following ReLU, a folded batch norm disappears) and
 operation nodes (`x + 3.0`) that `clone_function` never sees as layers. That needs the graph's
 nodes in order, each node's arguments and the layer behind a symbolic tensor, which Keras keeps
 private: `_nodes_by_depth`, `node.arguments.fill_in`, `_keras_history`, `_inputs_struct` /
-`_outputs_struct`, a Sequential's `_functional` and the `Functional` class. The QAT rewrite,
-batch-norm folding and equalization, the converter's layer names and the grown models use them
-through this module only, so a Keras upgrade that moves them breaks this file alone.
+`_outputs_struct`, a Sequential's `_functional` and the `Functional` class; the quantization
+report walks back from a model's outputs through each tensor's node (`_inbound_nodes`), and the
+QAT registry tells Keras's own classes from custom ones by where Keras defines them. The QAT
+rewrite and registry, batch-norm folding and equalization, the converter's layer names, the
+quantization report's layer matching and the grown models use them through this module only,
+so a Keras upgrade that moves them breaks this file alone.
 """
 
 from tfslim.errors import InvalidModelError
@@ -17,11 +20,13 @@ __all__ = [
     "functional_class",
     "functional_graph",
     "input_name",
+    "is_keras_operation",
     "node_arguments",
     "nodes",
     "operations",
     "pack_outputs",
     "producer",
+    "producing_node",
     "rebuild",
     "single_input",
 ]
@@ -84,6 +89,23 @@ def producer(tensor):
     """The operation that produced a symbolic Keras 3 tensor (`None` for any other tensor,
     a tf_keras one included)."""
     return getattr(getattr(tensor, "_keras_history", None), "operation", None)
+
+
+def producing_node(tensor):
+    """(operation, node) of the call that produced a symbolic Keras 3 tensor.
+
+    An operation called in several graphs (a reloaded Sequential is built more than once)
+    has one node per call; this is the one behind `tensor`, so a walk back from a model's
+    outputs stays inside that model.
+    """
+    history = tensor._keras_history
+    return history.operation, history.operation._inbound_nodes[history.node_index]
+
+
+def is_keras_operation(operation) -> bool:
+    """Whether `operation`'s class is one of Keras's own layers or `keras.ops` operations
+    (defined under `keras.src`), not a custom one."""
+    return type(operation).__module__.startswith("keras.")
 
 
 def input_name(tensor) -> str:

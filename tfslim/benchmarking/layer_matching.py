@@ -12,9 +12,10 @@ or Dense layer is folded into it by the converter: their shared tensor is report
 batch normalization, with the convolution listed as fused. Every layer without a tensor of its own
 (fused, folded, identity at inference) is listed with the reason.
 
-Walking a functional graph's operation nodes needs `keras.src` internals (a layer's inbound
-nodes, a tensor's history); they are kept in `_walk` so a Keras upgrade breaks one function.
-This module imports NumPy and tfslim's flatbuffer reader; never TensorFlow or Keras.
+Walking a functional graph's operation nodes needs Keras internals (a tensor's history, an
+operation's inbound nodes); `tfslim._keras_graph` holds them, so a Keras upgrade breaks that
+module alone. This module imports NumPy, tfslim's flatbuffer reader and `_keras_graph` (which
+loads Keras only when first asked to); never TensorFlow or Keras itself.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ import re
 
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim.litert import flatbuffer
 
 __all__ = ["KerasGraph", "Row", "TfliteGraph", "boundaries", "match"]
@@ -93,7 +95,7 @@ class KerasGraph:
         for op in self.ops:
             for p in self.producers[id(op)]:
                 self.consumers[id(p)].append(op)
-        self.output_ops = [t._keras_history.operation for t in model.outputs]
+        self.output_ops = [_keras_graph.producer(t) for t in model.outputs]
 
     @staticmethod
     def is_input(op) -> bool:
@@ -109,15 +111,14 @@ class KerasGraph:
 def _walk(outputs):
     """(ops in topological order, op id -> its output KerasTensor or None when it has
     several, op id -> producer ops), walking back from `outputs` through the nodes that
-    made each tensor (keras.src internals: `_keras_history` and `_inbound_nodes`)."""
+    made each tensor."""
     ops, tensor, producers = [], {}, {}
     stack = [(t, False) for t in reversed(list(outputs))]
     while stack:
         t, expanded = stack.pop()
-        op, node_index, _ = t._keras_history
+        op, node = _keras_graph.producing_node(t)
         if id(op) in tensor and not expanded:
             continue
-        node = op._inbound_nodes[node_index]
         if not expanded:
             tensor[id(op)] = None  # Visiting: its inputs go first.
             stack.append((t, True))
@@ -127,7 +128,7 @@ def _walk(outputs):
         tensor[id(op)] = outs[0] if len(outs) == 1 else None
         found = []
         for i in node.input_tensors:
-            producer = i._keras_history.operation
+            producer = _keras_graph.producer(i)
             if producer not in found:
                 found.append(producer)
         producers[id(op)] = found
@@ -295,7 +296,7 @@ def match(graph: KerasGraph, tfl: TfliteGraph):
             if shape is not None and tfl.sample_size(t) == int(np.prod(shape)):
                 rows[id(op)] = Row(op, t, origin[t], [])
     # The model input: the tensor the first ops see (its QUANTIZE output, if any).
-    input_op = graph.input._keras_history.operation
+    input_op = _keras_graph.producer(graph.input)
     t_in = tfl.inputs[0]
     for kind, ins, outs in tfl.ops:
         if kind == "QUANTIZE" and ins and ins[0] == t_in and outs[0] not in owners:

@@ -24,6 +24,7 @@ belongs to one of these roles:
 
 import keras
 
+from tfslim import _keras_graph
 from tfslim.quantization import activations as acts
 from tfslim.quantization.quantize_wrapper import WEIGHTED_LAYERS
 from tfslim.quantization.rescaling import affine_of
@@ -154,10 +155,6 @@ def activation_of(operation) -> str | None:
     return acts.op_activation_name(operation)
 
 
-def _is_keras(operation) -> bool:
-    return type(operation).__module__.startswith("keras.")
-
-
 def role(operation) -> str | None:
     """Returns the role of a layer or operation ("weighted", ...) or `None` if unsupported."""
     return _role_and_reason(operation)[0]
@@ -173,7 +170,7 @@ def _role_and_reason(operation):
     if not is_layer(operation):
         return _op_role(operation)
     what = f"{cls} {operation.name!r}"
-    if not _is_keras(operation):
+    if not _keras_graph.is_keras_operation(operation):
         return None, f"{what}: a custom layer (not a Keras layer tfslim knows)"
     data_format = getattr(operation, "data_format", "channels_last")
     if data_format not in (None, "channels_last"):
@@ -252,7 +249,7 @@ def _transformer_problem(layer) -> str | None:
 def _op_role(op):
     cls = type(op).__name__
     what = f"keras.ops operation {cls} {op.name!r}"
-    if not _is_keras(op):
+    if not _keras_graph.is_keras_operation(op):
         return None, f"{what}: a custom operation"
     if acts.op_activation_name(op) is not None:
         return "activation", None
