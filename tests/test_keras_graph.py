@@ -36,3 +36,24 @@ def test_importing_it_loads_no_keras():
     code = "import sys, tfslim._keras_graph; print('keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sublayers_reach_nested_models_and_wrapped_layers():
+    import keras
+
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="inner_fc")])
+    wrapped = keras.layers.TimeDistributed(keras.layers.Dense(2, name="wrapped_fc"), name="td")
+    x = keras.Input((4, 3))
+    model = keras.Model(x, wrapped(x) + keras.layers.TimeDistributed(inner, name="seq")(x))
+    names = [layer.name for layer in _keras_graph.sublayers(model)]
+    assert {"td", "wrapped_fc", "seq", inner.name, "inner_fc"} <= set(names)
+    assert model.name not in names and len(names) == len(set(names))
+    assert _keras_graph.sublayers(model, include_self=True)[0] is model
+
+
+def test_stateless_scope_is_the_enclosing_one():
+    import keras
+
+    assert _keras_graph.stateless_scope() is None
+    with keras.StatelessScope() as scope:
+        assert _keras_graph.stateless_scope() is scope

@@ -8,10 +8,12 @@ nodes in order, each node's arguments and the layer behind a symbolic tensor, wh
 private: `_nodes_by_depth`, `node.arguments.fill_in`, `_keras_history`, `_inputs_struct` /
 `_outputs_struct`, a Sequential's `_functional` and the `Functional` class; the quantization
 report walks back from a model's outputs through each tensor's node (`_inbound_nodes`), and the
-QAT registry tells Keras's own classes from custom ones by where Keras defines them. The QAT
-rewrite and registry, batch-norm folding and equalization, the converter's layer names, the
-quantization report's layer matching and the grown models use them through this module only,
-so a Keras upgrade that moves them breaks this file alone.
+QAT registry tells Keras's own classes from custom ones by where Keras defines them. Clustering
+walks every layer inside a model (`_flatten_layers`: `model.layers` misses nested and wrapped
+layers) and reads the enclosing `keras.StatelessScope` (Keras exports the class, not the lookup).
+The QAT rewrite and registry, batch-norm folding and equalization, the converter's layer names,
+the quantization report's layer matching, clustering and the grown models use them through this
+module only, so a Keras upgrade that moves them breaks this file alone.
 """
 
 from tfslim.errors import InvalidModelError
@@ -29,6 +31,8 @@ __all__ = [
     "producing_node",
     "rebuild",
     "single_input",
+    "stateless_scope",
+    "sublayers",
 ]
 
 
@@ -106,6 +110,25 @@ def is_keras_operation(operation) -> bool:
     """Whether `operation`'s class is one of Keras's own layers or `keras.ops` operations
     (defined under `keras.src`), not a custom one."""
     return type(operation).__module__.startswith("keras.")
+
+
+def sublayers(layer, *, include_self: bool = False) -> list:
+    """Every layer tracked inside `layer`, each once: nested models, a wrapper's inner layer and
+    the layers those own, which `model.layers` (the top level only) misses.
+
+    Args:
+        layer: keras.Layer. A layer or model.
+        include_self: bool. Whether `layer` itself comes first. Defaults to `False`.
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=True))
+
+
+def stateless_scope():
+    """The `keras.StatelessScope` in effect (one the caller or Keras's `stateless_call` opened),
+    or `None` outside any."""
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    return get_stateless_scope()
 
 
 def input_name(tensor) -> str:

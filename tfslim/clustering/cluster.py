@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 import keras
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim._compat import is_tf_keras
 from tfslim._wrapping import build_like, copy_layer
 from tfslim.clustering import centroids as centroids_lib
@@ -15,13 +16,8 @@ from tfslim.clustering.cluster_wrapper import ClusterWeights, clusterable_weight
 
 
 def is_graph_model(model) -> bool:
-    """True for Sequential and Functional models (which `clone_model` can rebuild).
-
-    Keras exports no Functional class; `keras.src` is read here only.
-    """
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
+    """True for Sequential and Functional models (which `clone_model` can rebuild)."""
+    return isinstance(model, (keras.Sequential, _keras_graph.functional_class()))
 
 
 def skip_predicate(skip) -> Callable:
@@ -49,7 +45,7 @@ def _check_skip_names(model, skip) -> None:
     if skip is None or callable(skip) and not isinstance(skip, type):
         return
     items = (skip,) if isinstance(skip, str) else skip
-    names = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
+    names = {layer.name for layer in _keras_graph.sublayers(model)}
     unknown = sorted({i for i in items if isinstance(i, str)} - names)
     if unknown:
         raise ValueError(

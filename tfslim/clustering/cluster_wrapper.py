@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfslim import _keras_graph
 from tfslim._checks import check_bool
 from tfslim._wrapping import InnerBuildConfig
 from tfslim.clustering import centroids as centroids_lib
@@ -51,7 +52,7 @@ def clusterable_weights(layer) -> list:
     if not isinstance(layer, keras.Layer):  # An operation node (`x * 2.0`) of a graph.
         return []
     seen, found = set(), []
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
+    for sub in _keras_graph.sublayers(layer, include_self=True):
         if not sub.trainable:
             continue
         getter = getattr(sub, "get_clusterable_weights", None)
@@ -363,7 +364,7 @@ def run_with_values(fn, variables, mapping):
         variables: the variables `fn` may assign.
         mapping: list of (variable, tensor) pairs.
     """
-    outer = keras.src.backend.common.stateless_scope.get_stateless_scope()
+    outer = _keras_graph.stateless_scope()
     mapped = {id(variable) for variable, _ in mapping}
     with keras.StatelessScope(state_mapping=mapping, initialize_variables=False) as scope:
         if outer is not None:
@@ -381,8 +382,4 @@ def run_with_values(fn, variables, mapping):
 
 def find_wrappers(model) -> list[ClusterWeights]:
     """Every `ClusterWeights` layer of `model`, nested models included."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, ClusterWeights)
-    ]
+    return [layer for layer in _keras_graph.sublayers(model) if isinstance(layer, ClusterWeights)]
