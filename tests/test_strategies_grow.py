@@ -217,6 +217,21 @@ def test_kept_channels_counts_what_narrowing_keeps(digits):
     assert narrowed.get_layer("conv").filters == 2
 
 
+def test_next_width_narrows_by_the_measured_excess():
+    from tfslim.strategies.grow import kept_channels, next_width
+
+    grown = _tiny(4.0)  # 8 channels: each step of 1/8 keeps one channel fewer.
+    # At least 5% narrower, and on to the first width that keeps a channel fewer: 0.95
+    # of 8 channels still rounds to 8, 0.93 keeps 7...
+    assert next_width(grown, 1.0, 0.03) == 0.93
+    assert kept_channels(grown, 0.93) == (7,)
+    assert next_width(grown, 1.0, 0.6) == 0.62  # ...by the excess: 1 / 1.6 ...
+    assert next_width(grown, 1.0, 3.0) == 0.5  # ... and at most half.
+    # From 7 of 8 channels, 5% narrower still keeps 7: on to the first width that keeps 6.
+    assert kept_channels(grown, next_width(grown, 7 / 8, 0.01)) == (6,)
+    assert next_width(_tiny(1.0), 0.3, 0.5) == 0.01  # Nothing narrower keeps fewer.
+
+
 def test_a_shrink_step_keeping_the_same_channels_is_not_made_again(tmp_path, monkeypatch):
     from tfslim.benchmarking.footprint import Footprint
     from tfslim.strategies import grow
@@ -253,11 +268,13 @@ def test_a_shrink_step_keeping_the_same_channels_is_not_made_again(tmp_path, mon
     result = grow.grow_improve_shrink(
         _tiny, data, data, growth=[1.5], directory=tmp_path, latency_runs=0, log=lines.append
     )
-    names = ["original", "original_qat", "grow150", "grow150_width67", "grow150_width43"]
+    # 520 parameters against 350: 49% over, so the next step is 1 / 1.49 as wide (45%,
+    # one channel); the last one narrower still keeps that one channel and is not made.
+    names = ["original", "original_qat", "grow150", "grow150_width67", "grow150_width45"]
     assert [c.name for c in result.candidates] == names
-    assert improved == ["original_qat", "grow150_width67", "grow150_width43"]
+    assert improved == ["original_qat", "grow150_width67", "grow150_width45"]
     skipped = (
-        "grow150_width53: not made, it keeps the same channels as grow150_width67 (2 per group)"
+        "grow150_width1: not made, it keeps the same channels as grow150_width45 (1 per group)"
     )
     assert skipped in lines and skipped in result.notes
     assert not (tmp_path / "grow150_width53.keras").exists()
