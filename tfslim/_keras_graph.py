@@ -33,6 +33,7 @@ __all__ = [
     "single_input",
     "stateless_scope",
     "sublayers",
+    "tracks_layers",
 ]
 
 
@@ -112,15 +113,23 @@ def is_keras_operation(operation) -> bool:
     return type(operation).__module__.startswith("keras.")
 
 
-def sublayers(layer, *, include_self: bool = False) -> list:
+def sublayers(layer, *, include_self: bool = False, recursive: bool = True) -> list:
     """Every layer tracked inside `layer`, each once: nested models, a wrapper's inner layer and
     the layers those own, which `model.layers` (the top level only) misses.
 
     Args:
         layer: keras.Layer. A layer or model.
         include_self: bool. Whether `layer` itself comes first. Defaults to `False`.
+        recursive: bool. Whether to go into the layers `layer` tracks (`False`: only the
+            layers it tracks directly). Defaults to `True`.
     """
-    return list(layer._flatten_layers(include_self=include_self, recursive=True))
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+def tracks_layers(obj) -> bool:
+    """Whether `obj` is a Keras 3 (or tf_keras) layer or model, whose `sublayers` can be
+    listed; False for a path, a flatbuffer or any other object."""
+    return hasattr(obj, "_flatten_layers")
 
 
 def stateless_scope():

@@ -266,9 +266,9 @@ def output_layer_names(keras_model) -> list[str]:
 
 def layer_names(keras_model) -> set[str]:
     """Every layer name in a model, nested sub-models included."""
-    if keras_model is None or not hasattr(keras_model, "_flatten_layers"):
+    if keras_model is None or not _keras_graph.tracks_layers(keras_model):
         return set()
-    return {layer.name for layer in keras_model._flatten_layers(include_self=False)}
+    return {layer.name for layer in _keras_graph.sublayers(keras_model)}
 
 
 def check_target_ops(

@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim.errors import TfslimWarning, UnsupportedOpError
 from tfslim.litert import flatbuffer, interpreter, isolation, micro
 
@@ -372,10 +373,10 @@ def convert_mixed(
             f"validation_data of type {type(validation_data).__name__}"
         )
     known = None
-    if not isinstance(model, str) and hasattr(model, "_flatten_layers"):
+    if not isinstance(model, str) and _keras_graph.tracks_layers(model):
         known = {
             layer.name
-            for layer in model._flatten_layers(include_self=False)
+            for layer in _keras_graph.sublayers(model)
             if type(layer).__name__ != "InputLayer"
         }
     for argument, value in (("keep_float", keep_float), ("int16", int16)):

@@ -7,12 +7,13 @@ the step's arithmetic when it is traced, so freezing batch norm retraces `fit`'s
 
 import keras
 
+from tfslim import _keras_graph
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
 from tfslim.quantization.quantizers import ActivationQuantizer
 
 
 def _layers(model):
-    return list(model._flatten_layers(include_self=False))
+    return _keras_graph.sublayers(model)
 
 
 def set_quantizers_frozen(model, frozen: bool = True) -> None:

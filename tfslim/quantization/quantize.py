@@ -462,7 +462,7 @@ def float_layers(model) -> list[str]:
     Activation layers and `keras.ops` operations are not listed.
     """
     names = []
-    for layer in model._flatten_layers(include_self=False, recursive=False):
+    for layer in _graph.sublayers(model, recursive=False):
         if isinstance(layer, keras.Model):
             names.extend(float_layers(layer))
         elif (

@@ -19,6 +19,7 @@ Each replacement quantizes every tensor the converter turns into an int8 op's ou
 import keras
 import tensorflow as tf
 
+from tfslim import _keras_graph
 from tfslim.quantization.quantizers import (
     FIXED_OUTPUT_RANGES,
     ActivationQuantizer,
@@ -90,7 +91,7 @@ class _Quantized(keras.layers.Layer):
         return ActivationQuantizer(ema_decay=self.ema_decay, fixed_range=fixed, name=name)
 
     def build(self, *shapes):
-        for layer in self._flatten_layers(include_self=False, recursive=False):
+        for layer in _keras_graph.sublayers(self, recursive=False):
             if isinstance(layer, ActivationQuantizer) and not layer.built:
                 layer.build(None)
 
