@@ -320,6 +320,26 @@ def test_channel_multiple_with_a_footprint_target_meets_it_in_multiples():
         _prune_by_hooks(_widths_cnn(), ChannelPruning(max_macs=0.05, channel_multiple=8))
 
 
+def test_channel_multiple_footprint_gives_back_the_rounding_slack():
+    # Four groups of 40: the smallest uniform fraction meeting 0.3x of the parameters (0.51)
+    # rounds all four to 16 channels at once, 0.20x. The plan gives channels back, a multiple
+    # at a time, while the limit holds: each group at 16 or 24, the multiples around its share.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    x = inputs
+    for i in range(4):
+        x = keras.layers.Dense(40, activation="relu", name=f"d{i}")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    full = model.count_params()
+    callback = ChannelPruning(max_params=0.3, schedule="constant", channel_multiple=8)
+    small = _prune_by_hooks(model, callback)
+    widths = [small.get_layer(f"d{i}").units for i in range(4)]
+    assert 0.25 * full < small.count_params() <= 0.3 * full
+    assert set(widths) == {16, 24}
+    assert sorted(callback.planned_channels.values()) == sorted(widths)
+    _assert_same_predictions(model, small, np.random.default_rng(0).random((8, 16), "float32"))
+
+
 @pytest.mark.parametrize(
     "value, error, message",
     [

@@ -24,8 +24,8 @@ from tfslim.pruning.channel_plan import (
     _check_latency_target,
     _check_limit,
     _n_pruned,
-    _plan_fraction,
     allocate_channels,
+    plan_rounded_fraction,
 )
 from tfslim.pruning.constraint import (
     restore_plain_step,
@@ -161,7 +161,11 @@ class ChannelPruning(keras.callbacks.Callback):
             (the multiple nearest to its fraction, at least one); a group of at most
             `channel_multiple` channels stays whole. CPU kernels (LiteRT's XNNPACK among them)
             compute output channels in tiles of several channels, so a layer of 12 channels
-            may take as long as one of 16. A footprint target accounts for the rounding. With
+            may take as long as one of 16. A footprint target accounts for the rounding, and
+            with `allocation="uniform"` gives back what rounding overshoots: groups of one
+            width cross a multiple at the same fraction, so groups rounded below their share
+            keep the multiple above it, the furthest below first, while the limits hold
+            (`planned_channels` then holds each group's kept channels). With
             `max_params=0.3, max_macs=0.3`, `channel_multiple=8` took the int8 XNNPACK latency
             of MLPerf Tiny's ResNet-8 from 0.65x to 0.48x of the unpruned model (16/32 instead
             of 17/34 channels) and MobileNetV2's (alpha 0.35) from 0.61x to 0.51x
@@ -352,22 +356,25 @@ class ChannelPruning(keras.callbacks.Callback):
         self._train_function = model.train_function
 
     def _plan(self, graph: ChannelGraph) -> None:
-        """Sets `planned_fraction` (and, allocating by importance, each group's count)."""
+        """Sets `planned_fraction` (and each group's count, but for a fraction in ones)."""
         groups = [group for group, _, _ in self._groups]
         if self.allocation == "uniform":
-            self.planned_fraction = _plan_fraction(
+            self.planned_fraction, allocated = plan_rounded_fraction(
                 graph, groups, self.limits, self.target, self.channel_multiple
             )
-            return
-        scores = {
-            group.id: channel_scores(weights, group.size, self.criterion)
-            for group, weights, _ in self._groups
-        }
-        self._allocated = allocate_channels(
-            graph, groups, scores, self.limits, self.target, self.channel_multiple
-        )
-        total = sum(group.size for group in groups)
-        self.planned_fraction = sum(self._allocated.values()) / total
+            if self.channel_multiple == 1:
+                return
+            self._allocated = allocated
+        else:
+            scores = {
+                group.id: channel_scores(weights, group.size, self.criterion)
+                for group, weights, _ in self._groups
+            }
+            self._allocated = allocate_channels(
+                graph, groups, scores, self.limits, self.target, self.channel_multiple
+            )
+            total = sum(group.size for group in groups)
+            self.planned_fraction = sum(self._allocated.values()) / total
         self.planned_channels = {
             "/".join(layer.name for layer in group.sources): group.size - self._allocated[group.id]
             for group in groups
