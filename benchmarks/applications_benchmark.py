@@ -12,7 +12,7 @@ classes, each a fixed random smooth image plus noise). Per row:
 - quantize_model ok or the refusal;
 - QAT step / float step: `train_on_batch` steps of both models, interleaved in one run;
 - convert time for `mobile` and `mcu` (tfslim.convert, export and checks included) next to
-  the bare TFLiteConverter on the same SavedModel;
+  the bare path (export a SavedModel, then the plain TFLiteConverter; both timed);
 - fully_integer and the ops left in float of the `mcu` file (or why `mcu` refused it);
 - agreement of the int8 file (LiteRT, XNNPACK) with the QAT Keras model: top-1 and relative L2
   error of the dequantized outputs, on held-out samples;
@@ -197,11 +197,13 @@ def step_ratio(float_model, qat, x, y, rounds=5, steps=4, batch=32):
 
 
 def bare_convert_seconds(qat):
-    """The bare TFLiteConverter on the SavedModel tfslim exports (export not included)."""
+    """The bare path to an int8 file: export a SavedModel of `qat`'s inference call, then
+    the plain TFLiteConverter on it, timed together (what a user does without tfslim)."""
     import keras
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as path:
+        start = time.perf_counter()
         spec = tf.TensorSpec((1, *qat.input_shape[1:]), "float32")
         archive = keras.export.ExportArchive()
         archive.track(qat)
@@ -212,7 +214,6 @@ def bare_convert_seconds(qat):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             converter.convert()
         return time.perf_counter() - start
