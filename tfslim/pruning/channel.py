@@ -168,9 +168,10 @@ class ChannelPruning(keras.callbacks.Callback):
             (`planned_channels` then holds each group's kept channels). With
             `max_params=0.3, max_macs=0.3`, `channel_multiple=8` took the int8 XNNPACK latency
             of MLPerf Tiny's ResNet-8 from 0.65x to 0.48x of the unpruned model (16/32 instead
-            of 17/34 channels) and MobileNetV2's (alpha 0.35) from 0.61x to 0.51x
-            (`benchmarks/pruning_benchmark.py --channel`, one x86 CPU thread). Defaults to `1`
-            (no rounding).
+            of 17/34 channels) (`benchmarks/pruning_benchmark.py --channel`, one x86 CPU
+            thread). For MobileNetV2 (alpha 0.35) at 0.3x MACs it cost more channels (58.9%
+            pruned against 51.6%) for 0.45x instead of 0.50x (untrained architectures, the
+            fastest of interleaved rounds). Defaults to `1` (no rounding).
         allocation: `"uniform"` (every group loses the same fraction) or `"importance"`
             (footprint targets only: each group loses its own share, channels taken a few at
             a time from the group that gives up the least of its importance, the share of its
