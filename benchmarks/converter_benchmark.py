@@ -10,9 +10,12 @@ where it accepts the model); the columns carry `tfslim.Footprint`'s names.
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Measure this checkout, not an installed copy of tfslim.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:

@@ -20,9 +20,12 @@ numbers come from the `.tflite` made by `tfslim.convert(..., target="mcu")`, sco
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Measure this checkout, not an installed copy of tfslim.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 

@@ -59,10 +59,13 @@ import argparse
 import contextlib
 import os
 import statistics
+import sys
 import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Measure this checkout, not an installed copy of tfslim.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BATCH = 32
 SPARSITY = 0.8

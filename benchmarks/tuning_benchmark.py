@@ -13,10 +13,13 @@ Usage: python benchmarks/tuning_benchmark.py [--trials 8] [--epochs 2] [--out DI
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Measure this checkout, not an installed copy of tfslim.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def plain_random_search(trials, epochs, budget, target, seed, directory, data):
