@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim._checks import check_int
 
 __all__ = ["reestimate_batch_norm"]
@@ -67,7 +68,7 @@ def reestimate_batch_norm(model, data, *, steps: int = 20, batch_size: int = 64)
     """
     check_int("steps", steps, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    layers = _keras_graph.sublayers(model)
     norms = [la for la in layers if isinstance(la, keras.layers.BatchNormalization)]
     if not norms:
         raise ValueError(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim._checks import check_bool
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
@@ -218,7 +219,7 @@ class Pruning(keras.callbacks.Callback):
         policy.check_names_exist(model, self.skip_layers, self.layer_sparsity)
         schedule = self._resolve_schedule()
         planned = []
-        for layer in model._flatten_layers(include_self=True, recursive=True):
+        for layer in _keras_graph.sublayers(model, include_self=True):
             if policy.is_skipped(layer, self.skip_layers) or not layer.trainable:
                 continue
             variables = policy.own_prunable_weights(layer)

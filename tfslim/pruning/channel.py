@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import keras
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim._checks import check_positive_int, check_rate
 from tfslim._compat import is_tf_keras
 from tfslim.pruning import policy
@@ -459,7 +460,7 @@ def strip_channels(model, *, batch_norm_data=None, batch_norm_steps: int = 20):
     if not keep:
         return model
     plans = {}
-    for layer in model._flatten_layers(include_self=False, recursive=False):
+    for layer in _keras_graph.sublayers(model, recursive=False):
         in_layout, out_layout = graph.layer_io.get(layer.name, (None, None))
         plans[layer.name] = (graph.indices(in_layout, keep), graph.indices(out_layout, keep))
     pairs = []

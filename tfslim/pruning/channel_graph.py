@@ -27,6 +27,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfslim import _keras_graph
 from tfslim.pruning import policy
 
 # Layers whose output channel c depends only on input channel c.
@@ -380,7 +381,7 @@ class ChannelGraph:
         """
         if self._cost_cache is None:
             self._cost_cache = []
-            for layer in self.model._flatten_layers(include_self=False, recursive=False):
+            for layer in _keras_graph.sublayers(self.model, recursive=False):
                 shapes = {v.name: tuple(v.shape) for v in layer.weights}
                 in_layout, out_layout = self.layer_io.get(layer.name, (None, None))
                 self._cost_cache.append(
@@ -464,7 +465,7 @@ def group_weights(graph: ChannelGraph, group: Space) -> list[tuple]:
     """
     found = []
     root = group.id
-    for layer in graph.model._flatten_layers(include_self=False, recursive=False):
+    for layer in _keras_graph.sublayers(graph.model, recursive=False):
         _, out = graph.layer_io.get(layer.name, (None, None))
         if out is None or len(out.spaces) != 1 or graph.find(out.spaces[0]) != root:
             continue

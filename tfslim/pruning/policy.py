@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import keras
 
+from tfslim import _keras_graph
 from tfslim.pruning.schedules import PruningSchedule, _check_sparsity
 
 PRUNABLE_WEIGHT_NAMES = (
@@ -38,7 +39,7 @@ def own_prunable_weights(layer) -> list:
 def prunable_weights(layer) -> list:
     """Prunable weights of `layer` and its sub-layers (e.g. an LSTM's cell), deduplicated."""
     seen, found = set(), []
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
+    for sub in _keras_graph.sublayers(layer, include_self=True):
         if not sub.trainable:
             continue
         for v in own_prunable_weights(sub):
@@ -122,7 +123,7 @@ def schedule_for(layer, schedule: PruningSchedule, layer_sparsity: dict) -> Prun
 
 def check_names_exist(model, skip_layers: tuple, layer_sparsity: dict) -> None:
     """Raises ValueError for a layer name in `skip_layers`/`layer_sparsity` that isn't in model."""
-    names = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
+    names = {layer.name for layer in _keras_graph.sublayers(model)}
     for argument, given in (
         ("skip_layers", [s for s in skip_layers if isinstance(s, str)]),
         ("layer_sparsity", list(layer_sparsity)),
@@ -137,7 +138,7 @@ def check_names_exist(model, skip_layers: tuple, layer_sparsity: dict) -> None:
 
 def describe_layers(model, limit: int = 8) -> str:
     """'name (Class), ...' for error messages."""
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    layers = _keras_graph.sublayers(model)
     text = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers[:limit])
     if len(layers) > limit:
         text += f", ... ({len(layers)} layers)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 
+from tfslim import _keras_graph
 from tfslim._wrapping import InnerBuildConfig
 from tfslim.pruning import schedules as schedules_lib
 from tfslim.pruning.constraint import PruningConstraint
@@ -141,7 +142,5 @@ class PruneLowMagnitude(InnerBuildConfig, keras.layers.Wrapper):
 def find_wrappers(model) -> list[PruneLowMagnitude]:
     """Every `PruneLowMagnitude` layer of `model`, nested models included."""
     return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, PruneLowMagnitude)
+        layer for layer in _keras_graph.sublayers(model) if isinstance(layer, PruneLowMagnitude)
     ]
