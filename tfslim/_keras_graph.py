@@ -19,10 +19,12 @@ module only, so a Keras upgrade that moves them breaks this file alone.
 from tfslim.errors import InvalidModelError
 
 __all__ = [
+    "call_nodes",
     "functional_class",
     "functional_graph",
     "input_name",
     "is_keras_operation",
+    "is_ops_operation",
     "node_arguments",
     "nodes",
     "operations",
@@ -111,6 +113,18 @@ def is_keras_operation(operation) -> bool:
     """Whether `operation`'s class is one of Keras's own layers or `keras.ops` operations
     (defined under `keras.src`), not a custom one."""
     return type(operation).__module__.startswith("keras.")
+
+
+def call_nodes(operation) -> list:
+    """The nodes of every call of `operation` (a layer or `keras.ops` operation) in the
+    graphs built so far, first call first."""
+    return list(operation._inbound_nodes)
+
+
+def is_ops_operation(operation) -> bool:
+    """Whether `operation` is a `keras.ops` call recorded in a functional graph (`x + 1`,
+    `keras.ops.concatenate`, ...), not a layer."""
+    return type(operation).__module__.startswith("keras.src.ops")
 
 
 def sublayers(layer, *, include_self: bool = False, recursive: bool = True) -> list:

@@ -16,8 +16,8 @@ it outputs zero for it; a tensor whose channel is not zero for a zero input (aft
 `x + 3`) may only meet the rest of the network through a `Multiply` (the gate of
 squeeze-and-excite); otherwise its group is frozen too.
 
-The graph walk reads `Operation._inbound_nodes` (Keras has no public API for the nodes of a
-functional graph); this module is the one place that does.
+The graph walk reads each operation's call nodes through `_keras_graph.call_nodes` (Keras has
+no public API for the nodes of a functional graph).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class ChannelGraph:
         for tensor in graph.inputs:
             self.layouts[id(tensor)] = Layout((self._new(tensor.shape[-1], frozen=True),))
         for operation in graph.operations:
-            for node in operation._inbound_nodes:
+            for node in _keras_graph.call_nodes(operation):
                 inputs = [t for t in node.input_tensors]
                 if not inputs and isinstance(operation, keras.layers.InputLayer):
                     continue
@@ -230,14 +230,14 @@ class ChannelGraph:
             self.layer_io[name] = (single, layout)
             return self._output(outputs, layout)
         if isinstance(op, keras.layers.Flatten) and single is not None:
-            in_shape = [d for d in op._inbound_nodes[0].input_tensors[0].shape[1:-1]]
+            in_shape = [d for d in _keras_graph.call_nodes(op)[0].input_tensors[0].shape[1:-1]]
             if any(d is None for d in in_shape):
                 return self._barrier(inputs, outputs)
             layout = dataclasses.replace(single, repeat=single.repeat * int(np.prod(in_shape)))
             self.layer_io[name] = (single, layout)
             return self._output(outputs, layout)
         merge = isinstance(op, _MERGE) or (
-            type(op).__module__.startswith("keras.src.ops") and type(op).__name__ in _OP_MERGE
+            _keras_graph.is_ops_operation(op) and type(op).__name__ in _OP_MERGE
         )
         if merge and len(inputs) >= 2:
             first = inputs[0]
@@ -251,7 +251,7 @@ class ChannelGraph:
             layout = dataclasses.replace(first, zero_preserving=any(zps) if multiply else all(zps))
             self.layer_io[name] = (first, layout)
             return self._output(outputs, layout)
-        if type(op).__module__.startswith("keras.src.ops") and single is not None:
+        if _keras_graph.is_ops_operation(op) and single is not None:
             # A one-tensor op: `x * 0.5`, `x + 3.0`, `ops.relu(x)`.
             kind = type(op).__name__
             if kind in _OP_MERGE or kind in _OP_UNARY_ZERO or kind in ("Divide", "TrueDivide"):
@@ -397,7 +397,7 @@ class ChannelGraph:
             return None
         if kind in ("ADD", "MUL", "SUB"):
             return kind, positions, None
-        spatial = tuple(layer._inbound_nodes[0].input_tensors[0].shape[1:-1])
+        spatial = tuple(_keras_graph.call_nodes(layer)[0].input_tensors[0].shape[1:-1])
         if any(d is None for d in spatial):
             return None
         return kind, positions, int(np.prod(spatial))

@@ -51,9 +51,7 @@ def prunable_weights(layer) -> list:
 
 def is_graph_model(model) -> bool:
     """True for Sequential and Functional models (which `clone_model` can rebuild)."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
+    return isinstance(model, (keras.Sequential, _keras_graph.functional_class()))
 
 
 def check_skip_layers(skip_layers) -> tuple:
