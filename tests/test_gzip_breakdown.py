@@ -1,11 +1,11 @@
 """benchmarks/gzip_breakdown.py: the per-kernel gzip figures `--gzip-breakdown` prints."""
 
 import gzip
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from _benchmarks import load_benchmark
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLUSTERED = ROOT / "tflite_models" / "digits_clustered16_qat_mcu.tflite"
@@ -13,12 +13,7 @@ CLUSTERED = ROOT / "tflite_models" / "digits_clustered16_qat_mcu.tflite"
 
 @pytest.fixture(scope="module")
 def breakdown():
-    spec = importlib.util.spec_from_file_location(
-        "gzip_breakdown", ROOT / "benchmarks" / "gzip_breakdown.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gzip_breakdown")
 
 
 def test_entropy_bits(breakdown):

@@ -1,22 +1,17 @@
 """benchmarks/reference_models.py: the command that regenerates tflite_models/reference/."""
 
-import importlib.util
 import json
 import pathlib
 
 import pytest
+from _benchmarks import load_benchmark
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "reference_models", ROOT / "benchmarks" / "reference_models.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reference_models")
 
 
 @pytest.mark.slow

@@ -1,12 +1,12 @@
 """benchmarks/strategies_benchmark.py: its `--growth` entries, width factors and depths."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from _benchmarks import load_benchmark
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "strategies_benchmark.py"
@@ -17,10 +17,7 @@ def script(monkeypatch):
     # Loading the script puts the checkout on sys.path and PYTHONPATH: undone after the test.
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    spec = importlib.util.spec_from_file_location("strategies_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("strategies_benchmark")
 
 
 @pytest.mark.parametrize(
