@@ -641,17 +641,33 @@ def digits_rgb32(data):
     return up(x_train), y_train, up(x_test), y_test
 
 
-def channel_models():
+def _mobilenet_v2():
     import keras
 
+    return keras.applications.MobileNetV2(
+        alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10
+    )
+
+
+def _resnet8():
     from tfslim.architectures import mlperf_tiny
 
-    return {
-        "mobilenet_v2": lambda: keras.applications.MobileNetV2(
-            alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10
-        ),
-        "resnet8": lambda: mlperf_tiny.resnet8(),
-    }
+    return mlperf_tiny.resnet8()
+
+
+CHANNEL_MODELS = {"mobilenet_v2": _mobilenet_v2, "resnet8": _resnet8}
+
+
+def channel_model_names(args):
+    """`--channel-models` as a list, every name checked before anything trains."""
+    names = args.channel_models.split(",")
+    unknown = [name for name in names if name not in CHANNEL_MODELS]
+    if unknown:
+        raise SystemExit(
+            f"Invalid value for --channel-models. Expected comma-separated names among "
+            f"{list(CHANNEL_MODELS)}. Received: {unknown}"
+        )
+    return names
 
 
 # Latency of the --channel rows: 21 interleaved rounds of 20 samples of >= 0.5 ms of
@@ -817,6 +833,8 @@ def channel_rows(name, build, data, args, seed):
 
 
 def channel_main(args):
+    names = channel_model_names(args)
+    channel_configs(args)  # Checked before anything trains, as the model names are.
     data = digits_rgb32(load_data())
     start = time.perf_counter()
     header = (
@@ -827,10 +845,9 @@ def channel_main(args):
     )
     checks = []
     tables = []
-    builders = channel_models()
     seeds = range(args.seed0, args.seed0 + args.seeds)
-    for name in args.channel_models.split(","):
-        runs = [channel_rows(name, builders[name], data, args, seed) for seed in seeds]
+    for name in names:
+        runs = [channel_rows(name, CHANNEL_MODELS[name], data, args, seed) for seed in seeds]
         rows = runs[0]
         for label, row in rows.items():
             for key in ("keras_acc", "int8_acc"):
