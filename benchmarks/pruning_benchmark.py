@@ -427,8 +427,9 @@ def main():
     parser.add_argument(
         "--channel-multiple",
         type=int,
-        default=8,
-        help="kept channels per group of the '<=0.3x' row: a multiple of this",
+        default=1,
+        help="kept channels per group of the '<=0.3x' row: a multiple of this (8 suits "
+        "XNNPACK's tiles but prunes MobileNetV2 7 points of channels more than 0.3x needs)",
     )
     parser.add_argument("--seed0", type=int, default=0, help="first seed of --channel runs")
     parser.add_argument(
