@@ -1,6 +1,7 @@
 """QAT and conversion on the architectures people deploy: one row per model.
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/applications_benchmark.py [--models a,b] [--size 32]
+     [--epochs 10] [--qat-epochs 2] [--seed 0]
 
 Every `keras.applications` family (built with `weights=None`, a small input and `classes=10`),
 MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8, a Conv1D keyword-spotting model, a small
@@ -318,6 +319,7 @@ def run_row(name, args):
 
     import tfslim
 
+    keras.utils.set_random_seed(args.seed)
     row = {"model": name}
     model, twin, shape = build(name, args.size)
     x, y = synthetic(shape, args.samples)
@@ -378,8 +380,14 @@ def main():
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--test-samples", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=5)
+    # Five float epochs left MobileNet (alpha 0.25) at 0.50-0.80 test accuracy and
+    # MobileNetV2 / EfficientNetB0 near 0.94: agreement measured on a model that has not
+    # learnt the task measures how its near-tied outputs flip, not the converter.
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds every row's initial weights and shuffling"
+    )
     args = parser.parse_args()
     rows = []
     for name in args.models.split(","):
