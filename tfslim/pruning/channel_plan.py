@@ -35,6 +35,12 @@ def _n_pruned(fraction: float, size: int, multiple: int = 1) -> int:
     return size - min(size, max(multiple, kept))
 
 
+def kept_counts(groups, fraction: float, multiple: int = 1) -> dict:
+    """{group id: channels kept} of `groups` when `ChannelPruning` prunes `fraction` of
+    each, kept counts rounded to multiples of `multiple` (see `_n_pruned`)."""
+    return {g.id: g.size - _n_pruned(fraction, g.size, multiple) for g in groups}
+
+
 def _check_limit(name: str, value) -> int | float:
     """A footprint limit: an int >= 1 (absolute) or a float in (0, 1) (of the unpruned model)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
@@ -105,7 +111,7 @@ def _plan_fraction(
         return 0.0
 
     def cost(fraction):
-        return figures({g.id: g.size - _n_pruned(fraction, g.size, multiple) for g in groups})
+        return figures(kept_counts(groups, fraction, multiple))
 
     low, high = 0.0, 1.0  # cost(low) misses, cost(high) meets
     for _ in range(40):
@@ -178,7 +184,7 @@ def _bounds(graph: ChannelGraph, groups: list, limits: dict, target, multiple: i
 
     if meets(full):
         return figures, bounds, meets
-    smallest = figures({g.id: g.size - _n_pruned(1.0, g.size, multiple) for g in groups})
+    smallest = figures(kept_counts(groups, 1.0, multiple))
     if not meets(smallest):
         fewest = "one channel" if multiple == 1 else f"{multiple} channels (channel_multiple)"
         missed = ", ".join(

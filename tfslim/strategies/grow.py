@@ -323,8 +323,9 @@ def kept_channels(model, width: float) -> tuple:
 
 def _kept(groups, width: float) -> dict:
     """{group id: channels kept} as `ChannelPruning(1 - width)` prunes them."""
-    pruned = {g.id: min(round((1 - width) * g.size), g.size - 1) for g in groups}
-    return {g.id: g.size - pruned[g.id] for g in groups}
+    from tfslim.pruning.channel_plan import kept_counts
+
+    return kept_counts(groups, 1 - width)
 
 
 def _depth_default(build_model):
