@@ -793,3 +793,70 @@ def test_mobilenet_v3_small_end_to_end():
     reference = qat.predict(x[:16], verbose=0)
     assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
     assert np.linalg.norm(got - reference) / np.linalg.norm(reference) <= 0.05
+
+
+def run_int8(flatbuffer, x, resolver):
+    """Raw int8 outputs of an int8-I/O flatbuffer on `resolver`'s kernels, and the output's
+    (scale, zero point)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    results = []
+    for sample in x:
+        q = np.clip(np.round(sample[None] / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], q)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"]).astype(np.int32))
+    return np.concatenate(results), out["quantization"]
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        lambda x: L.AveragePooling2D(2)(x),
+        lambda x: L.AveragePooling2D(3, strides=2, padding="same")(x),
+        lambda x: L.AveragePooling1D(4, padding="same")(L.Reshape((64, 3))(x)),
+        lambda x: ops.average_pool(L.MaxPooling2D(1)(x), 2, strides=2),
+    ],
+    ids=["2x2", "3x3_same_stride_2", "1d_same", "ops_after_max_pooling"],
+)
+def test_average_pooling_rounds_as_the_int8_kernels_do(pool, tmp_path):
+    # TFLite's int8 AVERAGE_POOL_2D keeps its input's scale and rounds each average onto
+    # it, ties half away from the int8 zero: a quarter of all 2x2 averages are ties. The
+    # QAT model must compute the same int8 values, on every kernel set.
+    from ai_edge_litert.interpreter import OpResolverType
+
+    qat = quantize_model(functional(pool))
+    x = data(n=48)
+    for i in range(3):
+        qat(x[i * 16 : (i + 1) * 16], training=True)
+    flatbuffer = tfslim.convert(qat, target="mcu", io_dtype="int8").flatbuffer
+    names = [name for name, _ in op_dtypes(flatbuffer)]
+    assert "AVERAGE_POOL_2D" in names and not {"QUANTIZE", "SUB", "ADD", "SIGN"} & set(names)
+    reference = qat.predict(x, verbose=0)
+    values = reference.reshape(len(x), -1)
+    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_REF):
+        got, (scale, zero) = run_int8(flatbuffer, x, resolver)
+        steps = values / scale + zero
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # On the int8 grid.
+        assert np.array_equal(got.reshape(len(x), -1), np.round(steps).astype(np.int32))
+    path = tmp_path / "pooled.keras"
+    qat.save(path)
+    np.testing.assert_array_equal(keras.models.load_model(path).predict(x, verbose=0), reference)
+
+
+def test_bilinear_resize_output_is_on_the_int8_grid():
+    # RESIZE_BILINEAR keeps its input's scale too: the QAT model passes on rounded values.
+    qat = quantize_model(functional(lambda x: L.UpSampling2D(2, interpolation="bilinear")(x)))
+    x = data(n=16)
+    qat(x, training=True)
+    flatbuffer = tfslim.convert(qat, target="mcu", io_dtype="int8").flatbuffer
+    assert [name for name, _ in op_dtypes(flatbuffer)] == ["RESIZE_BILINEAR"]
+    from ai_edge_litert.interpreter import OpResolverType
+
+    _, (scale, zero) = run_int8(flatbuffer, x[:1], OpResolverType.AUTO)
+    steps = qat.predict(x, verbose=0) / scale + zero
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)

@@ -62,7 +62,7 @@ _REQUANTIZE = frozenset({"QUANTIZE", "DEQUANTIZE"})
 # scale of their producer's tensor, so they have no op of their own. Pairing one with a tensor
 # by shape would give it the next op's output (at a hard sigmoid `relu6(x + 3) * (1 / 6)` the
 # quantizer after ReLU6 took the MUL's tensor, a 6x false alarm).
-_QUANTIZERS = frozenset({"ActivationQuantizer"})
+_QUANTIZERS = frozenset({"ActivationQuantizer", "RoundToInputGrid"})
 
 
 class KerasGraph:
@@ -322,7 +322,8 @@ def match(graph: KerasGraph, tfl: TfliteGraph):
                 rows[id(into)].fused.append(op.name)
         elif cls in _IDENTITY:
             reason = "identity at inference: no op of its own"
-        elif cls in _QUANTIZERS and len(graph.producers[id(op)]) == 1:
+        elif cls in _QUANTIZERS and graph.producers[id(op)]:
+            # RoundToInputGrid's first input is the values it rounds, the second their source.
             source = graph.producers[id(op)][0].name
             reason = (
                 f"rounds {source}'s output onto its int8 grid: no op of its own (the int8 "

@@ -126,7 +126,10 @@ def make_converter(keras_model, saved_model_dir, shapes, dtypes):
         convert_variables_to_constants_v2,
     )
 
-    function = tf.function(serve, input_signature=specs).get_concrete_function()
+    from tfslim.quantization.quantizers import deployed_graph
+
+    with deployed_graph():
+        function = tf.function(serve, input_signature=specs).get_concrete_function()
     frozen = convert_variables_to_constants_v2(
         function, lower_control_flow=False, aggressive_inlining=True
     )

@@ -11,7 +11,7 @@ from tfslim.quantization.finetune import quantize_and_finetune
 from tfslim.quantization.quantize import float_layers, is_quantized_model, quantize_model
 from tfslim.quantization.quantize_activation import QuantizeActivation, QuantizePReLU
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
-from tfslim.quantization.quantizers import ActivationQuantizer
+from tfslim.quantization.quantizers import ActivationQuantizer, RoundToInputGrid, deployed_graph
 from tfslim.quantization.rescaling import QuantizeRescaling
 from tfslim.quantization.transformer import (
     QuantizeEinsumDense,
@@ -22,8 +22,10 @@ from tfslim.quantization.transformer import (
 
 __all__ = [
     "ActivationQuantizer",
+    "RoundToInputGrid",
     "FreezeQuantization",
     "activation_ranges",
+    "deployed_graph",
     "quantize_and_finetune",
     "set_batch_norm_frozen",
     "set_quantizers_frozen",

@@ -20,7 +20,11 @@ from tfslim.quantization import registry, skipping
 from tfslim.quantization.batch_norm import QuantizeBatchNormalization
 from tfslim.quantization.quantize_activation import QuantizeActivation, QuantizePReLU
 from tfslim.quantization.quantize_wrapper import QuantizeWrapper
-from tfslim.quantization.quantizers import ActivationQuantizer, check_ema_decay
+from tfslim.quantization.quantizers import (
+    ActivationQuantizer,
+    RoundToInputGrid,
+    check_ema_decay,
+)
 from tfslim.quantization.rescaling import QuantizeRescaling, affine_of
 from tfslim.quantization.transformer import (
     QuantizeEinsumDense,
@@ -72,6 +76,22 @@ def _clone_op(op):
 
 # Activations a copied Keras layer already computes with the ops the converter needs.
 _COPIED_ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "softmax", "hard_swish")
+
+
+def _grid_source(tensor):
+    """The tensor of the new graph whose quantizer set `tensor`'s int8 grid: `tensor`
+    itself, or the input of the ops before it that keep their input's values on its grid
+    (reshapes, padding, dropout, max pooling, ...), which carry no grid mark of their own."""
+    while True:
+        op, node = _graph.producing_node(tensor)
+        inputs = node.input_tensors if node is not None else []
+        if (
+            len(inputs) != 1
+            or registry.role(op) != "passthrough"
+            or registry.averages_between_steps(op)
+        ):
+            return tensor
+        tensor = inputs[0]
 
 
 class _Rewriter:
@@ -260,6 +280,12 @@ class _Rewriter:
                 )
             self.copies.append((clone, op))
             out = clone(*args, **kwargs)
+            op = clone
+        if kind == "passthrough" and registry.averages_between_steps(op):
+            # Its int8 kernel keeps the input's grid and rounds onto it.
+            ties = type(op).__name__ in ("AveragePooling1D", "AveragePooling2D", "AveragePool")
+            rounding = RoundToInputGrid(int8_ties=ties, name=f"{op.name}_rounding")
+            out = rounding([out, _grid_source(args[0])])
         if kind in ("requantize", "divide"):
             fused = self.fuses_relu(node)
             # A tensor read only by a concatenation gets its scale in the int8 file (see

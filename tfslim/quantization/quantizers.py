@@ -8,6 +8,7 @@ converter folds into int8 kernels.
 """
 
 import contextlib
+import contextvars
 
 import keras
 import tensorflow as tf
@@ -119,6 +120,111 @@ def attach_logits(outputs, logits):
     return outputs
 
 
+def attach_grid(outputs, low, high):
+    """Marks `outputs`, fake-quantized on [`low`, `high`], with that range (`input_grid`
+    reads it back), the way `attach_logits` marks a probability output with its logits.
+
+    An op whose int8 kernel keeps its input's scale but computes values between the grid's
+    steps (average pooling, bilinear resizing) must round its float output onto that same
+    grid; this is how it finds the grid. Eager tensors and Keras's symbolic tensors take no
+    attributes, so there the mark is simply absent.
+    """
+    with contextlib.suppress(AttributeError):
+        outputs._tfslim_grid = (low, high)
+    return outputs
+
+
+def input_grid(tensor):
+    """The (low, high) range `attach_grid` put on `tensor`, or None."""
+    return getattr(tensor, "_tfslim_grid", None)
+
+
+_DEPLOYED_GRAPH = contextvars.ContextVar("tfslim_deployed_graph", default=False)
+
+
+@contextlib.contextmanager
+def deployed_graph():
+    """Traces a QAT model as the converter must read it.
+
+    `tfslim.convert` traces the model inside this context. Layers that emulate an int8
+    kernel's own rounding (`RoundToInputGrid` after average pooling) then trace the plain
+    op the converter maps onto that kernel, without the emulation's extra arithmetic,
+    which would otherwise stay in the file as float ops. Enter it yourself only to export
+    a QAT model for the plain `tf.lite.TFLiteConverter` (a SavedModel, `model.export`).
+
+    Example:
+
+    >>> import tfslim
+    >>> with tfslim.quantization.deployed_graph():
+    ...     pass  # e.g. model.export(path) for the plain TFLiteConverter
+    """
+    token = _DEPLOYED_GRAPH.set(True)
+    try:
+        yield
+    finally:
+        _DEPLOYED_GRAPH.reset(token)
+
+
+def _ties_away_from_int8_zero(values, low, high):
+    """Moves values that lie exactly halfway between two int8 steps by 1/1000 of a step
+    away from the int8 value 0, so that the fake-quant op after it rounds them as TFLite's
+    int8 AVERAGE_POOL_2D does: half away from zero in the int8 domain, where the fake-quant
+    op rounds half up in its 0..255 domain (they differ on every tie below the grid's
+    middle, a quarter of all 2x2 averages). An average of N grid values lies at least 1/N
+    of a step from the nearest rounding boundary unless it is a tie, so the move changes
+    nothing else for windows below 1,000 values."""
+    scale = (high - low) / 255.0
+    zero = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, 255.0)  # TF's nudging.
+    raw = (values - (0.0 - zero) * scale) / scale - 128.0  # The int8 value, maybe x.5.
+    return values + tf.stop_gradient(tf.sign(raw) * (1e-3 * scale))
+
+
+@keras.saving.register_keras_serializable(package="tfslim")
+class RoundToInputGrid(keras.layers.Layer):
+    """Rounds `values` onto the int8 grid of `source`, the tensor they were computed from.
+
+    Called as `RoundToInputGrid()([values, source])` after an average pooling or a bilinear
+    resize of `source`: TFLite's int8 AVERAGE_POOL_2D and RESIZE_BILINEAR keep their input's
+    scale and zero point and round their output onto them, so without this the QAT model
+    passes on averages that the int8 file has rounded. The fake-quant op on the input's
+    own range lets the converter keep the single int8 op (no QUANTIZE after it). Where
+    `source` carries no grid (see `attach_grid`), `values` pass unchanged.
+
+    Args:
+        int8_ties: bool. Round ties half away from the int8 zero, as the int8 average
+            pooling kernels do (LiteRT's XNNPACK, builtin and reference kernels, and so
+            TFLite Micro's, alike); the graph traced for the converter leaves that step
+            out (see `deployed_graph`). Defaults to `False`.
+        **kwargs: Base layer keyword arguments (`name`, ...).
+    """
+
+    def __init__(self, *, int8_ties: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.int8_ties = bool(int8_ties)
+
+    def call(self, inputs):
+        values, source = inputs
+        grid = input_grid(source)
+        if grid is None:
+            return values
+        low, high = grid
+        x = tf.cast(values, "float32")
+        if self.int8_ties and not _DEPLOYED_GRAPH.get():
+            x = _ties_away_from_int8_zero(x, low, high)
+        outputs = tf.quantization.fake_quant_with_min_max_vars(
+            x, low, high, num_bits=8, narrow_range=False
+        )
+        return attach_grid(tf.cast(outputs, values.dtype), low, high)
+
+    def get_config(self):
+        config = super().get_config()
+        config["int8_ties"] = self.int8_ties
+        return config
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 def _cross_replica_max(value):
     """Maximum of the scalar `value` over replicas; call it in a replica context.
 
@@ -208,7 +314,8 @@ class ActivationQuantizer(keras.layers.Layer):
         outputs = tf.quantization.fake_quant_with_min_max_vars(
             x, low, high, num_bits=8, narrow_range=False
         )
-        return attach_logits(tf.cast(outputs, inputs.dtype), getattr(inputs, "_keras_logits", None))
+        outputs = attach_grid(tf.cast(outputs, inputs.dtype), low, high)
+        return attach_logits(outputs, getattr(inputs, "_keras_logits", None))
 
     def get_range(self) -> tuple[float, float]:
         """Returns the current (min, max) float range of the quantized tensor."""

@@ -8,9 +8,10 @@ belongs to one of these roles:
   folded batch norm, fused activation, quantized output).
 - passthrough: ops whose int8 kernel keeps the input's scale and zero point (max pooling,
   reshapes, transposes, slices, padding, nearest upsampling, dropout). They keep their input's
-  range, so no quantizer follows them.
+  range, so no quantizer follows them; average pooling and bilinear resizing, which compute
+  values between the input's steps, are rounded back onto its grid (`RoundToInputGrid`).
 - requantize: ops that produce a new range (add, subtract, multiply, concatenate, mean, global
-  average pooling, clip). A quantizer follows them.
+  average pooling). A quantizer follows them.
 - affine: `Rescaling` and `Normalization`, a `QuantizeRescaling` (int8 MUL and ADD).
 - batch_norm: a `BatchNormalization` no layer absorbed, a `QuantizeBatchNormalization`.
 - activation: activation layers and `keras.ops` activations, fused into their producer where
@@ -95,6 +96,10 @@ PASSTHROUGH_OPS = frozenset(
         "Clip",
         "Identity",
         "Copy",
+        # AVERAGE_POOL_2D keeps its input's scale: its output is rounded onto the input's
+        # grid (`averages_between_steps`), not given a range of its own (which the
+        # converter meets with a QUANTIZE after it: two roundings where QAT has one).
+        "AveragePool",
     }
 )
 REQUANTIZE_OPS = frozenset(
@@ -108,7 +113,6 @@ REQUANTIZE_OPS = frozenset(
         "Stack",
         "Mean",
         "Average",
-        "AveragePool",
         "Negative",
         "Abs",
         "Absolute",
@@ -153,6 +157,17 @@ def activation_of(operation) -> str | None:
     if is_layer(operation):
         return acts.layer_activation_name(operation)
     return acts.op_activation_name(operation)
+
+
+def averages_between_steps(layer) -> bool:
+    """Whether a pass-through layer or `keras.ops` operation computes values between its
+    input's int8 steps, which its int8 kernel (AVERAGE_POOL_2D, RESIZE_BILINEAR) rounds onto
+    that grid: average pooling and bilinear resizing (nearest resizing and max pooling pick
+    input values)."""
+    cls = type(layer).__name__
+    if cls in ("AveragePooling1D", "AveragePooling2D", "AveragePool"):
+        return True
+    return cls in ("Resizing", "UpSampling2D") and layer.interpolation == "bilinear"
 
 
 def role(operation) -> str | None:
