@@ -7,9 +7,10 @@ Every `keras.applications` family (built with `weights=None`, a small input and 
 MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8, a Conv1D keyword-spotting model, a small
 U-Net (Conv2DTranspose, bilinear UpSampling2D, concatenated skips) and a small Transformer
 encoder (LayerNormalization, MultiHeadAttention) learn a synthetic task in float (ten classes,
-each a sinusoid of its own frequency with a per-class colour offset plus noise; `--epochs`
-epochs with a learning rate decaying to zero), then are quantized with `tfslim.quantize_model`
-and trained a few QAT epochs. Per row:
+each a sinusoid of its own frequency with a per-class colour offset plus noise, 0-255 pixels
+passed through the family's `preprocess_input`; `--epochs` epochs with a learning rate
+decaying to zero), then are quantized with `tfslim.quantize_model` and trained a few QAT
+epochs. Per row:
 
 - quantize_model ok or the refusal;
 - QAT step / float step: `train_on_batch` steps of both models, interleaved in one run;
@@ -216,13 +217,16 @@ def bare_convert_seconds(qat):
     import keras
     import tensorflow as tf
 
+    from tfslim.quantization import deployed_graph
+
     with tempfile.TemporaryDirectory() as path:
         start = time.perf_counter()
         spec = tf.TensorSpec((1, *qat.input_shape[1:]), "float32")
         archive = keras.export.ExportArchive()
         archive.track(qat)
-        archive.add_endpoint("serve", lambda x: qat(x, training=False), input_signature=[spec])
-        with contextlib.redirect_stdout(io.StringIO()):
+        # Traced as deployed: average pooling without its QAT tie-rounding arithmetic.
+        with deployed_graph(), contextlib.redirect_stdout(io.StringIO()):
+            archive.add_endpoint("serve", lambda x: qat(x, training=False), input_signature=[spec])
             archive.write_out(path, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(path)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
