@@ -1,16 +1,15 @@
 """QAT and conversion on the architectures people deploy: one row per model.
 
 Run: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/applications_benchmark.py [--models a,b] [--size 32]
-     [--epochs 15] [--qat-epochs 2] [--seed 0]
+     [--epochs 10] [--qat-epochs 2] [--seed 0]
 
 Every `keras.applications` family (built with `weights=None`, a small input and `classes=10`),
 MLPerf Tiny's keyword-spotting DS-CNN and ResNet-8, a Conv1D keyword-spotting model, a small
 U-Net (Conv2DTranspose, bilinear UpSampling2D, concatenated skips) and a small Transformer
 encoder (LayerNormalization, MultiHeadAttention) learn a synthetic task in float (ten classes,
 each a sinusoid of its own frequency with a per-class colour offset plus noise, 0-255 pixels
-passed through the family's `preprocess_input`; `--epochs` epochs with a learning rate
-decaying to zero), then are quantized with `tfslim.quantize_model` and trained a few QAT
-epochs. Per row:
+passed through the family's `preprocess_input`; `--epochs` epochs), then are quantized with
+`tfslim.quantize_model` and trained a few QAT epochs. Per row:
 
 - quantize_model ok or the refusal;
 - QAT step / float step: `train_on_batch` steps of both models, interleaved in one run;
@@ -348,13 +347,8 @@ def run_row(name, args):
         module = getattr(keras.applications, PREPROCESSING[name])
         x, x_test = (np.asarray(module.preprocess_input(v.copy()), "float32") for v in (x, x_test))
     settle_batch_norm(model)
-    # The learning rate decays to zero over the float epochs, so training ends settled
-    # (weights and batch-norm statistics no longer moving) whatever the model.
-    steps = args.epochs * -(-len(x) // 32)
     model.compile(
-        keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     model.fit(x, y, epochs=args.epochs, batch_size=32, verbose=0)
     try:
@@ -409,9 +403,12 @@ def main():
     parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--test-samples", type=int, default=256)
     # Agreement measured on a model that has not learnt the task measures how its near-tied
-    # outputs flip, not the converter: five float epochs at a constant learning rate left
-    # MobileNet (alpha 0.25, fed 0-255 pixels) at 0.50-0.80 test accuracy.
-    parser.add_argument("--epochs", type=int, default=15, help="float epochs (cosine decay)")
+    # outputs flip, not the converter. Five epochs left MobileNetV2 and EfficientNetB0 near
+    # 0.94 test accuracy; ten reached 0.98-1.00. MobileNet (alpha 0.25) learns slowly (0.59
+    # training accuracy after six epochs on seed 0, 0.70 test accuracy after ten, 0.95 after
+    # thirty); a learning rate decaying to zero over 15 epochs left it at 0.60-0.70, and
+    # stopping at 0.98 validation accuracy left MobileNetV2 at 8% output error.
+    parser.add_argument("--epochs", type=int, default=10, help="float epochs")
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds every row's initial weights and shuffling"
