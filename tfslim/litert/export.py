@@ -126,7 +126,7 @@ def make_converter(keras_model, saved_model_dir, shapes, dtypes):
         convert_variables_to_constants_v2,
     )
 
-    from tfslim.quantization.quantizers import deployed_graph
+    from tfslim._deployment import deployed_graph
 
     with deployed_graph():
         function = tf.function(serve, input_signature=specs).get_concrete_function()

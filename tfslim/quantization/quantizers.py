@@ -8,12 +8,12 @@ converter folds into int8 kernels.
 """
 
 import contextlib
-import contextvars
 
 import keras
 import tensorflow as tf
 
 from tfslim._checks import check_rate
+from tfslim._deployment import in_deployed_graph
 
 # Fixed output ranges that TFLite's int8 kernels impose (scale, zero point) expressed as the
 # float (min, max) the fake-quant op needs: softmax/sigmoid scale 1/256 zero point -128,
@@ -139,32 +139,6 @@ def input_grid(tensor):
     return getattr(tensor, "_tfslim_grid", None)
 
 
-_DEPLOYED_GRAPH = contextvars.ContextVar("tfslim_deployed_graph", default=False)
-
-
-@contextlib.contextmanager
-def deployed_graph():
-    """Traces a QAT model as the converter must read it.
-
-    `tfslim.convert` traces the model inside this context. Layers that emulate an int8
-    kernel's own rounding (`RoundToInputGrid` after average pooling) then trace the plain
-    op the converter maps onto that kernel, without the emulation's extra arithmetic,
-    which would otherwise stay in the file as float ops. Enter it yourself only to export
-    a QAT model for the plain `tf.lite.TFLiteConverter` (a SavedModel, `model.export`).
-
-    Example:
-
-    >>> import tfslim
-    >>> with tfslim.quantization.deployed_graph():
-    ...     pass  # e.g. model.export(path) for the plain TFLiteConverter
-    """
-    token = _DEPLOYED_GRAPH.set(True)
-    try:
-        yield
-    finally:
-        _DEPLOYED_GRAPH.reset(token)
-
-
 def _ties_away_from_int8_zero(values, low, high):
     """Moves values that lie exactly halfway between two int8 steps by 1/1000 of a step
     away from the int8 value 0, so that the fake-quant op after it rounds them as TFLite's
@@ -209,7 +183,7 @@ class RoundToInputGrid(keras.layers.Layer):
             return values
         low, high = grid
         x = tf.cast(values, "float32")
-        if self.int8_ties and not _DEPLOYED_GRAPH.get():
+        if self.int8_ties and not in_deployed_graph():
             x = _ties_away_from_int8_zero(x, low, high)
         outputs = tf.quantization.fake_quant_with_min_max_vars(
             x, low, high, num_bits=8, narrow_range=False
