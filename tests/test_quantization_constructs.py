@@ -860,3 +860,14 @@ def test_bilinear_resize_output_is_on_the_int8_grid():
     _, (scale, zero) = run_int8(flatbuffer, x[:1], OpResolverType.AUTO)
     steps = qat.predict(x, verbose=0) / scale + zero
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_average_pooling_of_an_all_zero_range_stays_finite():
+    # A tensor that was zero on every batch so far has the range [0, 0].
+    from tfslim.quantization import RoundToInputGrid
+    from tfslim.quantization.quantizers import attach_grid
+
+    zeros = tf.zeros((2, 4, 4, 3))
+    source = attach_grid(tf.identity(zeros), tf.constant(0.0), tf.constant(0.0))
+    pooled = RoundToInputGrid(int8_ties=True)([tf.nn.avg_pool2d(source, 2, 2, "VALID"), source])
+    assert np.all(np.isfinite(pooled.numpy()))

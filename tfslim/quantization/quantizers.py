@@ -147,7 +147,7 @@ def _ties_away_from_int8_zero(values, low, high):
     middle, a quarter of all 2x2 averages). An average of N grid values lies at least 1/N
     of a step from the nearest rounding boundary unless it is a tie, so the move changes
     nothing else for windows below 1,000 values."""
-    scale = (high - low) / 255.0
+    scale = tf.maximum((high - low) / 255.0, _EPSILON)  # An all-zero range: no ties.
     zero = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, 255.0)  # TF's nudging.
     raw = (values - (0.0 - zero) * scale) / scale - 128.0  # The int8 value, maybe x.5.
     return values + tf.stop_gradient(tf.sign(raw) * (1e-3 * scale))
