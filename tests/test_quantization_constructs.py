@@ -19,20 +19,30 @@ SHAPE = (8, 8, 3)
 
 
 def run_tflite(flatbuffer, x):
-    """Runs an int8-I/O flatbuffer sample by sample; returns dequantized outputs."""
+    """Runs an int8-I/O flatbuffer sample by sample (LiteRT's default kernels); returns
+    dequantized outputs and the output scale."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    raw, (scale, zero) = run_int8(flatbuffer, x, OpResolverType.AUTO)
+    return (raw.astype("float32") - zero) * scale, scale
+
+
+def run_int8(flatbuffer, x, resolver):
+    """Raw int8 outputs of an int8-I/O flatbuffer on `resolver`'s kernels, sample by sample,
+    and the output's (scale, zero point)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    (in_scale, in_zero), (out_scale, out_zero) = inp["quantization"], out["quantization"]
+    scale, zero = inp["quantization"]
     results = []
     for sample in x:
-        q = np.clip(np.round(sample[None] / in_scale + in_zero), -128, 127).astype(np.int8)
+        q = np.clip(np.round(sample[None] / scale + zero), -128, 127).astype(np.int8)
         interpreter.set_tensor(inp["index"], q)
         interpreter.invoke()
-        results.append(interpreter.get_tensor(out["index"]).astype("float32") - out_zero)
-    return np.concatenate(results) * out_scale, out_scale
+        results.append(interpreter.get_tensor(out["index"]).astype(np.int32))
+    return np.concatenate(results), out["quantization"]
 
 
 def op_dtypes(flatbuffer):
@@ -793,24 +803,6 @@ def test_mobilenet_v3_small_end_to_end():
     reference = qat.predict(x[:16], verbose=0)
     assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
     assert np.linalg.norm(got - reference) / np.linalg.norm(reference) <= 0.05
-
-
-def run_int8(flatbuffer, x, resolver):
-    """Raw int8 outputs of an int8-I/O flatbuffer on `resolver`'s kernels, and the output's
-    (scale, zero point)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
-    results = []
-    for sample in x:
-        q = np.clip(np.round(sample[None] / scale + zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(inp["index"], q)
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(out["index"]).astype(np.int32))
-    return np.concatenate(results), out["quantization"]
 
 
 @pytest.mark.parametrize(

@@ -283,7 +283,7 @@ class _Rewriter:
             op = clone
         if kind == "passthrough" and registry.averages_between_steps(op):
             # Its int8 kernel keeps the input's grid and rounds onto it.
-            ties = type(op).__name__ in ("AveragePooling1D", "AveragePooling2D", "AveragePool")
+            ties = type(op).__name__ in registry.AVERAGE_POOLING
             rounding = RoundToInputGrid(int8_ties=ties, name=f"{op.name}_rounding")
             out = rounding([out, _grid_source(args[0])])
         if kind in ("requantize", "divide"):

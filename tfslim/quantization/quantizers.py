@@ -126,8 +126,9 @@ def attach_grid(outputs, low, high):
 
     An op whose int8 kernel keeps its input's scale but computes values between the grid's
     steps (average pooling, bilinear resizing) must round its float output onto that same
-    grid; this is how it finds the grid. Eager tensors and Keras's symbolic tensors take no
-    attributes, so there the mark is simply absent.
+    grid; this is how it finds the grid. A layer that returns a new tensor (a reshape, a
+    padding) drops the mark, so the quantization rewrite hands the op the tensor that carries
+    it; a tensor type that takes no attributes is left unmarked.
     """
     with contextlib.suppress(AttributeError):
         outputs._tfslim_grid = (low, high)

@@ -159,13 +159,18 @@ def activation_of(operation) -> str | None:
     return acts.op_activation_name(operation)
 
 
+# Average pooling layers and ops: int8 AVERAGE_POOL_2D, which rounds ties half away from the
+# int8 zero on every LiteRT kernel set.
+AVERAGE_POOLING = frozenset({"AveragePooling1D", "AveragePooling2D", "AveragePool"})
+
+
 def averages_between_steps(layer) -> bool:
     """Whether a pass-through layer or `keras.ops` operation computes values between its
     input's int8 steps, which its int8 kernel (AVERAGE_POOL_2D, RESIZE_BILINEAR) rounds onto
     that grid: average pooling and bilinear resizing (nearest resizing and max pooling pick
     input values)."""
     cls = type(layer).__name__
-    if cls in ("AveragePooling1D", "AveragePooling2D", "AveragePool"):
+    if cls in AVERAGE_POOLING:
         return True
     return cls in ("Resizing", "UpSampling2D") and layer.interpolation == "bilinear"
 
