@@ -110,8 +110,8 @@ def attach_logits(outputs, logits):
     softmax, the output rounding and their gradients drop out of the training step. The
     forward values (predictions, metrics, the converted model) are unchanged; the loss just
     does not see int8's 1/256 rounding of the read-out probabilities, whose
-    straight-through gradient is zero for every probability above 255/256 anyway. Eager
-    tensors take no attributes, so eager calls are left as they are.
+    straight-through gradient is zero for every probability above 255/256 anyway. A tensor
+    type that takes no attributes is left unmarked.
     """
     if logits is None:
         return outputs
