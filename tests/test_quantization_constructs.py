@@ -812,8 +812,10 @@ def test_mobilenet_v3_small_end_to_end():
         lambda x: L.AveragePooling2D(3, strides=2, padding="same")(x),
         lambda x: L.AveragePooling1D(4, padding="same")(L.Reshape((64, 3))(x)),
         lambda x: ops.average_pool(L.MaxPooling2D(1)(x), 2, strides=2),
+        # 1,600 values per average (64 distinct, so 1 in 64 is a tie).
+        lambda x: L.AveragePooling2D(40)(L.UpSampling2D(5)(x)),
     ],
-    ids=["2x2", "3x3_same_stride_2", "1d_same", "ops_after_max_pooling"],
+    ids=["2x2", "3x3_same_stride_2", "1d_same", "ops_after_max_pooling", "40x40_window"],
 )
 def test_average_pooling_rounds_as_the_int8_kernels_do(pool, tmp_path):
     # TFLite's int8 AVERAGE_POOL_2D keeps its input's scale and rounds each average onto
@@ -830,7 +832,12 @@ def test_average_pooling_rounds_as_the_int8_kernels_do(pool, tmp_path):
     assert "AVERAGE_POOL_2D" in names and not {"QUANTIZE", "SUB", "ADD", "SIGN"} & set(names)
     reference = qat.predict(x, verbose=0)
     values = reference.reshape(len(x), -1)
-    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_REF):
+    kernels = (
+        OpResolverType.AUTO,  # XNNPACK
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        OpResolverType.BUILTIN_REF,  # What TFLite Micro computes.
+    )
+    for resolver in kernels:
         got, (scale, zero) = run_int8(flatbuffer, x, resolver)
         steps = values / scale + zero
         np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # On the int8 grid.
@@ -852,6 +859,20 @@ def test_bilinear_resize_output_is_on_the_int8_grid():
     _, (scale, zero) = run_int8(flatbuffer, x[:1], OpResolverType.AUTO)
     steps = qat.predict(x, verbose=0) / scale + zero
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_tie_rounding_moves_only_ties_in_a_large_window():
+    # Averages of 1,600 values lie 1/1,600 of a step apart: the tie rule moves a tie by less
+    # than that (a fixed 1/1,000 step would round the average just inside a tie wrongly).
+    from tfslim.quantization import RoundToInputGrid
+    from tfslim.quantization.quantizers import attach_grid
+
+    source = attach_grid(tf.zeros((1, 3)), tf.constant(-1.28), tf.constant(1.27))  # Step 0.01.
+    values = tf.constant([[-0.305, -0.305 + 0.01 / 1600, 0.305 - 0.01 / 1600]])
+    rounded = RoundToInputGrid(int8_ties=True, window=1600)([values, source])
+    np.testing.assert_allclose(rounded.numpy() / 0.01, [[-31.0, -30.0, 30.0]], atol=1e-4)
+    with pytest.raises(ValueError, match="window=0"):
+        RoundToInputGrid(window=0)
 
 
 def test_average_pooling_of_an_all_zero_range_stays_finite():

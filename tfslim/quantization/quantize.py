@@ -7,6 +7,7 @@ range-preserving layers copied as they are and range-changing layers followed by
 stay nested. Weights are copied, so a trained float model starts QAT where it left off.
 """
 
+import math
 import re
 from collections.abc import Callable, Iterable
 
@@ -284,7 +285,12 @@ class _Rewriter:
         if kind == "passthrough" and registry.averages_between_steps(op):
             # Its int8 kernel keeps the input's grid and rounds onto it.
             ties = type(op).__name__ in registry.AVERAGE_POOLING
-            rounding = RoundToInputGrid(int8_ties=ties, name=f"{op.name}_rounding")
+            window = None
+            if ties:
+                size = op.pool_size
+                spatial = len(args[0].shape) - 2
+                window = math.prod((size,) * spatial if isinstance(size, int) else size)
+            rounding = RoundToInputGrid(int8_ties=ties, window=window, name=f"{op.name}_rounding")
             out = rounding([out, _grid_source(args[0])])
         if kind in ("requantize", "divide"):
             fused = self.fuses_relu(node)

@@ -140,18 +140,19 @@ def input_grid(tensor):
     return getattr(tensor, "_tfslim_grid", None)
 
 
-def _ties_away_from_int8_zero(values, low, high):
-    """Moves values that lie exactly halfway between two int8 steps by 1/1000 of a step
+def _ties_away_from_int8_zero(values, low, high, window=None):
+    """Moves values that lie exactly halfway between two int8 steps a fraction of a step
     away from the int8 value 0, so that the fake-quant op after it rounds them as TFLite's
     int8 AVERAGE_POOL_2D does: half away from zero in the int8 domain, where the fake-quant
     op rounds half up in its 0..255 domain (they differ on every tie below the grid's
     middle, a quarter of all 2x2 averages). An average of N grid values lies at least 1/N
-    of a step from the nearest rounding boundary unless it is a tie, so the move changes
-    nothing else for windows below 1,000 values."""
+    of a step from the nearest rounding boundary unless it is a tie, so a move of 1/(4N)
+    steps (1/1000 where N is not known or small) changes nothing else."""
     scale = tf.maximum((high - low) / 255.0, _EPSILON)  # An all-zero range: no ties.
     zero = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, 255.0)  # TF's nudging.
     raw = (values - (0.0 - zero) * scale) / scale - 128.0  # The int8 value, maybe x.5.
-    return values + tf.stop_gradient(tf.sign(raw) * (1e-3 * scale))
+    fraction = 1e-3 if window is None else min(1e-3, 0.25 / window)
+    return values + tf.stop_gradient(tf.sign(raw) * (fraction * scale))
 
 
 @keras.saving.register_keras_serializable(package="tfslim")
@@ -170,12 +171,23 @@ class RoundToInputGrid(keras.layers.Layer):
             pooling kernels do (LiteRT's XNNPACK, builtin and reference kernels, and so
             TFLite Micro's, alike); the graph traced for the converter leaves that step
             out (see `deployed_graph`). Defaults to `False`.
+        window: int or `None`. How many input values each output averages (the pool's
+            window), which bounds how far a tie may be moved without moving anything
+            else; `None` (a window below 1,000 values) by default.
         **kwargs: Base layer keyword arguments (`name`, ...).
     """
 
-    def __init__(self, *, int8_ties: bool = False, **kwargs):
+    def __init__(self, *, int8_ties: bool = False, window=None, **kwargs):
         super().__init__(**kwargs)
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `window`. Expected a positive int (the number "
+                f"of values each output averages) or None. Received: window={window!r}"
+            )
         self.int8_ties = bool(int8_ties)
+        self.window = window
 
     def call(self, inputs):
         values, source = inputs
@@ -185,7 +197,7 @@ class RoundToInputGrid(keras.layers.Layer):
         low, high = grid
         x = tf.cast(values, "float32")
         if self.int8_ties and not in_deployed_graph():
-            x = _ties_away_from_int8_zero(x, low, high)
+            x = _ties_away_from_int8_zero(x, low, high, self.window)
         outputs = tf.quantization.fake_quant_with_min_max_vars(
             x, low, high, num_bits=8, narrow_range=False
         )
@@ -193,7 +205,7 @@ class RoundToInputGrid(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config["int8_ties"] = self.int8_ties
+        config.update({"int8_ties": self.int8_ties, "window": self.window})
         return config
 
     def compute_output_shape(self, input_shape):
