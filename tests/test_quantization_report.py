@@ -100,7 +100,7 @@ def test_unmatched_layers_are_listed_with_their_reason(reports):
 def test_table_shows_the_worst_first(reports):
     broken = reports[4]
     lines = broken.table(top=2).splitlines()
-    assert "qr_cnn: int8 for mobile, 48 samples" in lines[0]
+    assert "qr_cnn: int8 for mobile on builtin kernels, 48 samples" in lines[0]
     assert lines[3].split()[:2] == ["1", "conv_a"] and lines[4].split()[0] == "2"
     assert not lines[5].strip()  # Only two rows, then the unmatched list.
     assert "note: calibrated" not in broken.table()  # calibration_data was given.
@@ -171,6 +171,12 @@ def test_a_tflite_path_gives_the_same_report(reports, digits, tmp_path):
             "Expected finite numbers. Received: 128 non-finite values",
         ),
         ({"converted": b"nope"}, tfslim.errors.InvalidModelError, "not a TFLite model"),
+        (
+            {"kernels": "gpu"},
+            ValueError,
+            r"`kernels`. Expected one of \['builtin', 'xnnpack', 'reference'\]. Received: "
+            "kernels='gpu'",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(reports, kwargs, error, message):
@@ -231,3 +237,58 @@ def test_a_qat_hard_sigmoid_is_compared_op_by_op_not_against_its_quantizer():
     assert third.float_range < 1.01  # The hard sigmoid's output, not ReLU6's (up to 6).
     for name in ("hs_relu6", third.name, "se_mul"):
         assert report.get(name).alone_rel_error < 0.05, name
+
+
+def _qat_squeeze_excite():
+    """A small QAT model with a global average (MEAN), a sigmoid gate and a Multiply whose
+    rounding is a quantizer layer of its own, trained a little."""
+    import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv")(inputs)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    s = layers.Conv2D(16, 1, activation="sigmoid", name="gate")(s)
+    x = layers.Multiply(name="excite")([x, s])
+    outputs = layers.Dense(4, name="head")(layers.GlobalAveragePooling2D(name="pool")(x))
+    data = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 3)).astype("float32")
+    qat = tfslim.quantize_model(keras.Model(inputs, outputs))
+    qat.compile("adam", "mse")
+    qat.fit(data, np.random.default_rng(1).normal(size=(64, 4)), epochs=2, verbose=0)
+    return qat, data
+
+
+def test_kernels_are_chosen_and_a_qat_layer_is_compared_with_what_qat_rounded(tmp_path):
+    """Every compared tensor is read back from the kernels asked for (XNNPACK included, whose
+    fused subgraphs hide their inner tensors otherwise). On a QAT model each layer is
+    compared with the value QAT trained, its separate quantizer's rounding included: the
+    convolutions and the Multiply agree with QAT on nearly every integer, on every kernel
+    set; the builtin MEAN's truncation shows as its flips."""
+    qat, data = _qat_squeeze_excite()
+    converted = tfslim.convert(qat, verify=False)
+    reports = {
+        k: tfslim.quantization_report(qat, data, converted=converted, kernels=k, max_samples=32)
+        for k in ("builtin", "xnnpack", "reference")
+    }
+    for kernels, report in reports.items():
+        assert report.kernels == kernels
+        assert f"on {kernels} kernels" in report.table().splitlines()[0]
+        assert {r.name for r in report.layers} >= {"conv", "squeeze", "gate", "excite", "head"}
+        for name in ("conv", "gate", "excite"):
+            record = report.get(name)
+            assert record.alone_flipped is not None and record.alone_flipped < 0.02, (
+                kernels,
+                name,
+                record.alone_flipped,
+            )
+            # Against the quantizer's output, a Multiply's alone error is a few flips, not
+            # the half-step rounding of every value.
+            assert record.alone_rel_error < 0.01, (kernels, name, record.alone_rel_error)
+    # Measured: 55% of the builtin MEAN's outputs flipped, none of XNNPACK's, 0.8% of the
+    # reference kernel's.
+    assert reports["builtin"].get("squeeze").alone_flipped > 0.2
+    assert reports["xnnpack"].get("squeeze").alone_flipped < 0.05
+    again = QuantizationReport.from_json(reports["xnnpack"].to_json(tmp_path / "r.json"))
+    assert again.kernels == "xnnpack"
+    assert again.get("squeeze").alone_flipped == reports["xnnpack"].get("squeeze").alone_flipped

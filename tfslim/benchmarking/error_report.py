@@ -42,9 +42,15 @@ class LayerRecord:
             120 dB; a channel with a range far wider than the others leaves the whole-tensor
             SNR high while the rest of the channels drown in its quantization step),
             relative L2 error, mean cosine similarity per sample.
-        alone_snr_db, alone_channel_snr_db, alone_rel_error, alone_cosine: float or None.
-            The layer's own error (its Keras computation fed the int8 graph's input to it);
-            None when it could not be isolated.
+        flipped: float or None. Accumulated: the share (0..1) of the tensor's integers
+            that differ from the float model's output rounded onto the tensor's grid (for a
+            QAT model, from the value QAT trained); None for a tensor without a per-tensor
+            integer grid.
+        alone_snr_db, alone_channel_snr_db, alone_rel_error, alone_cosine, alone_flipped:
+            float or None. The layer's own error (its Keras computation fed the int8 graph's
+            input to it); None when it could not be isolated. On a QAT model,
+            `alone_flipped` is the share of outputs on which the int8 kernel and the QAT
+            layer disagree at all.
     """
 
     name: str
@@ -61,10 +67,12 @@ class LayerRecord:
     channel_snr_db: float
     rel_error: float
     cosine: float
+    flipped: "float | None" = None
     alone_snr_db: "float | None" = None
     alone_channel_snr_db: "float | None" = None
     alone_rel_error: "float | None" = None
     alone_cosine: "float | None" = None
+    alone_flipped: "float | None" = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,6 +91,7 @@ class QuantizationReport:
         target: str. The target's name.
         samples: int. Samples compared.
         seconds: float. Wall time of the report.
+        kernels: str. The LiteRT kernels that ran the int8 model. Defaults to `"builtin"`.
         timings: dict or None. Seconds per stage. Defaults to `None`.
         notes: sequence of str. Remarks on the figures. Defaults to `()`.
 
@@ -94,6 +103,8 @@ class QuantizationReport:
         model: str. The Keras model's name.
         quantization: str. The converted model's mode.
         target: str. The target it was converted for.
+        kernels: str. The LiteRT kernels that ran it (`"builtin"`, `"xnnpack"` or
+            `"reference"`).
         samples: int. Samples compared.
         seconds: float. Wall time of the report, conversion included.
         timings: dict. Seconds spent converting (`convert_s`, 0 when `converted` was
@@ -111,6 +122,7 @@ class QuantizationReport:
         target,
         samples,
         seconds,
+        kernels="builtin",
         timings=None,
         notes=(),
     ):
@@ -119,6 +131,7 @@ class QuantizationReport:
         self.model = model
         self.quantization = quantization
         self.target = target
+        self.kernels = kernels
         self.samples = samples
         self.seconds = seconds
         self.timings = dict(timings or {})
@@ -169,17 +182,20 @@ class QuantizationReport:
             Column("TFLite op", "op", str, "left"),
             Column("alone ch-SNR dB", "alone_channel_snr_db", _format_db),
             Column("alone SNR dB", "alone_snr_db", _format_db),
+            Column("alone flipped", "alone_flipped", _format_share),
             Column("ch-SNR dB", "channel_snr_db", _format_db),
             Column("SNR dB", "snr_db", _format_db),
             Column("rel err", "rel_error"),
             Column("cosine", "cosine"),
+            Column("flipped", "flipped", _format_share),
             Column("max |float|", "float_range"),
             Column("scale", "scale"),
             Column("match", "match", str, "left"),
             Column("fused", "fused", str, "left"),
         ]
         lines = [
-            f"{self.model}: {self.quantization} for {self.target}, {self.samples} samples, "
+            f"{self.model}: {self.quantization} for {self.target} on {self.kernels} kernels, "
+            f"{self.samples} samples, "
             f"{len(self.layers)} layers compared in {self.seconds:.1f} s "
             f"(ranked by {'the error each layer adds alone' if by == 'alone' else by + ' SNR'})",
             format_table(rows, columns, markdown=markdown),
@@ -196,6 +212,7 @@ class QuantizationReport:
             "model": self.model,
             "quantization": self.quantization,
             "target": self.target,
+            "kernels": self.kernels,
             "samples": self.samples,
             "seconds": self.seconds,
             "timings": self.timings,
@@ -222,6 +239,7 @@ class QuantizationReport:
             model=data["model"],
             quantization=data["quantization"],
             target=data["target"],
+            kernels=data.get("kernels", "builtin"),
             samples=data["samples"],
             seconds=data["seconds"],
             timings=data.get("timings"),
@@ -301,6 +319,10 @@ def _format_db(value) -> str:
     if value is None:
         return "-"
     return "exact" if value == math.inf else f"{value:.1f}"
+
+
+def _format_share(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _json_safe(record: dict) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 from tfslim import _keras_graph
 from tfslim.litert import flatbuffer
 
-__all__ = ["KerasGraph", "Row", "TfliteGraph", "boundaries", "match"]
+__all__ = ["KerasGraph", "Row", "TfliteGraph", "boundaries", "match", "rounded"]
 
 # Layers that compute nothing at inference: their output is their input's tensor.
 _IDENTITY = frozenset(
@@ -431,6 +431,15 @@ def _fallback(graph, tfl, rows, named, owners) -> None:
                 rows[id(op)] = Row(op, t, "shape+order", [])
                 taken.add(t)
                 break
+
+
+def rounded(graph, op):
+    """The QAT quantizer that rounds `op`'s output onto the int8 grid of `op`'s tensor (the
+    value the int8 op's output stands for), or `op` itself when it rounds its own."""
+    for c in graph.consumers[id(op)]:
+        if type(c).__name__ in _QUANTIZERS and graph.producers[id(c)][:1] == [op]:
+            return c
+    return op
 
 
 def boundaries(graph, rows, op) -> list:

@@ -1,10 +1,11 @@
 """`tfslim.quantization_report`: where int8 hurts, layer by layer, in Keras names.
 
-The float Keras model and its int8 (or int16x8) TFLite model run on the same samples. LiteRT
-keeps every intermediate tensor when its interpreter is built with
-`experimental_preserve_all_tensors=True` and the builtin kernels (XNNPACK would fuse them
-away); each integer tensor is dequantized with its own scale and zero point and compared with
-the output of the Keras layer it belongs to:
+The float Keras model and its int8 (or int16x8) TFLite model run on the same samples, on the
+kernels asked for: LiteRT's builtin kernels, its reference kernels (the arithmetic TFLite Micro
+runs) or XNNPACK (what LiteRT runs by default on phones and desktops). Every compared tensor
+is made a model output, so even XNNPACK's fused subgraphs hand it back as their own kernel
+wrote it; each integer tensor is dequantized with its own scale and zero point and compared
+with the output of the Keras layer it belongs to:
 
 - **accumulated**: the int8 graph run end to end against the float model, so the error of a
   layer includes everything quantization did upstream of it;
@@ -13,7 +14,10 @@ the output of the Keras layer it belongs to:
   see identical inputs, so the difference is what this layer's int8 kernel (weight rounding,
   accumulation, output requantization) adds. This is the float-op-on-quantized-inputs
   comparison TFLite's numeric-verify debugging makes, done with the Keras layer as the float
-  op.
+  op. A QAT layer whose int8 rounding is a quantizer layer of its own (`Multiply`, `Add`,
+  pooling) is compared with that quantizer's output, so a QAT layer's alone figures are the
+  int8 kernel's disagreement with what QAT trained, not the rounding both share; `flipped`
+  says on how many of the outputs the integers differ at all.
 
 Which tensor is which layer's output is decided in `layer_matching`; every layer without a
 tensor of its own (fused, folded, identity at inference) is listed in `report.unmatched`
@@ -31,7 +35,13 @@ import numpy as np
 from tfslim import _model_facts
 from tfslim._checks import check_int, invalid_type, invalid_value
 from tfslim.benchmarking.error_report import LayerRecord, QuantizationReport
-from tfslim.benchmarking.layer_matching import KerasGraph, TfliteGraph, boundaries, match
+from tfslim.benchmarking.layer_matching import (
+    KerasGraph,
+    TfliteGraph,
+    boundaries,
+    match,
+    rounded,
+)
 from tfslim.errors import InvalidModelError, TfslimWarning
 from tfslim.litert import flatbuffer, interpreter, isolation
 from tfslim.litert.targets import Target, get_target
@@ -44,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["LayerRecord", "QuantizationReport", "quantization_report", "tensors_task"]
 
 _MODES = ("int8", "int16x8")
+KERNELS = ("builtin", "xnnpack", "reference")
 _BATCH = 32
 
 
@@ -56,6 +67,7 @@ def quantization_report(
     quantization: str | None = None,
     calibration_data: "np.ndarray | tuple | None" = None,
     max_samples: int = 64,
+    kernels: str = "builtin",
 ) -> QuantizationReport:
     """Per-layer error of the int8 model against the float Keras model, worst first.
 
@@ -72,6 +84,11 @@ def quantization_report(
             None calibrates on `data` (said in `report.notes`). Only without `converted`.
             Defaults to `None`.
         max_samples: int. Samples of `data` compared. Defaults to `64`.
+        kernels: str. The LiteRT kernels that run the int8 model: `"builtin"` (LiteRT's
+            optimized kernels), `"xnnpack"` (its default delegate on phones and desktops) or
+            `"reference"` (the arithmetic TFLite Micro runs). They round differently inside
+            some ops (the builtin MEAN truncates), so a layer can be off on one and exact on
+            another. Defaults to `"builtin"`.
 
     Returns:
         A `QuantizationReport`.
@@ -92,6 +109,8 @@ def quantization_report(
     start = time.perf_counter()
     max_samples = check_int("max_samples", max_samples)
     target = get_target(target)
+    if kernels not in KERNELS:
+        raise invalid_value("kernels", f"one of {list(KERNELS)}", kernels)
     if quantization is not None and quantization not in _MODES:
         raise invalid_value("quantization", f"one of {list(_MODES)} or None", quantization)
     if converted is not None and (quantization is not None or calibration_data is not None):
@@ -137,7 +156,9 @@ def quantization_report(
     rows, unmatched = match(graph, tfl)
     indices = sorted({row.tensor for row in rows.values()})
     clock = time.perf_counter()
-    run = isolation.run(tensors_task, model_bytes, name=name, data=x, indices=indices)
+    run = isolation.run(
+        tensors_task, model_bytes, name=name, data=x, indices=indices, kernels=kernels
+    )
     values = {i: tfl.dequantize(i, v) for i, v in zip(indices, run["tensors"], strict=True)}
     timings["tflite_s"] = round(time.perf_counter() - clock, 2)
     clock = time.perf_counter()
@@ -149,6 +170,7 @@ def quantization_report(
         model=keras_model.name,
         quantization=mode,
         target=target.name,
+        kernels=kernels,
         samples=len(x),
         seconds=round(time.perf_counter() - start, 2),
         timings=timings,
@@ -156,19 +178,24 @@ def quantization_report(
     )
 
 
-def tensors_task(model_path: str, *, data: np.ndarray, indices: list) -> dict:
-    """Child task: the listed tensors (raw, as stored) for every sample of `data`.
+def tensors_task(model_path: str, *, data: np.ndarray, indices: list, kernels: str) -> dict:
+    """Child task: the listed tensors (raw, as stored) for every sample of `data`, computed by
+    `kernels` (one of `KERNELS`).
 
-    Builtin kernels only: XNNPACK would run fused subgraphs whose intermediate tensors
-    LiteRT cannot show.
+    Each tensor is made a model output first: XNNPACK runs fused subgraphs whose inner
+    tensors LiteRT cannot show otherwise, and an output is still written by the kernel that
+    computes it.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(
-        model_path=model_path,
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
+    resolver = {
+        "xnnpack": OpResolverType.AUTO,
+        "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "reference": OpResolverType.BUILTIN_REF,
+    }[kernels]
+    with open(model_path, "rb") as f:
+        content = flatbuffer.expose_tensors(f.read(), indices, os.path.basename(model_path))
+    interp = Interpreter(model_content=content, experimental_op_resolver_type=resolver)
     interp.allocate_tensors()
     detail = interp.get_input_details()[0]
     batch = int(detail["shape"][0]) if len(detail["shape"]) else 1
@@ -261,7 +288,7 @@ def _measure(graph, tfl, rows, values, x) -> list:
     import keras
 
     ordered = sorted(rows.values(), key=lambda r: graph.position[id(r.op)])
-    fn = keras.Function([graph.input], [graph.tensor[id(r.op)] for r in ordered])
+    fn = keras.Function([graph.input], [graph.tensor[id(rounded(graph, r.op))] for r in ordered])
     outputs = [[] for _ in ordered]
     for start in range(0, len(x), _BATCH):
         for i, out in enumerate(fn([x[start : start + _BATCH]])):
@@ -271,10 +298,11 @@ def _measure(graph, tfl, rows, values, x) -> list:
         reference = np.concatenate(parts).reshape(len(x), -1)
         quantized = values[row.tensor].reshape(len(x), -1)
         channels = int(graph.sample_shape(row.op)[-1]) if graph.sample_shape(row.op) else 1
-        stats = _errors(quantized, reference, channels)
+        grid = _grid(tfl, row.tensor)
+        stats = _errors(quantized, reference, channels, grid)
         alone = stats
         if not graph.is_input(row.op):
-            alone = _alone(graph, rows, values, row, len(x))
+            alone = _alone(graph, rows, values, row, len(x), grid)
         scale, _ = tfl.quantization(row.tensor)
         records.append(
             LayerRecord(
@@ -300,13 +328,24 @@ def _op_type(tfl, tensor) -> str:
     return "input" if k is None else tfl.ops[k][0]
 
 
-def _alone(graph, rows, values, row, n) -> "dict | None":
+def _grid(tfl, tensor) -> "tuple | None":
+    """(scale, zero point, lowest, highest integer) of a per-tensor quantized integer tensor."""
+    scale, zero = tfl.quantization(tensor)
+    kind = tfl.dtype(tensor)
+    if scale is None or len(scale) != 1 or kind not in ("int8", "int16"):
+        return None
+    info = np.iinfo(kind)
+    return float(scale[0]), float(zero[0]), info.min, info.max
+
+
+def _alone(graph, rows, values, row, n, grid) -> "dict | None":
     """The error the row's op adds to its own (int8) inputs."""
     import keras
 
     sources = boundaries(graph, rows, row.op)
+    end = rounded(graph, row.op)
     try:
-        fn = keras.Function([graph.tensor[id(s)] for s in sources], graph.tensor[id(row.op)])
+        fn = keras.Function([graph.tensor[id(s)] for s in sources], graph.tensor[id(end)])
         inputs = [values[rows[id(s)].tensor].reshape((n, *graph.sample_shape(s))) for s in sources]
         reference = _run(fn, inputs, n).reshape(n, -1)
     except Exception as e:  # A segment Keras cannot run on its own: say so, keep the rest.
@@ -318,7 +357,8 @@ def _alone(graph, rows, values, row, n) -> "dict | None":
         )
         return None
     shape = graph.sample_shape(row.op)
-    return _errors(values[row.tensor].reshape(n, -1), reference, int(shape[-1]) if shape else 1)
+    channels = int(shape[-1]) if shape else 1
+    return _errors(values[row.tensor].reshape(n, -1), reference, channels, grid)
 
 
 # Per-channel SNRs are capped here (float32 rounding sits near 140 dB): one exact channel
@@ -326,9 +366,11 @@ def _alone(graph, rows, values, row, n) -> "dict | None":
 _CHANNEL_CAP_DB = 120.0
 
 
-def _errors(quantized: np.ndarray, reference: np.ndarray, channels: int) -> dict:
+def _errors(quantized: np.ndarray, reference: np.ndarray, channels: int, grid=None) -> dict:
     """SNR (dB) and relative L2 error pooled over samples; cosine averaged per sample; the
-    mean of per-channel SNRs (last axis), which one dominant channel cannot hide."""
+    mean of per-channel SNRs (last axis), which one dominant channel cannot hide; the share
+    of integers that differ from the reference rounded onto the tensor's `grid` (None for
+    a tensor without one)."""
     noise = float(np.sum((quantized - reference) ** 2))
     signal = float(np.sum(reference**2))
     if noise == 0:
@@ -355,9 +397,15 @@ def _errors(quantized: np.ndarray, reference: np.ndarray, channels: int) -> dict
             channel_noise[live] / channel_signal[live], 10 ** (-_CHANNEL_CAP_DB / 10)
         )
         channel_snr = round(float(np.mean(-10 * np.log10(ratio))), 3)
+    flipped = None
+    if grid is not None:
+        scale, zero, low, high = grid
+        expected = np.clip(np.round(reference / scale + zero), low, high)
+        flipped = round(float(np.mean(np.round(quantized / scale + zero) != expected)), 6)
     return {
         "snr_db": round(snr, 3) if math.isfinite(snr) else snr,
         "channel_snr_db": channel_snr,
         "rel_error": round(rel, 6) if math.isfinite(rel) else rel,
         "cosine": round(float(np.mean(cosine)), 6),
+        "flipped": flipped,
     }

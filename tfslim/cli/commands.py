@@ -435,6 +435,7 @@ def cmd_qreport(args) -> None:
         quantization=args.quantization,
         calibration_data=calibration,
         max_samples=args.max_samples,
+        kernels=args.kernels,
     )
     if args.plot:
         report.plot(args.plot, top=args.top, overwrite=args.overwrite)

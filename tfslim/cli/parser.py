@@ -94,6 +94,13 @@ def build() -> argparse.ArgumentParser:
         "--quantization", choices=["int8", "int16x8"], help="conversion mode (default: int8)"
     )
     s.add_argument("--max-samples", type=int, default=64, help="samples of --data compared")
+    s.add_argument(
+        "--kernels",
+        choices=["builtin", "xnnpack", "reference"],
+        default="builtin",
+        help="LiteRT kernels that run the int8 model: builtin, xnnpack (LiteRT's default on "
+        "phones) or reference (TFLite Micro's arithmetic) (default: builtin)",
+    )
     s.add_argument("--top", type=int, help="show only the worst N layers (default: all)")
     s.add_argument("--plot", help="also write a PNG bar chart here (default: none)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")

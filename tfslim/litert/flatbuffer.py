@@ -15,9 +15,19 @@ import numpy as np
 
 from tfslim.errors import InvalidModelError
 
-__all__ = ["analyze", "check_identifier", "op_name", "parse", "read_model_bytes", "type_name"]
+__all__ = [
+    "analyze",
+    "check_identifier",
+    "expose_tensors",
+    "op_name",
+    "pack",
+    "parse",
+    "read_model_bytes",
+    "type_name",
+]
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
+_ALIGNMENT = 16  # Buffers aligned as TF's own writer aligns them (TFLite Micro reads in place).
 
 
 def _schema():
@@ -85,6 +95,61 @@ def parse(data: bytes, name: str = "<bytes>"):
     except Exception as e:  # The flatbuffer reader raises assorted errors on bad offsets.
         raise InvalidModelError(f"{name}: corrupted or truncated TFLite model ({e})") from None
     return model
+
+
+def pack(model) -> bytes:
+    """Serializes a parsed model (`parse`'s object tree, possibly edited) back to bytes, with
+    every buffer aligned as TF's own writer aligns it."""
+    import flatbuffers
+
+    schema = _schema()
+
+    class AlignedBuffer(schema.BufferT):
+        def Pack(self, builder):  # noqa: N802 (the object API's name)
+            data = None
+            if self.data is not None and len(self.data):
+                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
+                builder.StartVector(1, len(raw), _ALIGNMENT)
+                builder.head -= len(raw)
+                builder.Bytes[builder.head : builder.head + len(raw)] = raw
+                data = builder.EndVector()
+            schema.BufferStart(builder)
+            if data is not None:
+                schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset)
+            schema.BufferAddSize(builder, self.size)
+            return schema.BufferEnd(builder)
+
+    for i, buffer in enumerate(model.buffers or []):
+        aligned = AlignedBuffer()
+        aligned.data, aligned.offset, aligned.size = buffer.data, buffer.offset, buffer.size
+        model.buffers[i] = aligned
+    size = sum(0 if b.data is None else len(b.data) for b in model.buffers or [])
+    builder = flatbuffers.Builder(size + 65536)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def expose_tensors(data: bytes, indices, name: str = "<bytes>") -> bytes:
+    """The model with subgraph 0's `indices` tensors added to its outputs (after the model's
+    own, in the order given), so that a delegate which fuses ops (XNNPACK) still hands them
+    back: each stays the output of the kernel that computes it. Model inputs and tensors
+    already among the outputs are left where they are."""
+    model = parse(data, name)
+    sg = model.subgraphs[0]
+    inputs = [int(i) for i in (sg.inputs if sg.inputs is not None else [])]
+    outputs = [int(i) for i in (sg.outputs if sg.outputs is not None else [])]
+    for i in indices:
+        i = int(i)
+        if not 0 <= i < len(sg.tensors):
+            raise ValueError(
+                f"Invalid value for argument `indices`. Expected tensor indices of subgraph 0 "
+                f"(0..{len(sg.tensors) - 1}). Received: {i}"
+            )
+        if i not in inputs and i not in outputs:
+            outputs.append(i)
+    sg.outputs = np.array(outputs, np.int32)
+    return pack(model)
 
 
 def _check_consistent(model) -> None:

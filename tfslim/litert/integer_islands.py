@@ -20,7 +20,6 @@ __all__ = ["INT8_KERNEL_OPS", "close_float_islands"]
 
 # Ops whose LiteRT and TFLite Micro kernels take int8 at the op version the converter writes.
 INT8_KERNEL_OPS = frozenset({"ELU"})
-_ALIGNMENT = 16  # Buffers aligned as TF's own writer aligns them (TFLite Micro reads in place).
 
 
 def _schema():
@@ -83,7 +82,7 @@ def close_float_islands(flatbuffer: bytes) -> tuple[bytes, dict[str, int]]:
             _drop_tensors(model, sg, dropped_tensors)
     if not closed:
         return flatbuffer, {}
-    return _pack(model, schema), closed
+    return flatbuffer_reader.pack(model), closed
 
 
 def _is_int8(sg, index: int, schema) -> bool:
@@ -115,34 +114,3 @@ def _drop_tensors(model, sg, dropped: set[int]) -> None:
             continue
         for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
             entry.tensorIndex = new_index[entry.tensorIndex]
-
-
-def _pack(model, schema) -> bytes:
-    import flatbuffers
-
-    class AlignedBuffer(schema.BufferT):
-        """A buffer whose data is aligned as TF's writer aligns it (TFLM reads in place)."""
-
-        def Pack(self, builder):  # noqa: N802 (the object API's name)
-            data = None
-            if self.data is not None and len(self.data):
-                raw = np.asarray(self.data, dtype=np.uint8).tobytes()
-                builder.StartVector(1, len(raw), _ALIGNMENT)
-                builder.head -= len(raw)
-                builder.Bytes[builder.head : builder.head + len(raw)] = raw
-                data = builder.EndVector()
-            schema.BufferStart(builder)
-            if data is not None:
-                schema.BufferAddData(builder, data)
-            schema.BufferAddOffset(builder, self.offset)
-            schema.BufferAddSize(builder, self.size)
-            return schema.BufferEnd(builder)
-
-    for i, buffer in enumerate(model.buffers or []):
-        aligned = AlignedBuffer()
-        aligned.data, aligned.offset, aligned.size = buffer.data, buffer.offset, buffer.size
-        model.buffers[i] = aligned
-    size = sum(0 if b.data is None else len(b.data) for b in model.buffers or [])
-    builder = flatbuffers.Builder(size + 65536)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
