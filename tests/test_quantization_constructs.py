@@ -390,6 +390,70 @@ def test_squeeze_and_excite_deploys_as_trained(block):
     check_deploys_as_trained(functional(block), data(), expected_ops=["MEAN", "MUL"])
 
 
+SQUEEZES_OF_ONE_VALUE = {
+    "pool_reshape": lambda x: L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(x)),
+    "pool_keepdims": lambda x: L.GlobalAveragePooling2D(keepdims=True)(x),
+    "pool_1d": lambda x: L.Reshape((1, 1, 8))(L.GlobalAveragePooling1D()(L.Reshape((1, 8))(x))),
+    "ops_mean": lambda x: ops.mean(x, axis=(1, 2), keepdims=True),
+}
+
+
+@pytest.mark.parametrize("squeeze", sorted(SQUEEZES_OF_ONE_VALUE))
+def test_squeeze_of_a_1x1_map_keeps_its_input_grid(squeeze):
+    """Squeeze-and-excite on a 1x1 map (EfficientNet's last blocks at small inputs): the
+    average of one value is an identity, which the converter drops together with any range of
+    its own (the excite convolution then reads the swish's tensor). QAT rounds onto the
+    swish's grid too; with a range of its own, the excite input was on another grid than the
+    deployed one and EfficientNetB0's blocks 6-7 disagreed on 1-2.7% of their outputs."""
+
+    def make(x):
+        x = L.Conv2D(8, 8, activation="swish", name="reduce_to_1x1")(x)
+        s = SQUEEZES_OF_ONE_VALUE[squeeze](x)
+        s = L.Conv2D(8, 1, activation="sigmoid", name="excite")(s)
+        return L.Flatten()(L.multiply([x, s]))
+
+    x = data()
+    qat, _ = check_deploys_as_trained(functional(make), x)
+    classes = [type(layer).__name__ for layer in qat.layers]
+    assert "RoundToInputGrid" in classes
+    assert classes.count("ActivationQuantizer") == 2  # The input's and the multiply's only.
+    # What the excite convolution trains on is the swish's output itself, as deployed.
+    rounding = next(layer for layer in qat.layers if type(layer).__name__ == "RoundToInputGrid")
+    probe = keras.Model(qat.input, [qat.get_layer("reduce_to_1x1").output, rounding.output])
+    swish, squeezed = probe.predict(x, verbose=0)
+    np.testing.assert_array_equal(squeezed.reshape(swish.shape), swish)
+    from tfslim.benchmarking.layer_matching import TfliteGraph
+    from tfslim.litert import flatbuffer
+
+    graph = TfliteGraph(flatbuffer.parse(tfslim.convert(qat, target="mcu").flatbuffer))
+    convs = [(ins, outs) for op, ins, outs in graph.ops if op == "CONV_2D"]
+    swish = next(outs[0] for op, ins, outs in graph.ops if op == "MUL" and ins[0] == convs[0][1][0])
+    assert graph.quantization(convs[1][0][0])[0] == graph.quantization(swish)[0]
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: L.GlobalAveragePooling2D()(keras.Input((1, 1, 4))), True),
+        (lambda: L.GlobalAveragePooling2D()(keras.Input((2, 1, 4))), False),
+        (
+            lambda: L.GlobalAveragePooling2D(data_format="channels_first")(keras.Input((4, 1, 1))),
+            True,
+        ),
+        (lambda: L.GlobalAveragePooling1D()(keras.Input((1, 4))), True),
+        (lambda: ops.mean(keras.Input((1, 1, 4)), axis=(1, 2)), True),
+        (lambda: ops.mean(keras.Input((1, 1, 4)), axis=-1), False),
+        (lambda: ops.mean(keras.Input((1, 1, 1)), axis=None), False),
+    ],
+)
+def test_averages_one_value(make, expected):
+    from tfslim._keras_graph import producing_node
+    from tfslim.quantization import registry
+
+    op, node = producing_node(make())
+    assert registry.averages_one_value(op, tuple(node.input_tensors[0].shape)) is expected
+
+
 def transpose(x, **kwargs):
     return L.Conv2DTranspose(4, 3, strides=2, padding="same", **kwargs)(x)
 

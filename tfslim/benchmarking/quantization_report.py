@@ -344,6 +344,12 @@ def _alone(graph, rows, values, row, n, grid) -> "dict | None":
 
     sources = boundaries(graph, rows, row.op)
     end = rounded(graph, row.op)
+    for p in graph.producers[id(end)][1:] if end is not row.op else []:
+        # A grid-rounding quantizer's second input: the tensor whose grid it rounds onto.
+        for source in [p] if id(p) in rows else boundaries(graph, rows, p):
+            if source not in sources:
+                sources.append(source)
+    sources.sort(key=lambda p: graph.position[id(p)])
     try:
         fn = keras.Function([graph.tensor[id(s)] for s in sources], graph.tensor[id(end)])
         inputs = [values[rows[id(s)].tensor].reshape((n, *graph.sample_shape(s))) for s in sources]

@@ -292,6 +292,11 @@ class _Rewriter:
                 window = math.prod((size,) * spatial if isinstance(size, int) else size)
             rounding = RoundToInputGrid(int8_ties=ties, window=window, name=f"{op.name}_rounding")
             out = rounding([out, _grid_source(args[0])])
+        x = args[0] if args else None
+        if kind == "requantize" and registry.averages_one_value(op, getattr(x, "shape", None)):
+            # The average of one value: the int8 file keeps the input's grid (see
+            # `averages_one_value`), so QAT rounds onto that grid, not a range of its own.
+            return RoundToInputGrid(name=f"{op.name}_rounding")([out, _grid_source(x)])
         if kind in ("requantize", "divide"):
             fused = self.fuses_relu(node)
             # A tensor read only by a concatenation gets its scale in the int8 file (see

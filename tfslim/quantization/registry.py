@@ -175,6 +175,30 @@ def averages_between_steps(layer) -> bool:
     return cls in ("Resizing", "UpSampling2D") and layer.interpolation == "bilinear"
 
 
+def averages_one_value(operation, shape) -> bool:
+    """Whether a global average pooling or `keras.ops.mean` of an input of `shape` reduces
+    only axes of size 1 (the squeeze of a 1x1 map): an identity, which the converter may
+    drop together with the rounding onto a range of its own (a MEAN followed by a reshape
+    back to 1x1, as squeeze-and-excite writes it, leaves no op at all), so its output keeps
+    its input's grid."""
+    cls = type(operation).__name__
+    if shape is None:
+        return False
+    if cls in ("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D"):
+        rank = len(shape)
+        first = getattr(operation, "data_format", "channels_last") == "channels_first"
+        axes = range(2, rank) if first else range(1, rank - 1)
+    elif not is_layer(operation) and cls == "Mean" and operation.axis is not None:
+        axis = operation.axis
+        axes = [axis] if isinstance(axis, int) else list(axis)
+        axes = [a % len(shape) for a in axes]
+        if 0 in axes:
+            return False
+    else:
+        return False
+    return all(shape[a] == 1 for a in axes)
+
+
 def role(operation) -> str | None:
     """Returns the role of a layer or operation ("weighted", ...) or `None` if unsupported."""
     return _role_and_reason(operation)[0]
