@@ -390,6 +390,56 @@ def test_squeeze_and_excite_deploys_as_trained(block):
     check_deploys_as_trained(functional(block), data(), expected_ops=["MEAN", "MUL"])
 
 
+@pytest.mark.parametrize(
+    "op, tflite_op", [("add", "ADD"), ("subtract", "SUB"), ("multiply", "MUL")]
+)
+def test_a_constant_tensor_operand_is_what_the_int8_file_stores(op, tflite_op):
+    """The converter stores a constant tensor operand as int8 on its own range (widened to
+    hold zero); QAT computes with those rounded values, not the float ones. With the float
+    constant, a sinusoidal position encoding's ADD disagreed with QAT on 19% of its outputs
+    (the benchmarks' Transformer encoder)."""
+    from tfslim.benchmarking.layer_matching import TfliteGraph
+    from tfslim.litert import flatbuffer
+    from tfslim.quantization.quantizers import constant_on_int8_grid
+
+    constant = (0.9 * np.sin(np.arange(8 * 8 * 4).reshape(8, 8, 4) / 7.0) + 0.2).astype("float32")
+    x = data()
+    qat, _ = check_deploys_as_trained(
+        functional(lambda t: getattr(ops, op)(conv(t), constant)), x, expected_ops=[tflite_op]
+    )
+    model = tfslim.convert(qat, target="mcu").flatbuffer
+    fb = flatbuffer.parse(model)
+    graph = TfliteGraph(fb)
+    stored = None
+    for name, inputs, _ in graph.ops:
+        for i in inputs if name == tflite_op else []:
+            buffer = fb.buffers[fb.subgraphs[0].tensors[i].buffer]
+            if buffer.data is not None and len(buffer.data) == constant.size:
+                raw = np.asarray(buffer.data, np.uint8).view(np.int8).reshape(constant.shape)
+                stored = graph.dequantize(i, raw)
+    assert stored is not None
+    assert np.abs(stored - constant).max() > 1e-3  # The file's rounding is real...
+    np.testing.assert_allclose(constant_on_int8_grid(constant), stored, atol=1e-6)  # ...and QAT's.
+    report = tfslim.quantization_report(qat, x, converted=model, kernels="xnnpack")
+    record = next(r for r in report.layers if r.op == tflite_op)
+    assert record.alone_flipped < 0.01, record.alone_flipped
+
+
+def test_constant_on_int8_grid_leaves_scalars_and_non_float_values():
+    from tfslim.quantization.quantizers import constant_on_int8_grid
+
+    assert constant_on_int8_grid(3.0) == 3.0
+    ints = np.arange(5)
+    assert constant_on_int8_grid(ints) is ints
+    zeros = np.zeros((2, 2), "float32")
+    assert constant_on_int8_grid(zeros) is zeros
+    rounded = constant_on_int8_grid(np.array([0.11, 0.33, 1.0], "float32"))
+    step = 1.0 / 255
+    np.testing.assert_allclose(
+        rounded, np.round(np.array([0.11, 0.33, 1.0]) / step) * step, atol=1e-7
+    )
+
+
 SQUEEZES_OF_ONE_VALUE = {
     "pool_reshape": lambda x: L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(x)),
     "pool_keepdims": lambda x: L.GlobalAveragePooling2D(keepdims=True)(x),

@@ -25,6 +25,7 @@ from tfslim.quantization.quantizers import (
     ActivationQuantizer,
     RoundToInputGrid,
     check_ema_decay,
+    constant_on_int8_grid,
 )
 from tfslim.quantization.rescaling import QuantizeRescaling, affine_of
 from tfslim.quantization.transformer import (
@@ -266,6 +267,10 @@ class _Rewriter:
         """Copies a pass-through or requantizing layer or op, with its quantizer."""
         cls = type(op).__name__
         if not registry.is_layer(op):
+            if cls in registry.CONSTANT_OPERAND_OPS:
+                # A constant tensor operand is stored as int8: QAT adds what the file adds.
+                args = [constant_on_int8_grid(a) for a in args]
+                kwargs = {k: constant_on_int8_grid(v) for k, v in kwargs.items()}
             out = _clone_op(op)(*args, **kwargs)
         else:
             clone = _clone(op)

@@ -10,6 +10,7 @@ converter folds into int8 kernels.
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfslim._checks import check_rate
@@ -95,6 +96,29 @@ def fake_quant_weights(weights, *, axis=None, training=False):
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(
         weights, -bound, bound, num_bits=8, narrow_range=True
     )
+
+
+def constant_on_int8_grid(value):
+    """A constant operand of an int8 ADD, SUB, MUL, MAXIMUM or MINIMUM as the converter
+    stores it: asymmetric per-tensor int8 on its own range widened to hold zero, so its
+    values land on that grid (within half a step). A scalar is returned as it is (it sits at
+    an end of its range, which the grid holds exactly), and so is anything not a float
+    array."""
+    if isinstance(value, keras.KerasTensor):
+        return value
+    try:
+        array = np.asarray(value)
+    except Exception:  # Not array-like (a name, None): not a constant operand.
+        return value
+    if array.dtype.kind != "f" or array.size <= 1 or not np.isfinite(array).all():
+        return value
+    low, high = min(0.0, float(array.min())), max(0.0, float(array.max()))
+    if low == high:
+        return value
+    rounded = tf.quantization.fake_quant_with_min_max_vars(
+        tf.constant(array, "float32"), low, high, num_bits=8, narrow_range=False
+    )
+    return np.asarray(rounded).astype(array.dtype)
 
 
 def check_ema_decay(ema_decay) -> float:

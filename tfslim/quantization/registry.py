@@ -74,6 +74,10 @@ REQUANTIZE = frozenset(
 
 ACTIVATION = frozenset({"Activation", "ReLU", "LeakyReLU", "Softmax", "ELU"})
 
+# keras.ops operations whose int8 kernel stores a constant tensor operand as int8 (on its own
+# range widened to hold zero, see `quantizers.constant_on_int8_grid`).
+CONSTANT_OPERAND_OPS = frozenset({"Add", "Subtract", "Multiply"})
+
 # keras.ops operations (class names in keras.src.ops) by role.
 PASSTHROUGH_OPS = frozenset(
     {
