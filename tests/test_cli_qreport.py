@@ -25,7 +25,7 @@ def test_table_and_plot(files, capsys, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = out.splitlines()
-    assert "int8 for mobile on builtin kernels, 24 samples" in lines[0]
+    assert "int8 for mobile on xnnpack kernels, 24 samples" in lines[0]
     assert "alone ch-SNR dB" in lines[1]
     assert [line.split()[0] for line in lines[3:5]] == ["1", "2"]
     assert len(lines) == 6 and lines[5] == f"wrote {plot}"  # Two rows, nothing unmatched.
@@ -34,10 +34,10 @@ def test_table_and_plot(files, capsys, tmp_path):
     code = main([*argv, "--json", "--plot", str(plot)])
     out, err = capsys.readouterr()
     assert code == 2 and "--plot" in err and "--overwrite" in err and not out
-    code = main([*argv, "--top", "1", "--kernels", "xnnpack"])
+    code = main([*argv, "--top", "1", "--kernels", "builtin"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "int8 for mobile on xnnpack kernels, 24 samples" in out.splitlines()[0]
+    assert "int8 for mobile on builtin kernels, 24 samples" in out.splitlines()[0]
 
 
 def test_a_library_error_after_loading_is_one_line(files, capsys, tmp_path):

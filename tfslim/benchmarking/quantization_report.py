@@ -67,7 +67,7 @@ def quantization_report(
     quantization: str | None = None,
     calibration_data: "np.ndarray | tuple | None" = None,
     max_samples: int = 64,
-    kernels: str = "builtin",
+    kernels: str | None = None,
 ) -> QuantizationReport:
     """Per-layer error of the int8 model against the float Keras model, worst first.
 
@@ -84,11 +84,13 @@ def quantization_report(
             None calibrates on `data` (said in `report.notes`). Only without `converted`.
             Defaults to `None`.
         max_samples: int. Samples of `data` compared. Defaults to `64`.
-        kernels: str. The LiteRT kernels that run the int8 model: `"builtin"` (LiteRT's
-            optimized kernels), `"xnnpack"` (its default delegate on phones and desktops) or
-            `"reference"` (the arithmetic TFLite Micro runs). They round differently inside
-            some ops (the builtin MEAN truncates), so a layer can be off on one and exact on
-            another. Defaults to `"builtin"`.
+        kernels: str or None. The LiteRT kernels that run the int8 model: `"xnnpack"` (its
+            default delegate on phones and desktops), `"reference"` (what TFLite Micro's
+            reference kernels compute) or `"builtin"` (LiteRT's optimized kernels without
+            a delegate). They round differently inside some ops (the builtin MEAN
+            truncates), so a layer can be off on one and exact on another. None runs what
+            the target runs: XNNPACK for a `mobile` target, the reference kernels for an
+            `mcu` one. Defaults to `None`.
 
     Returns:
         A `QuantizationReport`.
@@ -109,8 +111,8 @@ def quantization_report(
     start = time.perf_counter()
     max_samples = check_int("max_samples", max_samples)
     target = get_target(target)
-    if kernels not in KERNELS:
-        raise invalid_value("kernels", f"one of {list(KERNELS)}", kernels)
+    if kernels is not None and kernels not in KERNELS:
+        raise invalid_value("kernels", f"one of {list(KERNELS)} or None", kernels)
     if quantization is not None and quantization not in _MODES:
         raise invalid_value("quantization", f"one of {list(_MODES)} or None", quantization)
     if converted is not None and (quantization is not None or calibration_data is not None):
@@ -145,6 +147,8 @@ def quantization_report(
         model_bytes, name = flatbuffer.read_model_bytes(converted, argument="converted")
         mode = getattr(converted, "quantization", None)
         target = getattr(converted, "target", target)
+    if kernels is None:
+        kernels = "reference" if target.is_micro else "xnnpack"
     isolation.start()
     tfl = TfliteGraph(flatbuffer.parse(model_bytes, name))
     mode = mode or tfl.mode()

@@ -97,9 +97,9 @@ def build() -> argparse.ArgumentParser:
     s.add_argument(
         "--kernels",
         choices=["builtin", "xnnpack", "reference"],
-        default="builtin",
-        help="LiteRT kernels that run the int8 model: builtin, xnnpack (LiteRT's default on "
-        "phones) or reference (TFLite Micro's arithmetic) (default: builtin)",
+        help="LiteRT kernels that run the int8 model: xnnpack (LiteRT's default on phones), "
+        "reference (TFLite Micro's arithmetic) or builtin (default: what --target runs, "
+        "xnnpack for mobile, reference for mcu and boards)",
     )
     s.add_argument("--top", type=int, help="show only the worst N layers (default: all)")
     s.add_argument("--plot", help="also write a PNG bar chart here (default: none)")
