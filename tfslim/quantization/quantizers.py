@@ -99,11 +99,10 @@ def fake_quant_weights(weights, *, axis=None, training=False):
 
 
 def constant_on_int8_grid(value):
-    """A constant operand of an int8 ADD, SUB, MUL, MAXIMUM or MINIMUM as the converter
-    stores it: asymmetric per-tensor int8 on its own range widened to hold zero, so its
-    values land on that grid (within half a step). A scalar is returned as it is (it sits at
-    an end of its range, which the grid holds exactly), and so is anything not a float
-    array."""
+    """A constant operand of an int8 ADD, SUB or MUL as the converter stores it: asymmetric
+    per-tensor int8 on its own range widened to hold zero, so its values land on that grid
+    (within half a step). A scalar is returned as it is (it sits at an end of its range,
+    which the grid holds exactly), and so is anything not a float array."""
     if isinstance(value, keras.KerasTensor):
         return value
     try:
